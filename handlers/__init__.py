@@ -1,0 +1,1 @@
+"""Reference handlers that users copy: each module exposes a ``router``."""

@@ -1,0 +1,262 @@
+"""The ingest app: checks in order, ``store.append``, then the answer. Handlers never run here.
+
+The webhook endpoint is a plain ASGI callable mounted as a Starlette route: it reads the body
+itself so it can enforce the size limit and the read deadline while streaming, and it answers
+before touching anything it does not need (no JSON parsing before the acknowledgement).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from receiver import metrics
+from receiver.allowlist import Allowlist, ClientResolver
+from receiver.auth import Verifier
+from receiver.config import Settings
+from receiver.errors import StoreUnavailable
+from receiver.sources import dedup_key
+from receiver.store import Incoming, Store
+
+log = logging.getLogger("receiver.ingest")
+audit = logging.getLogger("receiver.audit")
+
+# Never stored or logged: they carry credentials or session state.
+SECRET_HEADERS = frozenset({b"authorization", b"proxy-authorization", b"cookie", b"x-api-key"})
+EVENT_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:*-]{0,119}$")
+
+BackgroundService = Callable[[], contextlib.AbstractAsyncContextManager[Any]]
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _ClientGone(Exception):
+    pass
+
+
+def _json(
+    status: int, body: bytes, extra: Sequence[tuple[bytes, bytes]] = ()
+) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        *extra,
+    ]
+    return status, headers, body
+
+
+def _error(
+    status: int, message: str, extra: Sequence[tuple[bytes, bytes]] = ()
+) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    return _json(status, b'{"error":"' + message.encode() + b'"}', extra)
+
+
+class IngestEndpoint:
+    """``POST /webhooks/{source}`` and ``POST /webhooks/{source}/{event}``."""
+
+    def __init__(self, settings: Settings, allowlist: Allowlist, store: Store) -> None:
+        self._store = store
+        self._allowlist = allowlist
+        self._resolver = ClientResolver(settings.trusted_proxies)
+        self._verifiers = {
+            name: Verifier(source.credentials, realm=name)
+            for name, source in settings.sources.items()
+        }
+        self._max_body = settings.max_body_bytes
+        self._read_timeout = settings.read_timeout_seconds
+        self._ack_timeout = settings.ack_timeout_seconds
+        self._retry_after = str(settings.retry_after_seconds).encode()
+        self._received = {name: metrics.RECEIVED.labels(name) for name in settings.sources}
+        self._stored = {name: metrics.STORED.labels(name) for name in settings.sources}
+        self._duplicates = {name: metrics.DUPLICATES.labels(name) for name in settings.sources}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        status, headers, body = await self._handle(scope, receive)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    def _reject(self, source: str, reason: str) -> None:
+        metrics.REJECTED.labels(source, reason).inc()
+
+    async def _handle(
+        self, scope: Scope, receive: Receive
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        params = scope["path_params"]
+        source: str = params["source"]
+        verifier = self._verifiers.get(source)
+        if verifier is None:
+            metrics.REJECTED.labels("(unknown)", "unknown_source").inc()
+            return _error(404, "unknown source")
+        self._received[source].inc()
+
+        forwarded: list[str] = []
+        authorization: bytes | None = None
+        content_length: bytes | None = None
+        kept: dict[str, str] = {}
+        for name, value in scope["headers"]:
+            if name == b"x-forwarded-for":
+                forwarded.append(value.decode("latin-1"))
+            elif name == b"authorization":
+                authorization = value
+            elif name == b"content-length":
+                content_length = value
+            if name not in SECRET_HEADERS:
+                kept[name.decode("latin-1")] = value.decode("latin-1")
+
+        peer = scope.get("client")
+        client = self._resolver.resolve(peer[0] if peer else None, forwarded)
+        if not self._allowlist.allows(source, client):
+            self._reject(source, "address")
+            audit.warning(
+                "refused %s: address %s (peer %s) is not allowlisted",
+                source,
+                client,
+                peer[0] if peer else None,
+            )
+            return _error(403, "address not allowed")
+
+        if not verifier.verify(authorization):
+            self._reject(source, "credentials")
+            audit.warning("refused %s from %s: missing or wrong credentials", source, client)
+            return _error(
+                401,
+                "missing or wrong credentials",
+                [(b"www-authenticate", verifier.challenge.encode())],
+            )
+
+        path_event: str | None = params.get("event")
+        if path_event is not None and not EVENT_PATTERN.match(path_event):
+            self._reject(source, "event")
+            return _error(404, "invalid event id in path")
+
+        if content_length is not None:
+            try:
+                declared = int(content_length)
+            except ValueError:
+                self._reject(source, "bad_request")
+                return _error(400, "invalid content-length")
+            if declared > self._max_body:
+                self._reject(source, "too_large")
+                return _error(413, "body over the limit", [(b"connection", b"close")])
+
+        try:
+            async with asyncio.timeout(self._read_timeout):
+                body = await self._read_body(receive)
+        except _TooLarge:
+            self._reject(source, "too_large")
+            return _error(413, "body over the limit", [(b"connection", b"close")])
+        except TimeoutError:
+            self._reject(source, "read_timeout")
+            return _error(408, "request body not received in time", [(b"connection", b"close")])
+        except _ClientGone:
+            self._reject(source, "disconnected")
+            return _error(400, "client went away")
+
+        item = Incoming(
+            source=source,
+            event=path_event,
+            client_ip=str(client),
+            headers=kept,
+            body=body,
+            dedup_key=dedup_key(source, path_event, body),
+        )
+        try:
+            receipt = await self._store.append(item, deadline=self._ack_timeout)
+        except StoreUnavailable as error:
+            self._reject(source, "store")
+            log.error("answering 503 to %s: %s", source, error)
+            return _error(
+                503, "store unavailable, retry later", [(b"retry-after", self._retry_after)]
+            )
+        if receipt.duplicate_of is None:
+            self._stored[source].inc()
+            return _json(200, b'{"id":"' + receipt.id.encode() + b'","duplicate":false}')
+        self._duplicates[source].inc()
+        return _json(200, b'{"id":"' + receipt.id.encode() + b'","duplicate":true}')
+
+    async def _read_body(self, receive: Receive) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _ClientGone
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self._max_body:
+                raise _TooLarge
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+
+def create_app(
+    settings: Settings,
+    store: Store | None = None,
+    allowlist: Allowlist | None = None,
+    background: Sequence[BackgroundService] = (),
+) -> Starlette:
+    """The ingest app. ``background`` services (such as the in-process worker) run in its lifespan."""
+    store = (
+        store
+        if store is not None
+        else Store(
+            settings.database_url,
+            max_batch=settings.group_commit.max_batch,
+            max_wait_ms=settings.group_commit.max_wait_ms,
+        )
+    )
+    allowlist = allowlist if allowlist is not None else Allowlist.load(settings.allowlist)
+    ingest = IngestEndpoint(settings, allowlist, store)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await asyncio.to_thread(store.create_schema)
+        store.start()
+        async with contextlib.AsyncExitStack() as stack:
+            for service in background:
+                await stack.enter_async_context(service())
+            yield
+        await asyncio.to_thread(store.close)
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        if await asyncio.to_thread(store.ready):
+            return JSONResponse({"status": "ready"})
+        return JSONResponse(
+            {"status": "store unreachable"},
+            status_code=503,
+            headers={"Retry-After": str(settings.retry_after_seconds)},
+        )
+
+    async def metrics_endpoint(request: Request) -> Response:
+        return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    app = Starlette(
+        routes=[
+            Route("/webhooks/{source}", ingest, methods=["POST"]),
+            Route("/webhooks/{source}/{event}", ingest, methods=["POST"]),
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            Route("/metrics", metrics_endpoint),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.store = store
+    app.state.settings = settings
+    return app

@@ -1,0 +1,197 @@
+"""The ``receiver`` command. Configuration errors print one line and exit 2, never a traceback."""
+
+from __future__ import annotations
+
+import base64
+import json
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import uvicorn
+
+from receiver import logs
+from receiver.config import Settings, load_settings
+from receiver.errors import ConfigError, ReceiverError, StoreUnavailable
+from receiver.store import NoteFilter, Store
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="receiver.yaml to use (default: $RECEIVER_CONFIG, else built-in defaults).",
+)
+
+
+def friendly_errors(command: F) -> F:
+    """Turn the package's errors into one line on stderr and a meaningful exit code."""
+
+    @wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except ConfigError as error:
+            click.echo(f"receiver: configuration error: {error}", err=True)
+            sys.exit(2)
+        except StoreUnavailable as error:
+            click.echo(f"receiver: store unavailable: {error}", err=True)
+            sys.exit(3)
+        except ReceiverError as error:
+            click.echo(f"receiver: {error}", err=True)
+            sys.exit(1)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _settings(config_path: Path | None) -> Settings:
+    settings = load_settings(config_path)
+    logs.configure(settings.log_level, settings.secrets())
+    return settings
+
+
+def _open_store(settings: Settings) -> Store:
+    store = Store(settings.database_url)
+    store.create_schema()
+    return store
+
+
+@click.group()
+@click.version_option(package_name="portal-receiver")
+def main() -> None:
+    """Durable webhook receiver for the Portal Único, SINtegre and InvoiCy."""
+
+
+@main.command()
+@config_option
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--no-worker", is_flag=True, help="Ingest only; run `receiver worker` elsewhere.")
+@friendly_errors
+def serve(config_path: Path | None, host: str, port: int, no_worker: bool) -> None:
+    """Run the ingest app (and, unless --no-worker, an in-process handler worker)."""
+    from receiver.app import create_app
+    from receiver.services import background_services
+
+    settings = _settings(config_path)
+    services = [] if no_worker else background_services(settings)
+    app = create_app(settings, background=services)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        # Our code resolves the client from trusted_proxies; uvicorn's own handling trusts
+        # 127.0.0.1 by default and would let a local proxy's header choose the address.
+        proxy_headers=False,
+        server_header=False,
+        timeout_keep_alive=5,
+        limit_concurrency=settings.limit_concurrency,
+        h11_max_incomplete_event_size=16 * 1024,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+    )
+    uvicorn.Server(config).run()
+
+
+@main.group()
+def inbox() -> None:
+    """What was received, read from the store."""
+
+
+def _body_fields(body: bytes) -> dict[str, Any]:
+    try:
+        return {"body": body.decode("utf-8"), "body_base64": False}
+    except UnicodeDecodeError:
+        return {"body": base64.b64encode(body).decode("ascii"), "body_base64": True}
+
+
+def _public(row: dict[str, Any]) -> dict[str, Any]:
+    received: datetime = row["received_at"]
+    return {
+        "id": row["id"],
+        "source": row["source"],
+        "event": row["event"],
+        "received_at": received.isoformat(),
+        "client_ip": row["client_ip"],
+        "status": row["status"],
+        "duplicate_of": row["duplicate_of"],
+        "recovered": row["recovered"],
+        "dedup_key": row["dedup_key"],
+        "error": row["error"],
+        "headers": json.loads(row["headers"]),
+        **_body_fields(row["body"]),
+    }
+
+
+@inbox.command("list")
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.option("--source", default=None)
+@click.option("--event", default=None)
+@click.option(
+    "--status",
+    default=None,
+    type=click.Choice(["pending", "done", "failed", "dead", "quarantined", "duplicate"]),
+)
+@click.option("--limit", default=None, type=click.IntRange(min=0))
+@friendly_errors
+def inbox_list(
+    config_path: Path | None,
+    as_json: bool,
+    source: str | None,
+    event: str | None,
+    status: str | None,
+    limit: int | None,
+) -> None:
+    """List stored notifications, oldest first (all matches unless --limit)."""
+    store = _open_store(_settings(config_path))
+    try:
+        where = NoteFilter(source=source, event=event, status=status, limit=limit)
+        out = sys.stdout
+        for row in store.notes(where):
+            if as_json:
+                out.write(json.dumps(_public(row), ensure_ascii=False) + "\n")
+            else:
+                out.write(
+                    f"{row['id']}  {row['received_at']:%Y-%m-%d %H:%M:%S}  {row['source']:<9} "
+                    f"{(row['event'] or '-'):<34} {row['status']:<11} "
+                    f"{('dup of ' + row['duplicate_of']) if row['duplicate_of'] else ''}\n"
+                )
+        out.flush()
+    finally:
+        store.close()
+
+
+@inbox.command("show")
+@config_option
+@click.argument("note_id")
+@friendly_errors
+def inbox_show(config_path: Path | None, note_id: str) -> None:
+    """Everything stored about one notification, with its handler jobs."""
+    store = _open_store(_settings(config_path))
+    try:
+        row = store.note(note_id)
+        if row is None:
+            click.echo(f"receiver: no notification with id {note_id}", err=True)
+            sys.exit(1)
+        shown = _public(row)
+        shown["jobs"] = [
+            {
+                "handler": job["handler"],
+                "status": job["status"],
+                "attempts": job["attempts"],
+                "next_attempt_at": job["next_attempt_at"].isoformat(),
+                "last_error": job["last_error"],
+            }
+            for job in store.jobs_of(note_id)
+        ]
+        click.echo(json.dumps(shown, ensure_ascii=False, indent=2))
+    finally:
+        store.close()

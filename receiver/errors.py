@@ -1,0 +1,54 @@
+"""The package's one exception tree.
+
+ReceiverError                  anything this package raises on purpose
+├── ConfigError                a settings file, allowlist or handler list is wrong: fix it and restart
+├── StoreUnavailable           the store could not commit or answer: the sender should retry (503)
+├── HandlerError               a handler module or router is wrong (import failed, unknown source)
+├── Retry                      raised by a handler to be run again later (``Retry(after=30)``)
+└── PortalError                a call to the Portal API failed; names endpoint and status
+    ├── PortalAuthError        authentication refused (certificate, role, client id)
+    └── SubscriptionError      the subscription API refused a request (bad field, unknown id)
+"""
+
+from __future__ import annotations
+
+
+class ReceiverError(Exception):
+    """Base class for every error raised on purpose by this package."""
+
+
+class ConfigError(ReceiverError):
+    """A configuration file is missing or invalid; the message names the file and the key."""
+
+
+class StoreUnavailable(ReceiverError):
+    """The store could not commit; nothing was acknowledged and the sender should try again."""
+
+
+class HandlerError(ReceiverError):
+    """A handler module could not be loaded or registered something invalid."""
+
+
+class Retry(ReceiverError):
+    """Raised by a handler to ask for another attempt, ``after`` seconds from now."""
+
+    def __init__(self, after: float | None = None, reason: str = "handler asked to retry") -> None:
+        super().__init__(reason)
+        self.after = after
+
+
+class PortalError(ReceiverError):
+    """A call to the Portal API failed."""
+
+    def __init__(self, message: str, *, endpoint: str = "", status: int | None = None) -> None:
+        super().__init__(message)
+        self.endpoint = endpoint
+        self.status = status
+
+
+class PortalAuthError(PortalError):
+    """The Portal refused to authenticate us."""
+
+
+class SubscriptionError(PortalError):
+    """The Portal's subscription API refused a request."""

@@ -1,0 +1,122 @@
+"""The tables: notifications as received, one job per (notification, handler), handler results."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import Column, DateTime, Index, LargeBinary, Text, UniqueConstraint, text
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class NoteStatus(StrEnum):
+    PENDING = "pending"  # stored, handlers not finished yet
+    DONE = "done"  # every handler succeeded
+    FAILED = "failed"  # a handler failed and will be retried
+    DEAD = "dead"  # a handler used up its attempts
+    QUARANTINED = "quarantined"  # body unreadable, or no handler for its event: kept for review
+    DUPLICATE = "duplicate"  # a receipt of a repeat; handlers ran for the original
+
+
+class JobStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    DEAD = "dead"
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on every dialect; SQLite would otherwise hand back naive ones."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _utc_column(nullable: bool = False, index: bool = False) -> Column[datetime]:
+    return Column(UTCDateTime(), nullable=nullable, index=index)
+
+
+class StoredNotification(SQLModel, table=True):
+    __tablename__ = "notifications"
+    __table_args__ = (
+        # One original per dedup key; repeats are stored as receipts pointing at it.
+        Index(
+            "uq_notifications_original",
+            "dedup_key",
+            unique=True,
+            sqlite_where=text("duplicate_of IS NULL"),
+            postgresql_where=text("duplicate_of IS NULL"),
+        ),
+        # What the worker still has to route.
+        Index(
+            "ix_notifications_unrouted",
+            "id",
+            sqlite_where=text("routed = 0"),
+            postgresql_where=text("routed = false"),
+        ),
+    )
+
+    id: str = Field(primary_key=True, max_length=26)
+    source: str = Field(index=True, max_length=64)
+    event: str | None = Field(default=None, index=True, max_length=120)
+    received_at: datetime = Field(sa_column=_utc_column(index=True))
+    client_ip: str = Field(max_length=64)
+    headers: str = Field(sa_column=Column(Text, nullable=False))  # JSON, credentials removed
+    body: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    dedup_key: str = Field(max_length=64)
+    duplicate_of: str | None = Field(default=None, max_length=26)
+    status: str = Field(default=NoteStatus.PENDING, index=True, max_length=16)
+    routed: bool = Field(default=False)
+    error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    recovered: bool = Field(default=False)
+
+
+class Job(SQLModel, table=True):
+    __tablename__ = "jobs"
+    __table_args__ = (
+        UniqueConstraint("notification_id", "handler", name="uq_jobs_notification_handler"),
+        Index("ix_jobs_due", "status", "next_attempt_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    notification_id: str = Field(index=True, max_length=26, foreign_key="notifications.id")
+    handler: str = Field(max_length=200)
+    status: str = Field(default=JobStatus.PENDING, max_length=16)
+    attempts: int = 0
+    next_attempt_at: datetime = Field(sa_column=_utc_column())
+    lease_until: datetime | None = Field(default=None, sa_column=_utc_column(nullable=True))
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    created_at: datetime = Field(sa_column=_utc_column())
+    updated_at: datetime = Field(sa_column=_utc_column())
+
+
+class HandlerResult(SQLModel, table=True):
+    """What handlers keep (``ctx.save``), keyed by kind and idempotency key: a replay overwrites."""
+
+    __tablename__ = "handler_results"
+
+    kind: str = Field(primary_key=True, max_length=64)
+    key: str = Field(primary_key=True, max_length=200)
+    value: str = Field(sa_column=Column(Text, nullable=False))  # JSON
+    updated_at: datetime = Field(sa_column=_utc_column())

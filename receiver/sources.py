@@ -1,0 +1,241 @@
+"""What each sender looks like: how a stored body gives its event id, and the event catalogs.
+
+Nothing here runs before the acknowledgement except ``dedup_key``: parsing happens after the
+body is safely stored, and a body that cannot be parsed is quarantined, never refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+# Seed pucomex-proposta-sefaz.txt lists the events; the Portal has published no ids (seed 000 says
+# "There is no available events yet"), so these ids are the project's contract (DESIGN.md).
+PUCOMEX_EVENTS: Mapping[str, str] = {
+    "duimp.registro": "Registro de Duimp",
+    "duimp.retificacao": "Retificação de Duimp",
+    "duimp.entrega-com-prosseguimento": "Autorização de Entrega com prosseguimento do Despacho",
+    "duimp.entrega-sem-prosseguimento": "Autorização de Entrega sem prosseguimento do Despacho",
+    "duimp.cancelamento": "Cancelamento de Duimp",
+    "duimp.desembaraco": "Desembaraço de Duimp",
+    "pcce.icms-solicitacao": "Solicitação de Cálculo do Pagamento ou Exoneração do ICMS",
+    "pcce.icms-cancelamento": "Notificação de cancelamento de solicitação de ICMS",
+    "anexacao.documentos-disponiveis": "Notificação da disponibilização de documentos para a Sefaz",
+    "lpco.registro": "Registro de LPCO",
+    "lpco.vinculo-inclusao": "Inclusão de vínculo de LPCO com operação",
+    "lpco.vinculo-cancelamento": "Cancelamento de vínculo de LPCO com operação",
+    "lpco.situacao-importador": "Alteração de situação do LPCO feita pelo exportador/importador",
+    "lpco.situacao-anuente": "Alteração de situação do LPCO feita pelo órgão anuente",
+    "lpco.exigencia-inclusao": "Inclusão de exigência no LPCO",
+    "lpco.retificacao-resultado": "Resultado de análise de solicitação de retificação de LPCO",
+    "lpco.prorrogacao-resultado": "Resultado de análise de solicitação de prorrogação de LPCO",
+    "lpco.retificacao-solicitacao": "Inclusão de solicitação de retificação de LPCO",
+    "lpco.prorrogacao-solicitacao": "Inclusão de solicitação de prorrogação de LPCO",
+    "lpco.exigencia-resposta": "Resposta a exigência do LPCO",
+    "lpco.pendencia-due-averbada": "Pendência de LPCO em DU-E averbada",
+}
+
+SINTEGRE_EVENTS: Mapping[str, str] = {"produto.publicado": "Publicação de produto no SINtegre"}
+SINTEGRE_FIELDS = (
+    "Nome",
+    "Processo",
+    "MacroProcesso",
+    "DataProduto",
+    "Periodicidade",
+    "PeriodicidadeFinal",
+    "Uri",
+)
+
+# Seed invoicy-webhook-cadastro.txt: "Módulo" and "Tipo Notificação" codes.
+INVOICY_MODULES: Mapping[int, str] = {1: "nfe", 2: "nfce", 4: "nfse", 12: "gnre", 14: "certificado"}
+INVOICY_NOTIFICATION_TYPES: Mapping[int, str] = {
+    1: "documento-emitido",
+    2: "status-atualizado",
+    3: "evento",
+    4: "documento-recebido",
+    5: "dados-atualizados",
+    6: "documento-inutilizado",
+    7: "documento-autorizado",
+    8: "certificado-vencimento",
+    9: "fila-consulta-inclusao",
+    10: "novo-documento-nao-encontrado",
+    11: "novo-documento-encontrado",
+}
+INVOICY_EVENTS: Mapping[str, str] = {
+    f"{module}.{kind}": f"InvoiCy módulo {mcode}, tipo de notificação {kcode}"
+    for mcode, module in INVOICY_MODULES.items()
+    for kcode, kind in INVOICY_NOTIFICATION_TYPES.items()
+}
+
+MAX_JSON_DEPTH = 64
+
+
+class ParseError(ValueError):
+    """The stored body cannot be read as this source's notification; it goes to quarantine."""
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    payload: Any
+    event: str
+
+
+def dedup_key(source: str, path_event: str | None, body: bytes) -> str:
+    """The same notification sent again gives the same key: sha256 of source, path event and body."""
+    digest = hashlib.sha256()
+    digest.update(source.encode())
+    digest.update(b"\x00")
+    digest.update((path_event or "").encode())
+    digest.update(b"\x00")
+    digest.update(body)
+    return digest.hexdigest()
+
+
+def _reject_constant(name: str) -> float:
+    raise ParseError(f"JSON constant {name} is not allowed")
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ParseError(f"JSON object repeats the key {key!r}")
+        result[key] = value
+    return result
+
+
+def _depth(value: Any) -> int:
+    depth, level = 0, [value]
+    while level:
+        depth += 1
+        if depth > MAX_JSON_DEPTH:
+            break
+        level = [
+            child
+            for item in level
+            if isinstance(item, dict | list)
+            for child in (item.values() if isinstance(item, dict) else item)
+        ]
+    return depth
+
+
+def parse_json(body: bytes) -> Any:
+    """Strict JSON: UTF-8, no NaN, no repeated keys, bounded nesting; every failure is a ParseError."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ParseError(f"body is not UTF-8 ({error.reason} at byte {error.start})") from None
+    try:
+        value = json.loads(
+            text, parse_constant=_reject_constant, object_pairs_hook=_no_duplicate_keys
+        )
+    except RecursionError:
+        raise ParseError("JSON nested too deeply") from None
+    except json.JSONDecodeError as error:
+        raise ParseError(f"body is not JSON: {error.msg} at line {error.lineno}") from None
+    except ValueError as error:  # e.g. integers longer than the interpreter allows
+        raise ParseError(f"body is not acceptable JSON: {error}") from None
+    if _depth(value) > MAX_JSON_DEPTH:
+        raise ParseError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ParseError("JSON number out of range")
+    return value
+
+
+def _field(payload: Mapping[str, Any], *names: str) -> Any:
+    lowered = {key.lower(): value for key, value in payload.items()}
+    for name in names:
+        if name.lower() in lowered:
+            return lowered[name.lower()]
+    return None
+
+
+def _object(body: bytes) -> dict[str, Any]:
+    payload = parse_json(body)
+    if not isinstance(payload, dict):
+        raise ParseError(f"expected a JSON object, got {type(payload).__name__}")
+    return payload
+
+
+def parse_pucomex(body: bytes, path_event: str | None) -> Parsed:
+    payload = _object(body)
+    event = path_event or _field(payload, "evento")
+    if not isinstance(event, str) or not event:
+        raise ParseError("no event: neither the path nor the body field 'evento' names one")
+    return Parsed(payload, event)
+
+
+def parse_sintegre(body: bytes, path_event: str | None) -> Parsed:
+    payload = _object(body)
+    missing = [name for name in ("Nome", "Uri") if _field(payload, name) is None]
+    if missing:
+        raise ParseError(f"SINtegre notification without {', '.join(missing)}")
+    return Parsed(payload, path_event or "produto.publicado")
+
+
+def _code(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return None
+
+
+def parse_invoicy(body: bytes, path_event: str | None) -> Parsed:
+    payload = _object(body)
+    if path_event:
+        return Parsed(payload, path_event)
+    module = _code(_field(payload, "Modulo", "Módulo", "CodigoModulo"))
+    kind = _code(_field(payload, "TipoNotificacao", "TipoNotificação", "Tipo"))
+    if (
+        module is None
+        or kind is None
+        or module not in INVOICY_MODULES
+        or kind not in INVOICY_NOTIFICATION_TYPES
+    ):
+        raise ParseError(f"unknown InvoiCy module {module!r} or notification type {kind!r}")
+    return Parsed(payload, f"{INVOICY_MODULES[module]}.{INVOICY_NOTIFICATION_TYPES[kind]}")
+
+
+def parse_generic(body: bytes, path_event: str | None) -> Parsed:
+    payload = parse_json(body)
+    event = path_event
+    if event is None and isinstance(payload, dict):
+        found = _field(payload, "evento", "event", "type")
+        event = found if isinstance(found, str) and found else None
+    if event is None:
+        raise ParseError("no event: neither the path nor a body field 'evento'/'event'/'type'")
+    return Parsed(payload, event)
+
+
+Parser = Callable[[bytes, str | None], Parsed]
+
+PARSERS: Mapping[str, Parser] = {
+    "pucomex": parse_pucomex,
+    "sintegre": parse_sintegre,
+    "invoicy": parse_invoicy,
+}
+
+CATALOGS: Mapping[str, Mapping[str, str]] = {
+    "pucomex": PUCOMEX_EVENTS,
+    "sintegre": SINTEGRE_EVENTS,
+    "invoicy": INVOICY_EVENTS,
+}
+
+
+def parse(source: str, body: bytes, path_event: str | None) -> Parsed:
+    return PARSERS.get(source, parse_generic)(body, path_event)
+
+
+def is_known_event(source: str, event: str) -> bool | None:
+    """True or False against the source's catalog; None for sources without one."""
+    catalog = CATALOGS.get(source)
+    if catalog is None:
+        return None
+    return event in catalog

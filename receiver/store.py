@@ -1,0 +1,410 @@
+"""The durable store: SQLite (WAL, synchronous=FULL) or PostgreSQL, one code path for both.
+
+``Store.append`` is the ingest's only write. Concurrent requests hand their notification to one
+writer thread, which commits everything waiting in a single transaction and a single fsync, then
+wakes every waiting request at once (group commit). A request is answered 200 only after the
+commit that holds its row has returned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import queue
+import threading
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, func, insert, select, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import SQLModel
+
+from receiver.errors import ConfigError, StoreUnavailable
+from receiver.ids import new_id
+from receiver.models import Job, NoteStatus, StoredNotification, utcnow
+
+log = logging.getLogger("receiver.store")
+
+NOTES = StoredNotification.__table__  # type: ignore[attr-defined]
+JOBS = Job.__table__  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """A notification that passed every check and is waiting for its commit."""
+
+    source: str
+    event: str | None
+    client_ip: str
+    headers: dict[str, str]
+    body: bytes
+    dedup_key: str
+    recovered: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    id: str
+    duplicate_of: str | None
+
+    @property
+    def duplicate(self) -> bool:
+        return self.duplicate_of is not None
+
+
+def normalise_url(url: str) -> str:
+    """``postgresql://`` means psycopg 3 here; SQLAlchemy alone would pick psycopg2."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def make_engine(url: str, *, pool_size: int = 8) -> Engine:
+    url = normalise_url(url)
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        _make_sqlite_durable(engine)
+        return engine
+    if url.startswith("postgresql"):
+        return create_engine(
+            url,
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            pool_pre_ping=True,
+            pool_timeout=5,
+            connect_args={"connect_timeout": 5},
+        )
+    raise ConfigError(f"receiver.yaml: database_url: unsupported database {url.split(':')[0]!r}")
+
+
+def _make_sqlite_durable(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let us issue BEGIN ourselves (IMMEDIATE for writes), instead of pysqlite's deferred one.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        # A deferred read-then-write can fail with SQLITE_BUSY_SNAPSHOT whatever the busy timeout;
+        # writers take the lock up front. Readers ask for a plain BEGIN.
+        if connection.get_execution_options().get("sqlite_readonly"):
+            connection.exec_driver_sql("BEGIN")
+        else:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _insert_originals(dialect: str) -> Any:
+    module = postgresql if dialect == "postgresql" else sqlite
+    return (
+        module.insert(NOTES)
+        .on_conflict_do_nothing(
+            index_elements=["dedup_key"], index_where=text("duplicate_of IS NULL")
+        )
+        .returning(NOTES.c.id)
+    )
+
+
+class GroupCommitter:
+    """One writer thread; everything queued while it commits goes into its next transaction."""
+
+    _STOP = object()
+
+    def __init__(self, engine: Engine, max_batch: int = 512, max_wait_ms: float = 0.0) -> None:
+        self._engine = engine
+        self._max_batch = max_batch
+        self._max_wait = max_wait_ms / 1000
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._insert_originals = _insert_originals(engine.dialect.name)
+        self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
+        self._thread.start()
+        self.batches = 0
+        self.rows = 0
+
+    def submit(self, item: Incoming, note_id: str) -> asyncio.Future[Receipt]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Receipt] = loop.create_future()
+        self._queue.put((item, note_id, future, loop))
+        return future
+
+    def close(self) -> None:
+        self._queue.put(self._STOP)
+        self._thread.join(timeout=30)
+
+    def _collect(self, first: Any) -> tuple[list[Any], bool]:
+        batch, stopping = [first], False
+        deadline = None
+        while len(batch) < self._max_batch:
+            try:
+                if self._max_wait and deadline is None:
+                    deadline = self._max_wait
+                item = self._queue.get(timeout=deadline) if deadline else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is self._STOP:
+                stopping = True
+                break
+            batch.append(item)
+        return batch, stopping
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is self._STOP:
+                return
+            batch, stopping = self._collect(first)
+            # A request that already gave up (ack timeout, answered 503) is not stored behind its
+            # back: the sender will retry it. Racy by nature; a late give-up is a stored receipt.
+            batch = [entry for entry in batch if not entry[2].done()]
+            if not batch:
+                if stopping:
+                    return
+                continue
+            try:
+                with self._engine.begin() as conn:
+                    receipts = commit_batch(
+                        conn, [(b[0], b[1]) for b in batch], self._insert_originals
+                    )
+                outcome: list[Any] = receipts
+                self.batches += 1
+                self.rows += len(batch)
+            except Exception as error:  # any failure: nobody in this batch is acknowledged
+                log.error(
+                    "store commit failed for %d notifications: %s", len(batch), type(error).__name__
+                )
+                outcome = [StoreUnavailable(f"store commit failed: {type(error).__name__}")] * len(
+                    batch
+                )
+            by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, Any]]] = defaultdict(list)
+            for (_, _, future, loop), result in zip(batch, outcome, strict=True):
+                by_loop[loop].append((future, result))
+            for loop, pairs in by_loop.items():
+                # RuntimeError: that loop has closed, so nobody is waiting any more.
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(_settle, pairs)
+            if stopping:
+                return
+
+
+def _settle(pairs: list[tuple[asyncio.Future[Receipt], Any]]) -> None:
+    for future, result in pairs:
+        if future.done():  # the request gave up waiting (ack timeout) and answered 503
+            continue
+        if isinstance(result, BaseException):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
+
+
+def commit_batch(
+    conn: Connection, batch: Sequence[tuple[Incoming, str]], insert_originals: Any
+) -> list[Receipt]:
+    """Insert a batch inside the caller's transaction; repeats become receipts of the original."""
+    now = utcnow()
+    keys = {item.dedup_key for item, _ in batch}
+    originals: dict[str, str] = dict(
+        conn.execute(
+            select(NOTES.c.dedup_key, NOTES.c.id).where(
+                NOTES.c.dedup_key.in_(keys), NOTES.c.duplicate_of.is_(None)
+            )
+        ).all()
+    )
+    fresh: list[dict[str, Any]] = []
+    for item, note_id in batch:
+        if item.dedup_key not in originals:
+            originals[item.dedup_key] = note_id
+            fresh.append(_row(item, note_id, None, now))
+    if fresh:
+        inserted = {row[0] for row in conn.execute(insert_originals, fresh)}
+        lost = [row for row in fresh if row["id"] not in inserted]
+        if lost:
+            # Another process committed the same key first (PostgreSQL, several workers).
+            winners: dict[str, str] = dict(
+                conn.execute(
+                    select(NOTES.c.dedup_key, NOTES.c.id).where(
+                        NOTES.c.dedup_key.in_({row["dedup_key"] for row in lost}),
+                        NOTES.c.duplicate_of.is_(None),
+                    )
+                ).all()
+            )
+            originals.update(winners)
+    receipts: list[Receipt] = []
+    repeats: list[dict[str, Any]] = []
+    for item, note_id in batch:
+        original = originals[item.dedup_key]
+        if original == note_id:
+            receipts.append(Receipt(note_id, None))
+        else:
+            repeats.append(_row(item, note_id, original, now))
+            receipts.append(Receipt(note_id, original))
+    if repeats:
+        conn.execute(insert(NOTES), repeats)
+    return receipts
+
+
+def _row(item: Incoming, note_id: str, duplicate_of: str | None, now: datetime) -> dict[str, Any]:
+    return {
+        "id": note_id,
+        "source": item.source,
+        "event": item.event,
+        "received_at": now,
+        "client_ip": item.client_ip,
+        "headers": json.dumps(item.headers, ensure_ascii=False),
+        "body": item.body,
+        "dedup_key": item.dedup_key,
+        "duplicate_of": duplicate_of,
+        "status": NoteStatus.DUPLICATE if duplicate_of else NoteStatus.PENDING,
+        # A receipt has nothing to route: handlers run for the original only.
+        "routed": duplicate_of is not None,
+        "error": None,
+        "recovered": item.recovered,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class NoteFilter:
+    source: str | None = None
+    event: str | None = None
+    status: str | None = None
+    since: datetime | None = None
+    limit: int | None = None
+
+
+class Store:
+    """The one store object a process holds: engine, schema, group commit, and reads."""
+
+    def __init__(
+        self, url: str, *, max_batch: int = 512, max_wait_ms: float = 0.0, pool_size: int = 8
+    ) -> None:
+        self.url = url
+        self.engine = make_engine(url, pool_size=pool_size)
+        self.dialect = self.engine.dialect.name
+        self._committer: GroupCommitter | None = None
+        self._max_batch = max_batch
+        self._max_wait_ms = max_wait_ms
+
+    def create_schema(self) -> None:
+        try:
+            SQLModel.metadata.create_all(self.engine)
+        except SQLAlchemyError as error:
+            raise StoreUnavailable(
+                f"cannot reach the store at {self.safe_url}: {error.__class__.__name__}"
+            ) from error
+        self.check_durability()
+
+    @property
+    def safe_url(self) -> str:
+        return self.engine.url.render_as_string(hide_password=True)
+
+    def check_durability(self) -> None:
+        """Refuse to run on a store that would acknowledge what it has not flushed."""
+        with self.engine.connect() as conn:
+            if self.dialect == "sqlite":
+                mode = conn.exec_driver_sql("PRAGMA journal_mode").scalar()
+                sync = conn.exec_driver_sql("PRAGMA synchronous").scalar()
+                # A file database must be in WAL with FULL (2) sync; ':memory:' is for tests only.
+                if self.engine.url.database not in (None, "", ":memory:") and (
+                    str(mode).lower() != "wal" or sync != 2
+                ):
+                    raise ConfigError(f"{self.safe_url}: SQLite is not WAL + synchronous=FULL")
+            elif self.dialect == "postgresql":
+                for setting in ("fsync", "synchronous_commit"):
+                    value = conn.exec_driver_sql(f"SHOW {setting}").scalar()
+                    if str(value).lower() not in ("on", "remote_write", "remote_apply"):
+                        raise ConfigError(
+                            f"{self.safe_url}: PostgreSQL {setting} is {value}; acknowledged "
+                            "notifications could be lost. Turn it on."
+                        )
+
+    # --- ingest ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._committer is None:
+            self._committer = GroupCommitter(self.engine, self._max_batch, self._max_wait_ms)
+
+    async def append(self, item: Incoming, deadline: float | None = None) -> Receipt:
+        """Durably store ``item``; raise StoreUnavailable if that cannot be promised in time."""
+        if self._committer is None:
+            self.start()
+        assert self._committer is not None
+        future = self._committer.submit(item, new_id())
+        try:
+            return await asyncio.wait_for(future, deadline)
+        except TimeoutError:
+            raise StoreUnavailable(f"store did not commit within {deadline} s") from None
+
+    def append_now(self, items: Sequence[Incoming]) -> list[Receipt]:
+        """Synchronous batch append, for recovery and tools that are not serving requests."""
+        try:
+            with self.engine.begin() as conn:
+                return commit_batch(
+                    conn, [(item, new_id()) for item in items], _insert_originals(self.dialect)
+                )
+        except SQLAlchemyError as error:
+            raise StoreUnavailable(f"store commit failed: {error.__class__.__name__}") from error
+
+    def close(self) -> None:
+        if self._committer is not None:
+            self._committer.close()
+            self._committer = None
+        self.engine.dispose()
+
+    # --- reads ----------------------------------------------------------------------------
+
+    def reading(self) -> Connection:
+        return self.engine.connect().execution_options(sqlite_readonly=True)
+
+    def ready(self) -> bool:
+        try:
+            with self.reading() as conn:
+                conn.execute(select(1)).scalar()
+            return True
+        except SQLAlchemyError:
+            return False
+
+    def notes(self, where: NoteFilter) -> Iterator[dict[str, Any]]:
+        """Matching notifications oldest first, streamed so a big inbox never sits in memory."""
+        query = select(NOTES).order_by(NOTES.c.received_at, NOTES.c.id)
+        if where.source:
+            query = query.where(NOTES.c.source == where.source)
+        if where.event:
+            query = query.where(NOTES.c.event == where.event)
+        if where.status:
+            query = query.where(NOTES.c.status == where.status)
+        if where.since:
+            query = query.where(NOTES.c.received_at >= where.since)
+        if where.limit is not None:
+            query = query.limit(where.limit)
+        with self.reading() as conn:
+            result = conn.execution_options(stream_results=True, yield_per=500).execute(query)
+            for row in result.mappings():
+                yield dict(row)
+
+    def note(self, note_id: str) -> dict[str, Any] | None:
+        with self.reading() as conn:
+            row = conn.execute(select(NOTES).where(NOTES.c.id == note_id)).mappings().first()
+            return dict(row) if row else None
+
+    def jobs_of(self, note_id: str) -> list[dict[str, Any]]:
+        with self.reading() as conn:
+            rows = conn.execute(
+                select(JOBS).where(JOBS.c.notification_id == note_id).order_by(JOBS.c.id)
+            ).mappings()
+            return [dict(row) for row in rows]
+
+    def count_notes(self) -> int:
+        with self.reading() as conn:
+            return int(conn.execute(select(func.count()).select_from(NOTES)).scalar_one())
