@@ -3,6 +3,15 @@
 What handler authors use is exported here; everything else is internal.
 """
 
-from receiver.errors import ReceiverError, Retry
+from receiver.errors import HandlerError, PortalError, ReceiverError, Retry
+from receiver.routing import Context, Notification, Router
 
-__all__ = ["ReceiverError", "Retry"]
+__all__ = [
+    "Context",
+    "HandlerError",
+    "Notification",
+    "PortalError",
+    "ReceiverError",
+    "Retry",
+    "Router",
+]

@@ -171,7 +171,7 @@ class IngestEndpoint:
             client_ip=str(client),
             headers=kept,
             body=body,
-            dedup_key=dedup_key(source, path_event, body),
+            dedup_key=dedup_key(source, body),
         )
         try:
             receipt = await self._store.append(item, deadline=self._ack_timeout)

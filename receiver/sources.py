@@ -84,12 +84,14 @@ class Parsed:
     event: str
 
 
-def dedup_key(source: str, path_event: str | None, body: bytes) -> str:
-    """The same notification sent again gives the same key: sha256 of source, path event and body."""
+def dedup_key(source: str, body: bytes) -> str:
+    """The same notification sent again gives the same key: sha256 of source and body.
+
+    The path's event is left out on purpose: the Portal's failure records (``conteudo``) give the
+    body only, and recovery must find what ingest stored under the same key.
+    """
     digest = hashlib.sha256()
     digest.update(source.encode())
-    digest.update(b"\x00")
-    digest.update((path_event or "").encode())
     digest.update(b"\x00")
     digest.update(body)
     return digest.hexdigest()

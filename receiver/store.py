@@ -28,12 +28,14 @@ from sqlmodel import SQLModel
 
 from receiver.errors import ConfigError, StoreUnavailable
 from receiver.ids import new_id
-from receiver.models import Job, NoteStatus, StoredNotification, utcnow
+from receiver.models import HandlerResult, Job, NoteStatus, StoredNotification, utcnow
 
 log = logging.getLogger("receiver.store")
 
 NOTES = StoredNotification.__table__  # type: ignore[attr-defined]
 JOBS = Job.__table__  # type: ignore[attr-defined]
+RESULTS = HandlerResult.__table__  # type: ignore[attr-defined]
+RECEIVER_TABLES = [NOTES, JOBS, RESULTS]
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,7 +300,8 @@ class Store:
 
     def create_schema(self) -> None:
         try:
-            SQLModel.metadata.create_all(self.engine)
+            # Only our tables: other components (the dispatcher) keep theirs in their own store.
+            SQLModel.metadata.create_all(self.engine, tables=RECEIVER_TABLES)
         except SQLAlchemyError as error:
             raise StoreUnavailable(
                 f"cannot reach the store at {self.safe_url}: {error.__class__.__name__}"
@@ -404,6 +407,21 @@ class Store:
                 select(JOBS).where(JOBS.c.notification_id == note_id).order_by(JOBS.c.id)
             ).mappings()
             return [dict(row) for row in rows]
+
+    def known_keys(self, keys: Sequence[str]) -> set[str]:
+        """Which of these dedup keys already have a stored original."""
+        found: set[str] = set()
+        with self.reading() as conn:
+            for start in range(0, len(keys), 500):
+                chunk = keys[start : start + 500]
+                found.update(
+                    conn.execute(
+                        select(NOTES.c.dedup_key).where(
+                            NOTES.c.dedup_key.in_(chunk), NOTES.c.duplicate_of.is_(None)
+                        )
+                    ).scalars()
+                )
+        return found
 
     def count_notes(self) -> int:
         with self.reading() as conn:

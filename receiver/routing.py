@@ -1,0 +1,217 @@
+"""What handler authors use: ``Router``, ``Notification`` and ``Context``; and the routing table.
+
+Handler modules build their own ``Router``; ``receiver.yaml`` names them (``module`` exposing
+``router``, or ``module:attr``) and ``load_routers`` imports them. No global registry.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from receiver.errors import HandlerError
+from receiver.sources import CATALOGS, is_known_event
+
+log = logging.getLogger("receiver.routing")
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """One stored notification, as a handler sees it."""
+
+    id: str
+    source: str
+    event: str | None
+    received_at: datetime
+    payload: Any
+    body: bytes
+    headers: Mapping[str, str]
+    # Stable across retries, replays and recovery: derived from the content, not the row.
+    idempotency_key: str
+    recovered: bool = False
+
+
+class ResultStore(Protocol):
+    async def save(self, kind: str, key: str, value: Any) -> None: ...
+
+    async def load(self, kind: str, key: str) -> Any | None: ...
+
+
+@dataclass(slots=True)
+class Context:
+    """What the framework gives a handler for one attempt."""
+
+    handler: str
+    attempt: int
+    logger: logging.Logger | logging.LoggerAdapter[logging.Logger]
+    results: ResultStore
+    portal_client: Any | None = None
+    data_dir: Any | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def portal(self) -> Any:
+        """The Portal API client; a clear error when ``portal:`` is not configured."""
+        if self.portal_client is None:
+            raise HandlerError(
+                f"{self.handler} needs the Portal API client, but receiver.yaml has no "
+                "'portal:' section (base_url, certificate, role_type)"
+            )
+        return self.portal_client
+
+    async def save(self, kind: str, key: str, value: Any) -> None:
+        """Keep a result; saving again under the same key replaces it, so replays stay idempotent."""
+        await self.results.save(kind, key, value)
+
+    async def load(self, kind: str, key: str) -> Any | None:
+        return await self.results.load(kind, key)
+
+
+Handler = Callable[[Notification, Context], Awaitable[None]]
+ErrorHook = Callable[[Notification, Context, BaseException], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    source: str | None  # None: every source (catch-all)
+    patterns: tuple[str, ...]  # empty: every event of the source
+    handler: Handler
+    name: str
+    timeout: float | None = None
+
+    def matches(self, source: str, event: str | None) -> bool:
+        if self.source is not None and self.source != source:
+            return False
+        if not self.patterns:
+            return True
+        return event is not None and any(_match(pattern, event) for pattern in self.patterns)
+
+
+def _match(pattern: str, event: str) -> bool:
+    if pattern.endswith(".*"):
+        return event.startswith(pattern[:-1])
+    return pattern == event
+
+
+def _name_of(handler: Handler) -> str:
+    module = getattr(handler, "__module__", "?")
+    qualname = getattr(handler, "__qualname__", repr(handler))
+    return f"{module}.{qualname}"
+
+
+class Router:
+    """Collects handlers: ``@router.on("pucomex", "duimp.registro")``, ``on_any``, ``on_error``."""
+
+    def __init__(self) -> None:
+        self.routes: list[Route] = []
+        self.error_hooks: list[ErrorHook] = []
+
+    def on(
+        self, source: str, *events: str, timeout: float | None = None
+    ) -> Callable[[Handler], Handler]:
+        """Run the handler for these event ids of ``source`` (``lpco.*`` matches a family)."""
+        if not events:
+            raise HandlerError(f"Router.on({source!r}): name at least one event, or use on_any")
+
+        def register(handler: Handler) -> Handler:
+            self.routes.append(Route(source, tuple(events), handler, _name_of(handler), timeout))
+            return handler
+
+        return register
+
+    def on_any(
+        self, source: str | None = None, *, timeout: float | None = None
+    ) -> Callable[[Handler], Handler]:
+        """Run the handler for every event of ``source`` (every source when None)."""
+
+        def register(handler: Handler) -> Handler:
+            self.routes.append(Route(source, (), handler, _name_of(handler), timeout))
+            return handler
+
+        return register
+
+    def on_error(self, hook: ErrorHook) -> ErrorHook:
+        """Called after a handler attempt fails, with the exception (for alerts, not recovery)."""
+        self.error_hooks.append(hook)
+        return hook
+
+    def include(self, other: Router) -> None:
+        self.routes.extend(other.routes)
+        self.error_hooks.extend(other.error_hooks)
+
+
+class Routing:
+    """The table built from every configured router, checked once at start-up."""
+
+    def __init__(
+        self, routers: Sequence[Router], sources: Iterable[str], strict: bool = False
+    ) -> None:
+        known = set(sources)
+        self.routes: list[Route] = []
+        self.error_hooks: list[ErrorHook] = []
+        seen: dict[str, Route] = {}
+        for router in routers:
+            for route in router.routes:
+                if route.source is not None and route.source not in known:
+                    raise HandlerError(
+                        f"handler {route.name} is registered for source {route.source!r}, which "
+                        f"receiver.yaml does not configure (sources: {', '.join(sorted(known))})"
+                    )
+                if route.name in seen:
+                    raise HandlerError(f"handler {route.name} is registered twice")
+                seen[route.name] = route
+                self._check_events(route, strict)
+                self.routes.append(route)
+            self.error_hooks.extend(router.error_hooks)
+        self._by_name = seen
+
+    @staticmethod
+    def _check_events(route: Route, strict: bool) -> None:
+        if route.source is None:
+            return
+        for pattern in route.patterns:
+            if pattern.endswith(".*"):
+                catalog = CATALOGS.get(route.source, {})
+                known = not catalog or any(event.startswith(pattern[:-1]) for event in catalog)
+            else:
+                known = is_known_event(route.source, pattern) is not False
+            if not known:
+                message = (
+                    f"handler {route.name}: event {pattern!r} is not in the {route.source} "
+                    "catalog (see receiver.sources)"
+                )
+                if strict:
+                    raise HandlerError(message)
+                log.warning("%s; it will run only if a sender uses that id", message)
+
+    def handlers_for(self, source: str, event: str | None) -> list[Route]:
+        return [route for route in self.routes if route.matches(source, event)]
+
+    def route(self, name: str) -> Route | None:
+        return self._by_name.get(name)
+
+
+def load_routers(specs: Sequence[str]) -> list[Router]:
+    """Import each ``module`` (its ``router``) or ``module:attr``; a clear error when one fails."""
+    routers: list[Router] = []
+    for spec in specs:
+        module_name, _, attr = spec.partition(":")
+        attr = attr or "router"
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as error:
+            raise HandlerError(
+                f"handlers: {spec!r}: cannot import {module_name}: {type(error).__name__}: {error}"
+            ) from error
+        router = getattr(module, attr, None)
+        if not isinstance(router, Router):
+            raise HandlerError(
+                f"handlers: {spec!r}: {module_name}.{attr} is not a receiver.Router "
+                f"(got {type(router).__name__})"
+            )
+        routers.append(router)
+    return routers
