@@ -6,7 +6,7 @@ import base64
 import json
 import sys
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
@@ -77,11 +77,12 @@ def main() -> None:
 def serve(config_path: Path | None, host: str, port: int, no_worker: bool) -> None:
     """Run the ingest app (and, unless --no-worker, an in-process handler worker)."""
     from receiver.app import create_app
-    from receiver.services import background_services
+    from receiver.services import build_routing, open_store, worker_service
 
     settings = _settings(config_path)
-    services = [] if no_worker else background_services(settings)
-    app = create_app(settings, background=services)
+    store = open_store(settings)
+    services = [] if no_worker else [worker_service(settings, store, build_routing(settings))]
+    app = create_app(settings, store=store, background=services)
     config = uvicorn.Config(
         app,
         host=host,
@@ -193,5 +194,77 @@ def inbox_show(config_path: Path | None, note_id: str) -> None:
             for job in store.jobs_of(note_id)
         ]
         click.echo(json.dumps(shown, ensure_ascii=False, indent=2))
+    finally:
+        store.close()
+
+
+@main.command()
+@config_option
+@friendly_errors
+def worker(config_path: Path | None) -> None:
+    """Run handler workers only (several may share a PostgreSQL store)."""
+    import asyncio
+
+    from receiver.services import build_routing, open_store, run_worker
+
+    settings = _settings(config_path)
+    routing = build_routing(settings)
+    store = open_store(settings)
+    try:
+        asyncio.run(run_worker(settings, store, routing))
+    finally:
+        store.close()
+
+
+@main.command()
+@config_option
+@click.argument("note_ids", nargs=-1)
+@click.option("--dead", is_flag=True, help="Run every dead-lettered handler job again.")
+@click.option("--quarantined", is_flag=True, help="Route quarantined notifications again.")
+@click.option(
+    "--since",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    default=None,
+    help="Replay notifications received since this day (UTC).",
+)
+@click.option("--event", default=None, help="With --since: only this event id.")
+@friendly_errors
+def replay(
+    config_path: Path | None,
+    note_ids: tuple[str, ...],
+    dead: bool,
+    quarantined: bool,
+    since: datetime | None,
+    event: str | None,
+) -> None:
+    """Run handlers again for stored notifications, with the same idempotency keys."""
+    from receiver import inbox as inbox_jobs
+
+    chosen = sum([bool(note_ids), dead, quarantined, since is not None])
+    if chosen != 1:
+        raise click.UsageError(
+            "give notification ids, or exactly one of --dead, --quarantined, --since"
+        )
+    if event is not None and since is None:
+        raise click.UsageError("--event goes with --since")
+    store = _open_store(_settings(config_path))
+    try:
+        if note_ids:
+            try:
+                replayed = inbox_jobs.replay_notes(store, note_ids)
+            except KeyError as missing:
+                click.echo(f"receiver: no notification with id {missing.args[0]}", err=True)
+                sys.exit(1)
+            click.echo(f"replaying {len(replayed)} notification(s): {' '.join(replayed)}")
+        elif dead:
+            click.echo(f"replaying dead letters of {inbox_jobs.replay_dead(store)} notification(s)")
+        elif quarantined:
+            count = inbox_jobs.replay_matching(store, statuses=["quarantined"])
+            click.echo(f"routing {count} quarantined notification(s) again")
+        else:
+            assert since is not None
+            count = inbox_jobs.replay_matching(store, since=since.replace(tzinfo=UTC), event=event)
+            click.echo(f"replaying {count} notification(s) received since {since:%Y-%m-%d}")
+        click.echo("a running worker picks them up")
     finally:
         store.close()

@@ -1,10 +1,72 @@
-"""Long-running services that ``receiver serve`` runs beside ingest (the in-process worker)."""
+"""Assembles the long-running pieces from settings: the store, the routing table, the worker.
+
+This is where configuration meets code: ``receiver serve`` and ``receiver worker`` both come
+here, so the handler list is loaded and checked the same way by each.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator
+from typing import Any
+
 from receiver.app import BackgroundService
 from receiver.config import Settings
+from receiver.routing import Routing, load_routers
+from receiver.store import Store
+from receiver.worker import Worker, running_worker
+
+log = logging.getLogger("receiver.services")
 
 
-def background_services(settings: Settings) -> list[BackgroundService]:
-    return []
+def open_store(settings: Settings) -> Store:
+    return Store(
+        settings.database_url,
+        max_batch=settings.group_commit.max_batch,
+        max_wait_ms=settings.group_commit.max_wait_ms,
+    )
+
+
+def build_routing(settings: Settings) -> Routing:
+    """Import the configured handler modules and check them; errors name the module or handler."""
+    routers = load_routers(settings.handlers)
+    return Routing(routers, settings.sources, strict=settings.worker.strict_events)
+
+
+@contextlib.asynccontextmanager
+async def portal_client(settings: Settings) -> AsyncIterator[Any | None]:
+    """The Portal API client when ``portal:`` is configured, else None (handlers get a clear error)."""
+    if settings.portal is None:
+        yield None
+        return
+    from receiver.portal.client import PortalClient
+
+    async with PortalClient(settings.portal) as client:
+        yield client
+
+
+def worker_service(settings: Settings, store: Store, routing: Routing) -> BackgroundService:
+    @contextlib.asynccontextmanager
+    async def service() -> AsyncIterator[None]:
+        async with portal_client(settings) as portal:
+            worker = Worker(store, routing, settings, portal=portal)
+            async with running_worker(worker):
+                yield
+
+    return service
+
+
+async def run_worker(settings: Settings, store: Store, routing: Routing) -> None:
+    """``receiver worker``: handlers only, until SIGTERM or SIGINT, then a graceful stop."""
+    await asyncio.to_thread(store.create_schema)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    async with portal_client(settings) as portal:
+        worker = Worker(store, routing, settings, portal=portal)
+        await worker.run(stop)
+    log.info("worker stopped after %d completed jobs", worker.completed)

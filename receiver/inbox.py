@@ -1,0 +1,368 @@
+"""The durable inbox: routing stored notifications into jobs, claiming jobs with leases, finishing them.
+
+All functions are synchronous and run one short transaction each; the worker calls them from a
+thread. The only dialect difference is the claim's ``FOR UPDATE SKIP LOCKED``, which SQLAlchemy
+renders on PostgreSQL and leaves out on SQLite, where ``BEGIN IMMEDIATE`` already serialises
+writers (so SQLite supports one worker process).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from receiver.models import JobStatus, NoteStatus, utcnow
+from receiver.routing import Routing
+from receiver.sources import ParseError, parse
+from receiver.store import JOBS, NOTES, RESULTS, Store
+
+CLAIMABLE = (JobStatus.PENDING, JobStatus.FAILED)
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedJob:
+    job_id: int
+    handler: str
+    attempt: int  # this attempt's number, 1-based; also the fencing token of the lease
+    note_id: str
+    source: str
+    event: str | None
+    received_at: datetime
+    body: bytes
+    headers: dict[str, str]
+    dedup_key: str
+    recovered: bool
+
+
+def plan(store: Store, routing: Routing, limit: int = 100) -> int:
+    """Give unrouted notifications their jobs (one per matching handler), or quarantine them."""
+    now = utcnow()
+    with store.engine.begin() as conn:
+        rows = conn.execute(
+            select(NOTES.c.id, NOTES.c.source, NOTES.c.event, NOTES.c.body)
+            .where(NOTES.c.routed.is_(False), NOTES.c.duplicate_of.is_(None))
+            .order_by(NOTES.c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        ).all()
+        jobs: list[dict[str, Any]] = []
+        for note_id, source, event, body in rows:
+            values: dict[str, Any] = {"routed": True, "error": None}
+            try:
+                parsed = parse(source, body, event)
+            except ParseError as error:
+                values.update(status=NoteStatus.QUARANTINED, error=f"unreadable: {error}")
+            else:
+                values["event"] = parsed.event
+                routes = routing.handlers_for(source, parsed.event)
+                if routes:
+                    values["status"] = NoteStatus.PENDING
+                    jobs.extend(_new_job(note_id, route.name, now) for route in routes)
+                else:
+                    values.update(
+                        status=NoteStatus.QUARANTINED,
+                        error=f"no handler for {source} event {parsed.event!r}",
+                    )
+            conn.execute(update(NOTES).where(NOTES.c.id == note_id).values(**values))
+        if jobs:
+            conn.execute(insert(JOBS), jobs)
+    return len(rows)
+
+
+def _new_job(note_id: str, handler: str, now: datetime) -> dict[str, Any]:
+    return {
+        "notification_id": note_id,
+        "handler": handler,
+        "status": JobStatus.PENDING,
+        "attempts": 0,
+        "next_attempt_at": now,
+        "lease_until": None,
+        "last_error": None,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def claim(store: Store, limit: int, lease_seconds: float) -> list[ClaimedJob]:
+    """Take up to ``limit`` due jobs (or jobs whose worker's lease ran out) and lease them to us."""
+    now = utcnow()
+    due = or_(
+        (JOBS.c.status.in_(CLAIMABLE)) & (JOBS.c.next_attempt_at <= now),
+        (JOBS.c.status == JobStatus.RUNNING) & (JOBS.c.lease_until < now),
+    )
+    chosen = (
+        select(JOBS.c.id)
+        .where(due)
+        .order_by(JOBS.c.next_attempt_at, JOBS.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    with store.engine.begin() as conn:
+        claimed = conn.execute(
+            update(JOBS)
+            .where(JOBS.c.id.in_(chosen.scalar_subquery()))
+            .values(
+                status=JobStatus.RUNNING,
+                attempts=JOBS.c.attempts + 1,
+                lease_until=now + timedelta(seconds=lease_seconds),
+                updated_at=now,
+            )
+            .returning(JOBS.c.id, JOBS.c.handler, JOBS.c.attempts, JOBS.c.notification_id)
+        ).all()
+        if not claimed:
+            return []
+        notes = {
+            row.id: row
+            for row in conn.execute(
+                select(NOTES).where(NOTES.c.id.in_({row.notification_id for row in claimed}))
+            )
+        }
+    return [
+        ClaimedJob(
+            job_id=job_id,
+            handler=handler,
+            attempt=attempts,
+            note_id=note_id,
+            source=notes[note_id].source,
+            event=notes[note_id].event,
+            received_at=notes[note_id].received_at,
+            body=notes[note_id].body,
+            headers=json.loads(notes[note_id].headers),
+            dedup_key=notes[note_id].dedup_key,
+            recovered=notes[note_id].recovered,
+        )
+        for job_id, handler, attempts, note_id in claimed
+    ]
+
+
+def bury_abandoned(store: Store, max_attempts: int) -> int:
+    """Jobs whose worker died on their last allowed attempt go to the dead letters, not round again.
+
+    A message that kills its worker every time (a poison message) would otherwise be claimed
+    forever.
+    """
+    now = utcnow()
+    with store.engine.begin() as conn:
+        buried = conn.execute(
+            update(JOBS)
+            .where(
+                JOBS.c.status == JobStatus.RUNNING,
+                JOBS.c.lease_until < now,
+                JOBS.c.attempts >= max_attempts,
+            )
+            .values(
+                status=JobStatus.DEAD,
+                lease_until=None,
+                updated_at=now,
+                last_error="worker lost (crash or kill) during the last allowed attempt",
+            )
+            .returning(JOBS.c.notification_id)
+        ).scalars()
+        note_ids = set(buried)
+        _refresh(conn, note_ids)
+    return len(note_ids)
+
+
+def finish(
+    store: Store,
+    job: ClaimedJob,
+    status: JobStatus,
+    error: str | None = None,
+    delay: float = 0.0,
+) -> bool:
+    """Record an attempt's outcome; False if our lease was lost and another worker owns the job."""
+    now = utcnow()
+    with store.engine.begin() as conn:
+        changed = conn.execute(
+            update(JOBS)
+            .where(
+                JOBS.c.id == job.job_id,
+                JOBS.c.status == JobStatus.RUNNING,
+                JOBS.c.attempts == job.attempt,
+            )
+            .values(
+                status=status,
+                lease_until=None,
+                last_error=error,
+                next_attempt_at=now + timedelta(seconds=delay),
+                updated_at=now,
+            )
+        ).rowcount
+        if changed:
+            _refresh(conn, {job.note_id})
+    return bool(changed)
+
+
+def release(store: Store, jobs: Iterable[ClaimedJob]) -> None:
+    """Give back jobs we claimed but will not finish (graceful stop): the attempt is not counted."""
+    now = utcnow()
+    with store.engine.begin() as conn:
+        for job in jobs:
+            conn.execute(
+                update(JOBS)
+                .where(
+                    JOBS.c.id == job.job_id,
+                    JOBS.c.status == JobStatus.RUNNING,
+                    JOBS.c.attempts == job.attempt,
+                )
+                .values(
+                    status=JobStatus.PENDING,
+                    attempts=JOBS.c.attempts - 1,
+                    lease_until=None,
+                    next_attempt_at=now,
+                    updated_at=now,
+                )
+            )
+
+
+def _refresh(conn: Connection, note_ids: set[str]) -> None:
+    """A notification's status follows its jobs: dead beats failed beats pending; all done is done."""
+    if not note_ids:
+        return
+    statuses: dict[str, set[str]] = {note_id: set() for note_id in note_ids}
+    for note_id, status in conn.execute(
+        select(JOBS.c.notification_id, JOBS.c.status).where(JOBS.c.notification_id.in_(note_ids))
+    ):
+        statuses[note_id].add(status)
+    for note_id, found in statuses.items():
+        if not found:
+            continue
+        if found == {JobStatus.DONE}:
+            status = NoteStatus.DONE
+        elif JobStatus.DEAD in found:
+            status = NoteStatus.DEAD
+        elif JobStatus.FAILED in found:
+            status = NoteStatus.FAILED
+        else:
+            status = NoteStatus.PENDING
+        conn.execute(update(NOTES).where(NOTES.c.id == note_id).values(status=status))
+
+
+# --- replay -------------------------------------------------------------------------------
+
+
+def replay_notes(store: Store, note_ids: Sequence[str]) -> list[str]:
+    """Route these notifications again and run all their handlers anew (same idempotency keys).
+
+    A receipt (duplicate) stands for its original. Returns the original ids replayed; unknown
+    ids raise KeyError naming them.
+    """
+    with store.engine.begin() as conn:
+        rows: dict[str, str | None] = dict(
+            conn.execute(
+                select(NOTES.c.id, NOTES.c.duplicate_of).where(NOTES.c.id.in_(set(note_ids)))
+            ).all()
+        )
+        missing = [note_id for note_id in note_ids if note_id not in rows]
+        if missing:
+            raise KeyError(", ".join(missing))
+        originals = sorted({rows[n] or n for n in note_ids})
+        _unroute(conn, originals)
+    return originals
+
+
+def _unroute(conn: Connection, note_ids: Sequence[str]) -> None:
+    for start in range(0, len(note_ids), 500):
+        chunk = note_ids[start : start + 500]
+        conn.execute(delete(JOBS).where(JOBS.c.notification_id.in_(chunk)))
+        conn.execute(
+            update(NOTES)
+            .where(NOTES.c.id.in_(chunk))
+            .values(routed=False, status=NoteStatus.PENDING, error=None)
+        )
+
+
+def replay_dead(store: Store) -> int:
+    """Run dead-lettered jobs again from their first attempt; done handlers are not repeated."""
+    now = utcnow()
+    with store.engine.begin() as conn:
+        note_ids = set(
+            conn.execute(
+                update(JOBS)
+                .where(JOBS.c.status == JobStatus.DEAD)
+                .values(
+                    status=JobStatus.PENDING,
+                    attempts=0,
+                    next_attempt_at=now,
+                    lease_until=None,
+                    updated_at=now,
+                )
+                .returning(JOBS.c.notification_id)
+            ).scalars()
+        )
+        _refresh(conn, note_ids)
+    return len(note_ids)
+
+
+def replay_matching(
+    store: Store,
+    since: datetime | None = None,
+    event: str | None = None,
+    statuses: Sequence[str] = (),
+) -> int:
+    """Replay originals received since a date, optionally of one event or in given statuses."""
+    query = select(NOTES.c.id).where(NOTES.c.duplicate_of.is_(None))
+    if since is not None:
+        query = query.where(NOTES.c.received_at >= since)
+    if event is not None:
+        query = query.where(NOTES.c.event == event)
+    if statuses:
+        query = query.where(NOTES.c.status.in_(list(statuses)))
+    with store.engine.begin() as conn:
+        note_ids = list(conn.execute(query).scalars())
+        _unroute(conn, note_ids)
+    return len(note_ids)
+
+
+# --- observing and results ----------------------------------------------------------------
+
+
+def job_counts(store: Store) -> tuple[dict[str, int], float]:
+    """Jobs by status, and the age in seconds of the oldest job due and not yet running."""
+    now = utcnow()
+    with store.reading() as conn:
+        counts = {
+            status: int(count)
+            for status, count in conn.execute(
+                select(JOBS.c.status, func.count()).group_by(JOBS.c.status)
+            )
+        }
+        oldest = conn.execute(
+            select(func.min(JOBS.c.created_at)).where(JOBS.c.status.in_(CLAIMABLE))
+        ).scalar()
+    age = 0.0
+    if oldest is not None:
+        age = max(0.0, (now - oldest).total_seconds())
+    return counts, age
+
+
+def save_result(store: Store, kind: str, key: str, value: Any) -> None:
+    dialect = postgresql if store.dialect == "postgresql" else sqlite
+    row = {
+        "kind": kind,
+        "key": key,
+        "value": json.dumps(value, ensure_ascii=False),
+        "updated_at": utcnow(),
+    }
+    statement = dialect.insert(RESULTS).values(**row)
+    statement = statement.on_conflict_do_update(
+        index_elements=["kind", "key"],
+        set_={"value": statement.excluded.value, "updated_at": statement.excluded.updated_at},
+    )
+    with store.engine.begin() as conn:
+        conn.execute(statement)
+
+
+def load_result(store: Store, kind: str, key: str) -> Any | None:
+    with store.reading() as conn:
+        value = conn.execute(
+            select(RESULTS.c.value).where(RESULTS.c.kind == kind, RESULTS.c.key == key)
+        ).scalar()
+    return None if value is None else json.loads(value)

@@ -1,0 +1,250 @@
+"""Runs handlers from the durable inbox: plan, claim, run with a timeout, retry or bury, stop cleanly.
+
+At least once: a job is finished only after its handler returned, so a crash re-runs it when its
+lease runs out; the notification's idempotency key lets the handler make its effect once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from receiver import inbox, metrics
+from receiver.config import Settings
+from receiver.errors import Retry
+from receiver.inbox import ClaimedJob
+from receiver.models import JobStatus
+from receiver.retry import RetryPolicy
+from receiver.routing import Context, Notification, Route, Routing
+from receiver.sources import ParseError, parse
+from receiver.store import Store
+
+log = logging.getLogger("receiver.worker")
+
+METRICS_EVERY_SECONDS = 2.0
+
+
+class StoreResults:
+    """``Context.save``/``load`` backed by the store's handler_results table."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def save(self, kind: str, key: str, value: Any) -> None:
+        await asyncio.to_thread(inbox.save_result, self._store, kind, key, value)
+
+    async def load(self, kind: str, key: str) -> Any | None:
+        return await asyncio.to_thread(inbox.load_result, self._store, kind, key)
+
+
+class Worker:
+    def __init__(
+        self,
+        store: Store,
+        routing: Routing,
+        settings: Settings,
+        portal: Any | None = None,
+        data_dir: Path | None = None,
+    ) -> None:
+        self._store = store
+        self._routing = routing
+        self._settings = settings.worker
+        self._policy = RetryPolicy.from_settings(settings.retry)
+        self._portal = portal
+        self._data_dir = data_dir if data_dir is not None else settings.store_dir
+        self._results = StoreResults(store)
+        self._running: dict[asyncio.Task[None], ClaimedJob] = {}
+        self._wake = asyncio.Event()
+        self.name = f"{socket.gethostname()}:{os.getpid()}"
+        self.completed = 0
+
+    async def run(self, stop: asyncio.Event, grace_seconds: float | None = None) -> None:
+        """Work until ``stop`` is set, then let running handlers finish for up to ``grace_seconds``
+        (default: the handler timeout) and give back the jobs that did not finish."""
+        log.info("worker %s started with %d handlers", self.name, len(self._routing.routes))
+        last_metrics = 0.0
+        while not stop.is_set():
+            busy = False
+            try:
+                busy = await self._tick()
+                if time.monotonic() - last_metrics > METRICS_EVERY_SECONDS:
+                    last_metrics = time.monotonic()
+                    await self._publish_metrics()
+            except Exception as error:  # the store is down: keep trying, never die
+                log.error("worker cannot reach the store: %s: %s", type(error).__name__, error)
+            if not busy:
+                await self._sleep(stop, self._settings.poll_interval_seconds)
+        await self._drain(grace_seconds)
+
+    async def _tick(self) -> bool:
+        planned = await asyncio.to_thread(
+            inbox.plan, self._store, self._routing, self._settings.batch_size
+        )
+        free = self._settings.concurrency - len(self._running)
+        claimed: list[ClaimedJob] = []
+        if free > 0:
+            await asyncio.to_thread(inbox.bury_abandoned, self._store, self._policy.max_attempts)
+            claimed = await asyncio.to_thread(
+                inbox.claim, self._store, free, self._settings.lease_seconds
+            )
+        for job in claimed:
+            task = asyncio.create_task(self._run_job(job), name=f"job-{job.job_id}")
+            self._running[task] = job
+            task.add_done_callback(self._job_done)
+        return bool(planned or claimed) and len(self._running) < self._settings.concurrency
+
+    def _job_done(self, task: asyncio.Task[None]) -> None:
+        self._running.pop(task, None)
+        self._wake.set()
+
+    async def _sleep(self, stop: asyncio.Event, seconds: float) -> None:
+        self._wake.clear()
+        waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
+        try:
+            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+    async def _drain(self, grace_seconds: float | None) -> None:
+        if not self._running:
+            return
+        grace = self._settings.handler_timeout_seconds if grace_seconds is None else grace_seconds
+        log.info("worker stopping: waiting up to %.0f s for %d handlers", grace, len(self._running))
+        _, unfinished = await asyncio.wait(list(self._running), timeout=grace)
+        if unfinished:
+            jobs = [self._running[task] for task in unfinished]
+            for task in unfinished:
+                task.cancel()
+            await asyncio.gather(*unfinished, return_exceptions=True)
+            await asyncio.to_thread(inbox.release, self._store, jobs)
+            log.info("worker released %d unfinished jobs", len(jobs))
+
+    async def _run_job(self, job: ClaimedJob) -> None:
+        route = self._routing.route(job.handler)
+        if route is None:
+            await self._finish(
+                job,
+                JobStatus.DEAD,
+                f"handler {job.handler} is not configured any more; restore it, then replay",
+            )
+            return
+        try:
+            note = self._notification(job)
+        except ParseError as error:  # routed once, so only a changed parser gets here
+            await self._finish(job, JobStatus.DEAD, f"unreadable: {error}")
+            return
+        context = Context(
+            handler=route.name,
+            attempt=job.attempt,
+            logger=logging.LoggerAdapter(
+                logging.getLogger(f"receiver.handler.{route.name}"),
+                {"notification": job.note_id, "attempt": job.attempt},
+            ),
+            results=self._results,
+            portal_client=self._portal,
+            data_dir=self._data_dir,
+        )
+        await self._attempt(route, note, context, job)
+
+    def _notification(self, job: ClaimedJob) -> Notification:
+        parsed = parse(job.source, job.body, job.event)
+        return Notification(
+            id=job.note_id,
+            source=job.source,
+            event=parsed.event,
+            received_at=job.received_at,
+            payload=parsed.payload,
+            body=job.body,
+            headers=job.headers,
+            idempotency_key=job.dedup_key,
+            recovered=job.recovered,
+        )
+
+    async def _attempt(
+        self, route: Route, note: Notification, context: Context, job: ClaimedJob
+    ) -> None:
+        timeout = route.timeout or self._settings.handler_timeout_seconds
+        started = time.perf_counter()
+        requested_after: float | None = None
+        try:
+            async with asyncio.timeout(timeout):
+                await route.handler(note, context)
+        except Retry as retry:
+            error: BaseException | None = retry
+            requested_after = retry.after
+            reason = f"handler asked to retry: {retry}"
+        except TimeoutError as timed_out:
+            error = timed_out
+            reason = f"timed out after {timeout:g} s"
+        except Exception as failure:
+            error = failure
+            reason = f"{type(failure).__name__}: {failure}"
+        else:
+            error = None
+            reason = ""
+        metrics.HANDLER_SECONDS.labels(route.name).observe(time.perf_counter() - started)
+        if error is None:
+            metrics.JOBS.labels(route.name, "done").inc()
+            self.completed += 1
+            await self._finish(job, JobStatus.DONE, None)
+            return
+        await self._call_error_hooks(note, context, error)
+        decision = self._policy.decide(job.attempt, requested_after)
+        outcome = JobStatus.DEAD if decision.dead else JobStatus.FAILED
+        metrics.JOBS.labels(route.name, outcome.value).inc()
+        level = logging.ERROR if decision.dead else logging.WARNING
+        log.log(
+            level,
+            "handler %s on %s attempt %d: %s%s",
+            route.name,
+            note.id,
+            job.attempt,
+            reason,
+            " (dead letter)" if decision.dead else f" (retry in {decision.delay:.1f} s)",
+        )
+        await self._finish(job, outcome, reason[:4000], decision.delay)
+
+    async def _call_error_hooks(
+        self, note: Notification, context: Context, error: BaseException
+    ) -> None:
+        for hook in self._routing.error_hooks:
+            try:
+                await hook(note, context, error)
+            except Exception:
+                log.exception("error hook %r failed", hook)
+
+    async def _finish(
+        self, job: ClaimedJob, status: JobStatus, error: str | None, delay: float = 0.0
+    ) -> None:
+        # Shielded: a stop request must not lose the record of a handler that already ran.
+        kept = await asyncio.shield(
+            asyncio.to_thread(inbox.finish, self._store, job, status, error, delay)
+        )
+        if not kept:
+            log.warning("job %d: lease lost before it finished; another worker owns it", job.job_id)
+
+    async def _publish_metrics(self) -> None:
+        counts, oldest = await asyncio.to_thread(inbox.job_counts, self._store)
+        for status in JobStatus:
+            metrics.QUEUE_DEPTH.labels(status.value).set(counts.get(status.value, 0))
+        metrics.OLDEST_PENDING.set(oldest)
+
+
+@contextlib.asynccontextmanager
+async def running_worker(worker: Worker) -> AsyncIterator[Worker]:
+    """Run ``worker`` in the background for the duration of the block (used in serve's lifespan)."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop), name="worker")
+    try:
+        yield worker
+    finally:
+        stop.set()
+        await task

@@ -1,0 +1,138 @@
+"""Shared fixtures: settings, real SQLite files and the real PostgreSQL server, in-process apps."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import text
+
+from receiver.allowlist import Allowlist
+from receiver.app import create_app
+from receiver.config import Settings, settings_from_mapping
+from receiver.store import RECEIVER_TABLES, Store
+
+POSTGRES_ENV = "RECEIVER_TEST_POSTGRES_URL"
+PG_SKIP_REASON = (
+    f"PostgreSQL tests need {POSTGRES_ENV} (e.g. postgresql://postgres@127.0.0.1:5432/test); "
+    ".ci/run sets it"
+)
+
+# Realistic secrets: long enough that redaction never touches ordinary words.
+PUCOMEX_TOKEN = "tok-pucomex-3f9a1c7e52d84b06"
+PUCOMEX_OLD_TOKEN = "tok-pucomex-old-0b1d2e3f4a5b"
+SINTEGRE_USER = "ons"
+SINTEGRE_PASSWORD = "senha-sintegre-9d8c7b6a"
+
+
+def postgres_url() -> str | None:
+    return os.environ.get(POSTGRES_ENV) or None
+
+
+def reset_postgres(url: str) -> None:
+    store = Store(url)
+    try:
+        with store.engine.begin() as conn:
+            for table in reversed(RECEIVER_TABLES):
+                conn.execute(text(f"DROP TABLE IF EXISTS {table.name} CASCADE"))
+    finally:
+        store.engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each test using it runs on a real SQLite file and on the real PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'receiver.db'}"
+    url = postgres_url()
+    if url is None:
+        pytest.skip(PG_SKIP_REASON)
+    reset_postgres(url)
+    return url
+
+
+def base_config(database_url: str, **overrides: Any) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "database_url": database_url,
+        "trusted_proxies": ["10.0.0.0/8"],
+        "max_body_bytes": 4096,
+        "ack_timeout_seconds": 2.0,
+        "sources": {
+            "pucomex": {
+                "credentials": [
+                    {"type": "bearer", "token": PUCOMEX_TOKEN},
+                    {"type": "bearer", "token": PUCOMEX_OLD_TOKEN},
+                ]
+            },
+            "sintegre": {
+                "credentials": [
+                    {"type": "basic", "username": SINTEGRE_USER, "password": SINTEGRE_PASSWORD}
+                ]
+            },
+            "invoicy": {"credentials": []},
+        },
+        "retry": {"max_attempts": 3, "backoff_seconds": 0.01, "jitter": 0},
+        "worker": {"poll_interval_seconds": 0.02, "handler_timeout_seconds": 5},
+    }
+    config.update(overrides)
+    return config
+
+
+ALLOWLIST = {
+    "pucomex": ["203.0.113.0/24", "2001:db8:1::/48"],
+    "sintegre": ["198.51.100.10"],
+    "invoicy": ["192.0.2.0/24"],
+}
+
+
+@pytest.fixture
+def make_settings(database_url: str) -> Callable[..., Settings]:
+    def make(**overrides: Any) -> Settings:
+        return settings_from_mapping(base_config(database_url, **overrides), origin="test")
+
+    return make
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    return make_settings()
+
+
+@pytest.fixture
+def store(settings: Settings) -> Iterator[Store]:
+    store = Store(settings.database_url)
+    store.create_schema()
+    yield store
+    store.close()
+
+
+class AppClient:
+    """An in-process ingest app with its store running, and a way to speak from any address."""
+
+    def __init__(self, app: Any, store: Store) -> None:
+        self.app = app
+        self.store = store
+
+    def client(self, ip: str = "203.0.113.7", port: int = 40000) -> httpx.AsyncClient:
+        transport = httpx.ASGITransport(app=self.app, client=(ip, port))
+        return httpx.AsyncClient(transport=transport, base_url="http://receiver.test")
+
+
+@pytest.fixture
+async def ingest(settings: Settings, store: Store) -> AsyncIterator[AppClient]:
+    app = create_app(settings, store=store, allowlist=Allowlist.from_mapping(ALLOWLIST))
+    store.start()
+    yield AppClient(app, store)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def bearer(token: str = PUCOMEX_TOKEN) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}

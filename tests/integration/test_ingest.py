@@ -1,0 +1,330 @@
+"""The ingest app in-process against a real store: every row of the answers table, in order."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import event
+
+from receiver.allowlist import Allowlist
+from receiver.app import create_app
+from receiver.config import Settings
+from receiver.store import Store
+from tests.conftest import (
+    ALLOWLIST,
+    PUCOMEX_OLD_TOKEN,
+    PUCOMEX_TOKEN,
+    SINTEGRE_PASSWORD,
+    SINTEGRE_USER,
+    AppClient,
+    bearer,
+)
+
+pytestmark = pytest.mark.anyio
+
+BODY = b'{"evento":"duimp.registro","dataHora":"2026-11-22T10:00:00-03:00","dados":{"numero":"24BR0000012345","versao":"1"}}'
+
+
+async def test_accepted_notification_is_stored_byte_for_byte(ingest: AppClient) -> None:
+    async with ingest.client() as client:
+        answer = await client.post(
+            "/webhooks/pucomex",
+            content=BODY,
+            headers={**bearer(), "Content-Type": "application/json", "X-Trace": "abc"},
+        )
+    assert answer.status_code == 200
+    reply = answer.json()
+    assert reply["duplicate"] is False
+    row = ingest.store.note(reply["id"])
+    assert row is not None
+    assert row["body"] == BODY
+    assert row["source"] == "pucomex"
+    assert row["client_ip"] == "203.0.113.7"
+    assert row["duplicate_of"] is None
+    assert row["status"] == "pending"
+    assert row["received_at"].tzinfo is not None
+    headers = json.loads(row["headers"])
+    assert headers["x-trace"] == "abc"
+    assert "authorization" not in headers
+    assert PUCOMEX_TOKEN not in row["headers"]
+
+
+async def test_path_event_is_kept(ingest: AppClient) -> None:
+    async with ingest.client() as client:
+        answer = await client.post(
+            "/webhooks/pucomex/duimp.desembaraco", content=b"{}", headers=bearer()
+        )
+    assert answer.status_code == 200
+    row = ingest.store.note(answer.json()["id"])
+    assert row is not None and row["event"] == "duimp.desembaraco"
+
+
+async def test_repeat_is_a_receipt_pointing_at_the_original(ingest: AppClient) -> None:
+    async with ingest.client() as client:
+        first = (await client.post("/webhooks/pucomex", content=BODY, headers=bearer())).json()
+        second = (await client.post("/webhooks/pucomex", content=BODY, headers=bearer())).json()
+    assert first["duplicate"] is False
+    assert second["duplicate"] is True
+    receipt = ingest.store.note(second["id"])
+    assert receipt is not None
+    assert receipt["duplicate_of"] == first["id"]
+    assert receipt["status"] == "duplicate"
+
+
+async def test_hundred_parallel_repeats_give_one_original(ingest: AppClient) -> None:
+    async with ingest.client() as client:
+        answers = await asyncio.gather(
+            *(client.post("/webhooks/pucomex", content=BODY, headers=bearer()) for _ in range(100))
+        )
+    assert [a.status_code for a in answers] == [200] * 100
+    replies = [a.json() for a in answers]
+    originals = [r for r in replies if not r["duplicate"]]
+    assert len(originals) == 1
+    rows = [ingest.store.note(r["id"]) for r in replies]
+    assert all(row is not None for row in rows)
+    assert {row["duplicate_of"] for row in rows if row and row["duplicate_of"]} == {
+        originals[0]["id"]
+    }
+
+
+@pytest.mark.parametrize(
+    ("path", "ip", "headers", "status"),
+    [
+        ("/webhooks/unknown", "203.0.113.7", {}, 404),
+        ("/webhooks/pucomex", "198.51.100.10", {}, 403),  # sintegre's address, not pucomex's
+        ("/webhooks/pucomex", "203.0.114.1", {}, 403),
+        ("/webhooks/pucomex", "203.0.113.7", {}, 401),
+        ("/webhooks/pucomex", "203.0.113.7", {"Authorization": "Bearer wrong"}, 401),
+        ("/webhooks/pucomex", "203.0.113.7", {"Authorization": f"Basic {PUCOMEX_TOKEN}"}, 401),
+        ("/webhooks/pucomex", "203.0.113.7", {"Authorization": f"bearer {PUCOMEX_TOKEN}"}, 200),
+        ("/webhooks/pucomex", "203.0.113.7", {"Authorization": f"Bearer {PUCOMEX_OLD_TOKEN}"}, 200),
+        ("/webhooks/invoicy", "192.0.2.44", {}, 200),  # no credentials configured
+        ("/webhooks/invoicy", "203.0.113.7", {}, 403),
+        ("/webhooks/pucomex", "2001:db8:1::5", {"Authorization": f"Bearer {PUCOMEX_TOKEN}"}, 200),
+        ("/webhooks/pucomex", "2001:db8:2::5", {"Authorization": f"Bearer {PUCOMEX_TOKEN}"}, 403),
+        (
+            "/webhooks/pucomex",
+            "::ffff:203.0.113.9",
+            {"Authorization": f"Bearer {PUCOMEX_TOKEN}"},
+            200,
+        ),
+        (
+            "/webhooks/pucomex",
+            "::ffff:203.0.114.9",
+            {"Authorization": f"Bearer {PUCOMEX_TOKEN}"},
+            403,
+        ),
+    ],
+)
+async def test_answers_table(
+    ingest: AppClient, path: str, ip: str, headers: dict[str, str], status: int
+) -> None:
+    before = ingest.store.count_notes()
+    async with ingest.client(ip) as client:
+        answer = await client.post(path, content=b'{"evento":"x"}', headers=headers)
+    assert answer.status_code == status
+    assert ingest.store.count_notes() == before + (1 if status == 200 else 0)
+    if status == 401:
+        assert answer.headers["www-authenticate"].startswith("Bearer realm=")
+
+
+async def test_ipv4_mapped_peer_is_recorded_as_ipv4(ingest: AppClient) -> None:
+    async with ingest.client("::ffff:203.0.113.9") as client:
+        answer = await client.post("/webhooks/pucomex", content=b"{}", headers=bearer())
+    row = ingest.store.note(answer.json()["id"])
+    assert row is not None and row["client_ip"] == "203.0.113.9"
+
+
+async def test_basic_credentials(ingest: AppClient) -> None:
+    good = base64.b64encode(f"{SINTEGRE_USER}:{SINTEGRE_PASSWORD}".encode()).decode()
+    wrong_user = base64.b64encode(f"onz:{SINTEGRE_PASSWORD}".encode()).decode()
+    async with ingest.client("198.51.100.10") as client:
+        ok = await client.post(
+            "/webhooks/sintegre", content=b"{}", headers={"Authorization": f"Basic {good}"}
+        )
+        bad = await client.post(
+            "/webhooks/sintegre", content=b"{}", headers={"Authorization": f"Basic {wrong_user}"}
+        )
+        garbage = await client.post(
+            "/webhooks/sintegre", content=b"{}", headers={"Authorization": "Basic %%%"}
+        )
+        non_ascii = await client.post(
+            "/webhooks/sintegre", content=b"{}", headers={"Authorization": "Basic çãé".encode()}
+        )
+    assert ok.status_code == 200
+    assert (bad.status_code, garbage.status_code, non_ascii.status_code) == (401, 401, 401)
+    assert bad.headers["www-authenticate"] == 'Basic realm="sintegre"'
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded", "status"),
+    [
+        # Untrusted peer naming an allowed address: the header is ignored.
+        ("198.18.0.1", "203.0.113.7", 403),
+        # Trusted proxy forwarding an allowed client.
+        ("10.1.2.3", "203.0.113.7", 200),
+        # Client forged the left part; the proxy appended the real (denied) address.
+        ("10.1.2.3", "203.0.113.7, 198.18.0.9", 403),
+        # Two trusted proxies in a row: walk past both.
+        ("10.1.2.3", "203.0.113.7, 10.9.9.9", 200),
+        # Unreadable hop: nobody gets in.
+        ("10.1.2.3", "203.0.113.7, not-an-ip", 403),
+        # Trusted proxy without the header is the client itself.
+        ("10.1.2.3", None, 403),
+    ],
+)
+async def test_forwarded_for_honoured_only_from_trusted_proxies(
+    ingest: AppClient, peer: str, forwarded: str | None, status: int
+) -> None:
+    headers = bearer()
+    if forwarded is not None:
+        headers["X-Forwarded-For"] = forwarded
+    async with ingest.client(peer) as client:
+        answer = await client.post("/webhooks/pucomex", content=b"{}", headers=headers)
+    assert answer.status_code == status
+
+
+async def test_forged_forwarded_for_thousand_times(ingest: AppClient) -> None:
+    async with ingest.client("198.18.0.1") as client:
+        answers = await asyncio.gather(
+            *(
+                client.post(
+                    "/webhooks/pucomex",
+                    content=b"{}",
+                    headers={
+                        **bearer(),
+                        "X-Forwarded-For": "203.0.113.7",
+                        "Forwarded": "for=203.0.113.7",
+                    },
+                )
+                for _ in range(1000)
+            )
+        )
+    assert {a.status_code for a in answers} == {403}
+    assert ingest.store.count_notes() == 0
+
+
+async def test_body_at_limit_is_stored_and_over_limit_refused(ingest: AppClient) -> None:
+    async with ingest.client() as client:
+        at_limit = await client.post("/webhooks/pucomex", content=b"a" * 4096, headers=bearer())
+        over = await client.post("/webhooks/pucomex", content=b"a" * 4097, headers=bearer())
+    assert at_limit.status_code == 200
+    assert over.status_code == 413
+    assert ingest.store.count_notes() == 1
+
+
+async def test_oversized_body_refused_without_reading_the_rest(
+    settings: Settings, store: Store
+) -> None:
+    """Content-Length over the limit: 413 before a single body chunk is read."""
+    app = create_app(settings, store=store, allowlist=Allowlist.from_mapping(ALLOWLIST))
+    store.start()
+    chunks_read = 0
+
+    async def receive() -> dict[str, Any]:
+        nonlocal chunks_read
+        chunks_read += 1
+        return {"type": "http.request", "body": b"x" * 1024, "more_body": True}
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/webhooks/pucomex",
+        "raw_path": b"/webhooks/pucomex",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"authorization", f"Bearer {PUCOMEX_TOKEN}".encode()),
+            (b"content-length", b"10000000"),
+        ],
+        "client": ("203.0.113.7", 1234),
+        "server": ("receiver.test", 80),
+    }
+    await app(scope, receive, send)
+    assert sent[0]["status"] == 413
+    assert chunks_read == 0
+
+    # Chunked, no length: stops reading at the first chunk past the limit.
+    scope["headers"] = [(b"authorization", f"Bearer {PUCOMEX_TOKEN}".encode())]
+    sent.clear()
+    await app(scope, receive, send)
+    assert sent[0]["status"] == 413
+    assert chunks_read == 5  # 4 KiB limit, 1 KiB chunks: the fifth crosses it
+    assert store.count_notes() == 0
+
+
+async def test_store_that_cannot_commit_answers_503(ingest: AppClient) -> None:
+    def refuse(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith("INSERT"):
+            raise RuntimeError("disk full (injected)")
+
+    event.listen(ingest.store.engine, "before_cursor_execute", refuse)
+    try:
+        async with ingest.client() as client:
+            answer = await client.post("/webhooks/pucomex", content=BODY, headers=bearer())
+        assert answer.status_code == 503
+        assert answer.headers["retry-after"] == "5"
+        assert ingest.store.count_notes() == 0
+    finally:
+        event.remove(ingest.store.engine, "before_cursor_execute", refuse)
+    async with ingest.client() as client:
+        answer = await client.post("/webhooks/pucomex", content=BODY, headers=bearer())
+    assert answer.status_code == 200  # recovered by itself
+
+
+async def test_slow_commit_answers_503_before_the_deadline(
+    make_settings: Any, store: Store
+) -> None:
+    settings = make_settings(ack_timeout_seconds=0.2)
+    app = create_app(settings, store=store, allowlist=Allowlist.from_mapping(ALLOWLIST))
+    store.start()
+
+    def stall(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith("INSERT"):
+            __import__("time").sleep(0.5)
+
+    event.listen(store.engine, "before_cursor_execute", stall)
+    try:
+        transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 1))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            started = asyncio.get_running_loop().time()
+            answer = await client.post("/webhooks/pucomex", content=BODY, headers=bearer())
+            elapsed = asyncio.get_running_loop().time() - started
+        assert answer.status_code == 503
+        assert "retry-after" in answer.headers
+        assert elapsed < 0.45
+    finally:
+        await asyncio.sleep(0.6)
+        event.remove(store.engine, "before_cursor_execute", stall)
+
+
+async def test_unparseable_body_is_stored_anyway(ingest: AppClient) -> None:
+    async with ingest.client() as client:
+        answer = await client.post(
+            "/webhooks/pucomex", content=b"\xff\xfe not json", headers=bearer()
+        )
+    assert answer.status_code == 200
+    row = ingest.store.note(answer.json()["id"])
+    assert row is not None and row["body"] == b"\xff\xfe not json"
+
+
+async def test_health_and_readiness(ingest: AppClient) -> None:
+    async with ingest.client() as client:
+        assert (await client.get("/healthz")).status_code == 200
+        assert (await client.get("/readyz")).status_code == 200
+        assert (await client.get("/webhooks/pucomex")).status_code == 405
+        metrics = await client.get("/metrics")
+    assert "receiver_requests_total" in metrics.text
