@@ -1,0 +1,138 @@
+"""Real `receiver` processes on real sockets: start, wait until ready, kill, run CLI commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from tests.conftest import PG_SKIP_REASON, postgres_url, reset_postgres
+
+ROOT = Path(__file__).parents[2]
+TOKEN = "tok-acceptance-5c1e0f9b7a"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Deployment:
+    """A receiver.yaml in a folder, and the processes started from it."""
+
+    def __init__(self, folder: Path, database_url: str, **config: Any) -> None:
+        self.folder = folder
+        self.log = folder / "handlers.log"
+        self.config = folder / "receiver.yaml"
+        (folder / "allowlist.yaml").write_text(
+            yaml.safe_dump({s: ["127.0.0.1", "::1"] for s in ("pucomex", "sintegre", "invoicy")})
+        )
+        settings: dict[str, Any] = {
+            "database_url": database_url,
+            "allowlist": "allowlist.yaml",
+            "sources": {
+                "pucomex": {"credentials": [{"type": "bearer", "token": "env:ACCEPT_TOKEN"}]},
+                "sintegre": {"credentials": []},
+                "invoicy": {"credentials": []},
+            },
+            "handlers": ["tests.fixtures.acceptance_handlers"],
+            "retry": {"max_attempts": 3, "backoff_seconds": 0.05, "jitter": 0},
+            "worker": {"poll_interval_seconds": 0.05, "lease_seconds": 2},
+            "log_level": "INFO",
+        }
+        settings.update(config)
+        self.config.write_text(yaml.safe_dump(settings))
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(PYTHONPATH=str(ROOT), ACCEPT_TOKEN=TOKEN, ACCEPT_LOG=str(self.log), **extra)
+        return env
+
+    def start(self, *args: str, **env: str) -> subprocess.Popen[bytes]:
+        output = open(self.folder / f"process-{len(self.processes)}.log", "wb")  # noqa: SIM115
+        process = subprocess.Popen(
+            [sys.executable, "-m", "receiver", *args, "--config", str(self.config)],
+            cwd=self.folder,
+            env=self.env(**env),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+        output.close()
+        self.processes.append(process)
+        return process
+
+    def serve(self, port: int, *args: str, **env: str) -> subprocess.Popen[bytes]:
+        process = self.start("serve", "--port", str(port), *args, **env)
+        wait_ready(f"http://127.0.0.1:{port}", process)
+        return process
+
+    def cli(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "receiver", *args, "--config", str(self.config)],
+            cwd=self.folder,
+            env=self.env(**env),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    def inbox(self, *args: str) -> list[dict[str, Any]]:
+        result = self.cli("inbox", "list", "--json", *args)
+        assert result.returncode == 0, result.stderr
+        return [json.loads(line) for line in result.stdout.splitlines()]
+
+    def stop_all(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.kill()
+            process.wait(timeout=10)
+
+    def output(self) -> str:
+        return "\n".join(
+            p.read_text(errors="replace") for p in sorted(self.folder.glob("process-*.log"))
+        )
+
+
+def wait_ready(base: str, process: subprocess.Popen[bytes], seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"receiver exited with {process.returncode} while starting")
+        try:
+            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError("receiver did not become ready")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def deployment_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'receiver.db'}"
+    url = postgres_url()
+    if url is None:
+        pytest.skip(PG_SKIP_REASON)
+    reset_postgres(url)
+    return url
+
+
+@pytest.fixture
+def deployment(tmp_path: Path, deployment_url: str) -> Iterator[Deployment]:
+    deployment = Deployment(tmp_path, deployment_url)
+    yield deployment
+    deployment.stop_all()

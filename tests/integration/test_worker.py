@@ -1,0 +1,358 @@
+"""The inbox and the worker against real stores: routing, retries, dead letters, leases, replay."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import pytest
+
+from receiver import Context, Notification, Retry, Router
+from receiver import inbox as jobs
+from receiver.config import Settings
+from receiver.models import JobStatus
+from receiver.routing import Routing
+from receiver.sources import dedup_key
+from receiver.store import Incoming, NoteFilter, Store
+from receiver.worker import Worker
+
+pytestmark = pytest.mark.anyio
+
+
+def incoming(body: bytes | str, source: str = "pucomex", event: str | None = None) -> Incoming:
+    raw = body.encode() if isinstance(body, str) else body
+    return Incoming(source, event, "203.0.113.7", {"x-test": "1"}, raw, dedup_key(source, raw))
+
+
+def duimp(numero: str, event: str = "duimp.registro") -> str:
+    return json.dumps(
+        {
+            "evento": event,
+            "dataHora": "2026-11-22T10:00:00Z",
+            "dados": {"numero": numero, "versao": "1"},
+        }
+    )
+
+
+@asynccontextmanager
+async def working(store: Store, settings: Settings, *routers: Router) -> AsyncIterator[Worker]:
+    worker = Worker(store, Routing(list(routers), settings.sources), settings)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop, grace_seconds=1))
+    try:
+        yield worker
+    finally:
+        stop.set()
+        await task
+
+
+async def until(condition: Callable[[], bool], seconds: float = 10) -> None:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.02)
+
+
+def statuses(store: Store) -> dict[str, str]:
+    return {row["id"]: row["status"] for row in store.notes(NoteFilter())}
+
+
+async def test_handler_gets_the_notification_and_keeps_results(
+    store: Store, settings: Settings
+) -> None:
+    router = Router()
+    seen: list[Notification] = []
+
+    @router.on("pucomex", "duimp.registro")
+    async def fetch(note: Notification, ctx: Context) -> None:
+        seen.append(note)
+        await ctx.save("duimp", note.idempotency_key, {"numero": note.payload["dados"]["numero"]})
+        assert await ctx.load("duimp", note.idempotency_key) == {"numero": "1"}
+
+    [receipt] = store.append_now([incoming(duimp("1"))])
+    async with working(store, settings, router):
+        await until(lambda: statuses(store)[receipt.id] == "done")
+    [note] = seen
+    assert note.id == receipt.id
+    assert note.event == "duimp.registro"
+    assert note.payload["dados"]["numero"] == "1"
+    assert note.headers == {"x-test": "1"}
+    assert note.idempotency_key == dedup_key("pucomex", duimp("1").encode())
+    assert jobs.load_result(store, "duimp", note.idempotency_key) == {"numero": "1"}
+
+
+async def test_several_handlers_and_wildcards(store: Store, settings: Settings) -> None:
+    router = Router()
+    calls: list[str] = []
+
+    @router.on("pucomex", "lpco.*")
+    async def any_lpco(note: Notification, ctx: Context) -> None:
+        calls.append(f"lpco:{note.event}")
+
+    @router.on_any("pucomex")
+    async def audit(note: Notification, ctx: Context) -> None:
+        calls.append(f"audit:{note.event}")
+
+    [receipt] = store.append_now([incoming('{"evento": "lpco.registro"}')])
+    async with working(store, settings, router):
+        await until(lambda: statuses(store)[receipt.id] == "done")
+    assert sorted(calls) == ["audit:lpco.registro", "lpco:lpco.registro"]
+    assert len(store.jobs_of(receipt.id)) == 2
+
+
+async def test_duplicates_create_no_jobs(store: Store, settings: Settings) -> None:
+    router = Router()
+    calls: list[str] = []
+
+    @router.on("pucomex", "duimp.registro")
+    async def once(note: Notification, ctx: Context) -> None:
+        calls.append(note.id)
+
+    first, second = store.append_now([incoming(duimp("7")), incoming(duimp("7"))])
+    assert second.duplicate_of == first.id
+    async with working(store, settings, router):
+        await until(lambda: statuses(store)[first.id] == "done")
+        await asyncio.sleep(0.1)
+    assert calls == [first.id]
+    assert store.jobs_of(second.id) == []
+    assert statuses(store)[second.id] == "duplicate"
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"\xff\xfe", "not UTF-8"),
+        (b"{not json", "not JSON"),
+        (b"[" * 5000 + b"]" * 5000, "nested"),
+        (b'{"evento": "duimp.registro", "n": ' + b"9" * 5000 + b"}", "acceptable JSON"),
+        (b'{"evento": "duimp.registro", "v": NaN}', "NaN"),
+        (b'{"evento": "a", "evento": "b"}', "repeats"),
+        (b'{"dados": {}}', "no event"),
+        (b'{"evento": "lpco.registro"}', "no handler"),
+    ],
+)
+async def test_unreadable_or_unroutable_is_quarantined(
+    store: Store, settings: Settings, body: bytes, reason: str
+) -> None:
+    router = Router()
+
+    @router.on("pucomex", "duimp.registro")
+    async def never(note: Notification, ctx: Context) -> None:
+        raise AssertionError("must not run")
+
+    [receipt] = store.append_now([incoming(body)])
+    async with working(store, settings, router):
+        await until(lambda: statuses(store)[receipt.id] == "quarantined")
+    row = store.note(receipt.id)
+    assert row is not None and reason in row["error"]
+    assert row["body"] == body
+
+
+async def test_quarantined_are_routed_again_once_a_handler_exists(
+    store: Store, settings: Settings
+) -> None:
+    [receipt] = store.append_now([incoming('{"evento": "pcce.icms-solicitacao"}')])
+    async with working(store, settings, Router()):
+        await until(lambda: statuses(store)[receipt.id] == "quarantined")
+    router = Router()
+
+    @router.on("pucomex", "pcce.icms-solicitacao")
+    async def icms(note: Notification, ctx: Context) -> None:
+        return None
+
+    assert jobs.replay_matching(store, statuses=["quarantined"]) == 1
+    async with working(store, settings, router):
+        await until(lambda: statuses(store)[receipt.id] == "done")
+
+
+async def test_always_failing_handler_ends_dead_then_replays(
+    store: Store, settings: Settings
+) -> None:
+    router = Router()
+    attempts: list[int] = []
+    hooked: list[str] = []
+    broken = True
+
+    @router.on("pucomex", "duimp.registro")
+    async def flaky(note: Notification, ctx: Context) -> None:
+        attempts.append(ctx.attempt)
+        if broken:
+            raise ValueError("Portal said no")
+
+    @router.on_error
+    async def alert(note: Notification, ctx: Context, error: BaseException) -> None:
+        hooked.append(type(error).__name__)
+
+    [receipt] = store.append_now([incoming(duimp("9"))])
+    async with working(store, settings, router):
+        await until(lambda: statuses(store)[receipt.id] == "dead")
+    assert attempts == [1, 2, 3]  # max_attempts is 3 in the test settings
+    assert hooked == ["ValueError"] * 3
+    [job] = store.jobs_of(receipt.id)
+    assert job["status"] == "dead"
+    assert "Portal said no" in job["last_error"]
+
+    broken = False
+    assert jobs.replay_dead(store) == 1
+    async with working(store, settings, router):
+        await until(lambda: statuses(store)[receipt.id] == "done")
+    assert attempts == [1, 2, 3, 1]
+
+
+async def test_retry_request_and_timeout(
+    make_settings: Callable[..., Settings], store: Store
+) -> None:
+    settings = make_settings(retry={"max_attempts": 2, "backoff_seconds": 0.01, "jitter": 0})
+    router = Router()
+    asked: list[int] = []
+
+    @router.on("pucomex", "duimp.registro")
+    async def later(note: Notification, ctx: Context) -> None:
+        asked.append(ctx.attempt)
+        if ctx.attempt == 1:
+            raise Retry(after=0.05)
+
+    @router.on("pucomex", "duimp.cancelamento", timeout=0.05)
+    async def slow(note: Notification, ctx: Context) -> None:
+        await asyncio.sleep(5)
+
+    ok, stuck = store.append_now([incoming(duimp("1")), incoming(duimp("2", "duimp.cancelamento"))])
+    async with working(store, settings, router):
+        await until(
+            lambda: statuses(store)[ok.id] == "done" and statuses(store)[stuck.id] == "dead"
+        )
+    assert asked == [1, 2]
+    [job] = store.jobs_of(stuck.id)
+    assert job["attempts"] == 2
+    assert "timed out after 0.05 s" in job["last_error"]
+
+
+async def test_graceful_stop_releases_unfinished_jobs(store: Store, settings: Settings) -> None:
+    router = Router()
+    started = asyncio.Event()
+
+    @router.on("pucomex", "duimp.registro")
+    async def blocked(note: Notification, ctx: Context) -> None:
+        started.set()
+        await asyncio.sleep(60)
+
+    [receipt] = store.append_now([incoming(duimp("1"))])
+    worker = Worker(store, Routing([router], settings.sources), settings)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop, grace_seconds=0.1))
+    await asyncio.wait_for(started.wait(), 10)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    [job] = store.jobs_of(receipt.id)
+    assert (job["status"], job["attempts"], job["lease_until"]) == ("pending", 0, None)
+
+
+async def test_missing_handler_is_a_dead_letter_with_advice(
+    store: Store, settings: Settings
+) -> None:
+    router = Router()
+
+    @router.on("pucomex", "duimp.registro")
+    async def gone(note: Notification, ctx: Context) -> None:
+        return None
+
+    [receipt] = store.append_now([incoming(duimp("1"))])
+    jobs.plan(store, Routing([router], settings.sources))
+    async with working(store, settings, Router()):
+        await until(lambda: statuses(store)[receipt.id] == "dead")
+    [job] = store.jobs_of(receipt.id)
+    assert "not configured any more" in job["last_error"]
+
+
+def planned_job(store: Store, settings: Settings) -> tuple[Routing, str]:
+    router = Router()
+
+    @router.on("pucomex", "duimp.registro")
+    async def handler(note: Notification, ctx: Context) -> None:
+        return None
+
+    routing = Routing([router], settings.sources)
+    [receipt] = store.append_now([incoming(duimp("1"))])
+    assert jobs.plan(store, routing) == 1
+    return routing, receipt.id
+
+
+async def test_expired_lease_is_claimed_again_and_the_old_owner_is_fenced(
+    store: Store, settings: Settings
+) -> None:
+    _, note_id = planned_job(store, settings)
+    [first] = jobs.claim(store, 10, lease_seconds=0.05)
+    assert jobs.claim(store, 10, lease_seconds=0.05) == []  # leased: nobody else gets it
+    await asyncio.sleep(0.1)
+    [second] = jobs.claim(store, 10, lease_seconds=30)
+    assert (first.job_id, first.attempt, second.attempt) == (second.job_id, 1, 2)
+    assert jobs.finish(store, first, JobStatus.DONE) is False  # lost its lease
+    assert jobs.finish(store, second, JobStatus.DONE) is True
+    assert statuses(store)[note_id] == "done"
+
+
+async def test_poison_job_that_kills_its_worker_is_buried(store: Store, settings: Settings) -> None:
+    _, note_id = planned_job(store, settings)
+    for _ in range(3):  # three workers die mid-handler
+        assert len(jobs.claim(store, 10, lease_seconds=0.01)) == 1
+        await asyncio.sleep(0.03)
+    assert jobs.bury_abandoned(store, max_attempts=3) == 1
+    assert jobs.claim(store, 10, lease_seconds=1) == []
+    assert statuses(store)[note_id] == "dead"
+
+
+async def test_replay_by_id_of_a_receipt_replays_the_original(
+    store: Store, settings: Settings
+) -> None:
+    routing, note_id = planned_job(store, settings)
+    [receipt] = store.append_now([incoming(duimp("1"))])
+    [job] = jobs.claim(store, 10, lease_seconds=30)
+    jobs.finish(store, job, JobStatus.DONE)
+    assert jobs.replay_notes(store, [receipt.id]) == [note_id]
+    assert statuses(store)[note_id] == "pending"
+    assert jobs.plan(store, routing) == 1
+    assert len(jobs.claim(store, 10, lease_seconds=30)) == 1
+    with pytest.raises(KeyError):
+        jobs.replay_notes(store, ["nope"])
+
+
+async def test_metrics_follow_the_queue(store: Store, settings: Settings) -> None:
+    planned_job(store, settings)
+    counts, oldest = jobs.job_counts(store)
+    assert counts == {"pending": 1}
+    assert oldest >= 0
+
+
+@pytest.mark.postgres
+def test_concurrent_claimers_never_share_a_job(store: Store, settings: Settings) -> None:
+    if store.dialect != "postgresql":
+        pytest.skip("several claimers at once is the PostgreSQL deployment")
+    router = Router()
+
+    @router.on("pucomex", "duimp.registro")
+    async def handler(note: Notification, ctx: Context) -> None:
+        return None
+
+    store.append_now([incoming(duimp(str(n))) for n in range(600)])
+    routing = Routing([router], settings.sources)
+    while jobs.plan(store, routing, limit=200):
+        pass
+    taken: list[list[int]] = [[] for _ in range(4)]
+
+    def claimer(slot: int) -> None:
+        while batch := jobs.claim(store, 7, lease_seconds=60):
+            taken[slot].extend(job.job_id for job in batch)
+
+    threads = [threading.Thread(target=claimer, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    every = [job for slot in taken for job in slot]
+    assert len(every) == 600
+    assert len(set(every)) == 600
+    assert sum(1 for slot in taken if slot) >= 2

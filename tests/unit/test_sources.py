@@ -1,0 +1,114 @@
+"""Source profiles: event ids from bodies, catalogs, and strict JSON that quarantines, never crashes."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from receiver.sources import (
+    INVOICY_EVENTS,
+    PUCOMEX_EVENTS,
+    ParseError,
+    dedup_key,
+    is_known_event,
+    parse,
+)
+
+
+def test_pucomex_event_from_path_then_body() -> None:
+    body = json.dumps({"evento": "duimp.registro", "dados": {"numero": "1"}}).encode()
+    assert parse("pucomex", body, None).event == "duimp.registro"
+    assert parse("pucomex", body, "duimp.retificacao").event == "duimp.retificacao"
+    assert parse("pucomex", body, None).payload["dados"] == {"numero": "1"}
+
+
+def test_catalog_holds_seed_events() -> None:
+    assert len([e for e in PUCOMEX_EVENTS if e.startswith("lpco.")]) == 12
+    assert {
+        "duimp.registro",
+        "duimp.desembaraco",
+        "pcce.icms-solicitacao",
+        "anexacao.documentos-disponiveis",
+    } <= set(PUCOMEX_EVENTS)
+    assert is_known_event("pucomex", "duimp.registro") is True
+    assert is_known_event("pucomex", "duimp.nada") is False
+    assert is_known_event("custom", "anything") is None
+
+
+def test_sintegre_product_published() -> None:
+    body = json.dumps(
+        {
+            "Nome": "IPDO",
+            "Processo": "Operação",
+            "MacroProcesso": "Programação",
+            "DataProduto": "2020-08-01",
+            "Periodicidade": "2020-08-01T00:00:00",
+            "PeriodicidadeFinal": "2020-08-31T23:59:59",
+            "Uri": "https://sintegre.ons.org.br/f.zip",
+        }
+    ).encode()
+    parsed = parse("sintegre", body, None)
+    assert parsed.event == "produto.publicado"
+    with pytest.raises(ParseError, match="without Uri"):
+        parse("sintegre", b'{"Nome": "IPDO"}', None)
+
+
+@pytest.mark.parametrize(
+    ("payload", "event"),
+    [
+        ({"Modulo": 1, "TipoNotificacao": 7}, "nfe.documento-autorizado"),
+        ({"modulo": "2", "tipoNotificacao": "6"}, "nfce.documento-inutilizado"),
+        ({"Modulo": 14, "TipoNotificacao": 8}, "certificado.certificado-vencimento"),
+        ({"Modulo": 12, "TipoNotificacao": 1}, "gnre.documento-emitido"),
+    ],
+)
+def test_invoicy_codes_map_to_readable_ids(payload: dict[str, object], event: str) -> None:
+    assert parse("invoicy", json.dumps(payload).encode(), None).event == event
+    assert event in INVOICY_EVENTS
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [{"Modulo": 3, "TipoNotificacao": 1}, {"Modulo": 1}, {"Modulo": True, "TipoNotificacao": 1}],
+)
+def test_invoicy_unknown_codes_quarantine(payload: dict[str, object]) -> None:
+    with pytest.raises(ParseError):
+        parse("invoicy", json.dumps(payload).encode(), None)
+
+
+def test_generic_source_reads_common_fields() -> None:
+    assert parse("erp", b'{"type": "order.paid"}', None).event == "order.paid"
+    with pytest.raises(ParseError):
+        parse("erp", b"[1, 2]", None)
+
+
+def test_dedup_key_depends_on_source_and_body_only() -> None:
+    assert dedup_key("pucomex", b"a") == dedup_key("pucomex", b"a")
+    assert dedup_key("pucomex", b"a") != dedup_key("sintegre", b"a")
+    assert dedup_key("pucomex", b"a") != dedup_key("pucomex", b"b")
+
+
+@given(st.binary(max_size=300))
+def test_any_bytes_parse_or_quarantine(body: bytes) -> None:
+    for source in ("pucomex", "sintegre", "invoicy", "other"):
+        with contextlib.suppress(ParseError):
+            parse(source, body, None)
+
+
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+        lambda children: (
+            st.lists(children, max_size=3)
+            | st.dictionaries(st.text(max_size=5), children, max_size=3)
+        ),
+        max_leaves=20,
+    )
+)
+def test_json_values_round_trip_through_generic_parse(value: object) -> None:
+    body = json.dumps({"evento": "x.y", "dados": value}).encode()
+    assert parse("pucomex", body, None).payload["dados"] == value
