@@ -328,3 +328,38 @@ async def test_health_and_readiness(ingest: AppClient) -> None:
         assert (await client.get("/webhooks/pucomex")).status_code == 405
         metrics = await client.get("/metrics")
     assert "receiver_requests_total" in metrics.text
+
+
+async def test_slow_body_is_cut_off_with_408(make_settings: Any, store: Store) -> None:
+    settings = make_settings(read_timeout_seconds=0.2)
+    app = create_app(settings, store=store, allowlist=Allowlist.from_mapping(ALLOWLIST))
+    store.start()
+
+    async def trickle() -> dict[str, Any]:
+        await asyncio.sleep(0.1)  # a byte every 100 ms, never finishing in time
+        return {"type": "http.request", "body": b"x", "more_body": True}
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/webhooks/pucomex",
+        "raw_path": b"/webhooks/pucomex",
+        "query_string": b"",
+        "root_path": "",
+        "client": ("203.0.113.7", 1234),
+        "server": ("receiver.test", 80),
+        "headers": [(b"authorization", f"Bearer {PUCOMEX_TOKEN}".encode())],
+    }
+    started = asyncio.get_running_loop().time()
+    await app(scope, trickle, send)
+    assert sent[0]["status"] == 408
+    assert asyncio.get_running_loop().time() - started < 1
+    assert store.count_notes() == 0

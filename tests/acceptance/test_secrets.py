@@ -1,0 +1,71 @@
+"""Canary secrets go through a real receiver; none may appear in its logs or its store."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.acceptance.conftest import TOKEN, Deployment, free_port
+
+pytestmark = pytest.mark.acceptance
+
+WRONG_TOKEN = "canary-wrong-token-7d1f3a"
+BASIC_PASSWORD = "canary-basic-password-51bd"
+
+
+def test_no_secret_reaches_logs_or_store(tmp_path: Path) -> None:
+    database = tmp_path / "receiver.db"
+    deployment = Deployment(
+        tmp_path,
+        f"sqlite:///{database}",
+        sources={
+            "pucomex": {"credentials": [{"type": "bearer", "token": "env:ACCEPT_TOKEN"}]},
+            "sintegre": {
+                "credentials": [{"type": "basic", "username": "ons", "password": BASIC_PASSWORD}]
+            },
+            "invoicy": {"credentials": []},
+        },
+        log_level="DEBUG",
+    )
+    port = free_port()
+    base = f"http://127.0.0.1:{port}/webhooks"
+    try:
+        deployment.serve(port)
+        basic = base64.b64encode(f"ons:{BASIC_PASSWORD}".encode()).decode()
+        answers = [
+            httpx.post(
+                f"{base}/pucomex",
+                content=b'{"evento":"duimp.registro","dados":{}}',
+                headers={"Authorization": f"Bearer {TOKEN}", "Cookie": f"s={TOKEN}"},
+            ),
+            httpx.post(
+                f"{base}/pucomex", content=b"{}", headers={"Authorization": f"Bearer {WRONG_TOKEN}"}
+            ),
+            httpx.post(
+                f"{base}/sintegre",
+                content=b'{"Nome":"x","Uri":"https://x"}',
+                headers={"Authorization": f"Basic {basic}"},
+            ),
+            httpx.post(
+                f"{base}/sintegre",
+                content=b"{}",
+                headers={"Proxy-Authorization": f"Basic {basic}", "Authorization": "Basic bad"},
+            ),
+        ]
+        assert [a.status_code for a in answers] == [200, 401, 200, 401]
+        for answer in answers:
+            assert TOKEN not in answer.text and BASIC_PASSWORD not in answer.text
+        listing = deployment.cli("inbox", "list", "--json")
+        assert listing.returncode == 0
+    finally:
+        deployment.stop_all()
+    logs = deployment.output()
+    assert "refused pucomex" in logs  # the audit line is there, without the secret
+    stored = b"".join(p.read_bytes() for p in tmp_path.glob("receiver.db*"))
+    for secret in (TOKEN, WRONG_TOKEN, BASIC_PASSWORD, basic):
+        assert secret not in logs
+        assert secret.encode() not in stored
+        assert secret not in listing.stdout
