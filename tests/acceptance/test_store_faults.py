@@ -7,6 +7,7 @@ notification it did not keep), stays up, and recovers by itself when the store c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import sqlite3
@@ -154,10 +155,8 @@ def private_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Priva
     cluster.init()
     cluster.start()
     yield cluster
-    try:
+    with contextlib.suppress(subprocess.CalledProcessError):
         cluster.stop()
-    except subprocess.CalledProcessError:
-        pass
     shutil.rmtree(folder, ignore_errors=True)
 
 
