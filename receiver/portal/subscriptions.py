@@ -1,0 +1,259 @@
+"""The Portal's subscription API (seed ``pucomex-push-events-api.txt``), checked before sending.
+
+Field rules from the seed: ``evento`` Text(40) required, ``endpoint`` Text(500) required and a
+secure URL (HTTPS), ``id`` Number(10), failure search ``data`` Text(8) as ``ddMMyyyy`` (today when
+absent). A request that breaks them raises ``SubscriptionError`` and is never sent.
+
+The seed puts the failure search's ``data`` in a JSON body of a GET; proxies may drop GET bodies,
+so it is also sent as the ``data`` query parameter (the simulator reads either).
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from receiver.config import SubscriptionSpec
+from receiver.errors import PortalError, SubscriptionError
+
+if TYPE_CHECKING:
+    from receiver.portal.client import PortalClient
+
+WEBHOOK_PATH = "/portal/api/ext/webhook"
+FAILURES_PATH = "/portal/api/ext/webhook/falhas"
+MAX_EVENTO = 40
+MAX_ENDPOINT = 500
+MAX_ID = 9_999_999_999  # Number(10)
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    id: int
+    evento: str
+    endpoint: str
+
+
+@dataclass(frozen=True, slots=True)
+class FailureRecord:
+    """One failed delivery attempt as the Portal records it."""
+
+    id: int
+    data: str
+    descricao: str
+    evento: str
+    conteudo: str
+
+
+def check_evento(evento: str) -> str:
+    if not isinstance(evento, str) or not evento.strip():
+        raise SubscriptionError("evento is required (Text(40))", endpoint=WEBHOOK_PATH)
+    if len(evento) > MAX_EVENTO:
+        raise SubscriptionError(
+            f"evento has {len(evento)} characters; the Portal takes at most {MAX_EVENTO}",
+            endpoint=WEBHOOK_PATH,
+        )
+    return evento
+
+
+def check_endpoint(endpoint: str) -> str:
+    if not isinstance(endpoint, str) or not endpoint.strip():
+        raise SubscriptionError("endpoint is required (Text(500))", endpoint=WEBHOOK_PATH)
+    if len(endpoint) > MAX_ENDPOINT:
+        raise SubscriptionError(
+            f"endpoint has {len(endpoint)} characters; the Portal takes at most {MAX_ENDPOINT}",
+            endpoint=WEBHOOK_PATH,
+        )
+    try:
+        parts = urlsplit(endpoint)
+        host = parts.hostname
+    except ValueError:
+        host, parts = None, None
+    if parts is None or parts.scheme.lower() != "https":
+        raise SubscriptionError(
+            f"endpoint {endpoint!r} must be a secure URL (https://); the Portal notifies HTTPS "
+            "endpoints only",
+            endpoint=WEBHOOK_PATH,
+        )
+    if not host:
+        raise SubscriptionError(f"endpoint {endpoint!r} has no host", endpoint=WEBHOOK_PATH)
+    return endpoint
+
+
+def check_id(subscription_id: int) -> int:
+    if isinstance(subscription_id, bool) or not isinstance(subscription_id, int):
+        raise SubscriptionError("id must be a number (Number(10))", endpoint=WEBHOOK_PATH)
+    if not 0 < subscription_id <= MAX_ID:
+        raise SubscriptionError(
+            f"id {subscription_id} is outside Number(10) (1 to {MAX_ID})", endpoint=WEBHOOK_PATH
+        )
+    return subscription_id
+
+
+def format_date(day: date | str | None) -> str:
+    """``ddMMyyyy`` for a date, or a string already in that form (checked); today when None."""
+    if day is None:
+        day = date.today()
+    if isinstance(day, date):
+        return day.strftime("%d%m%Y")
+    text = str(day).strip()
+    try:
+        if len(text) != 8 or not text.isdigit():
+            raise ValueError
+        datetime.strptime(text, "%d%m%Y")
+    except ValueError:
+        raise SubscriptionError(
+            f"data {day!r} is not a date in ddMMyyyy form (e.g. 17092018)", endpoint=FAILURES_PATH
+        ) from None
+    return text
+
+
+def _field(item: Any, name: str, path: str) -> Any:
+    if not isinstance(item, dict) or name not in item:
+        raise PortalError(f"{path}: answer lacks the field {name!r}", endpoint=path, status=200)
+    return item[name]
+
+
+def _int(item: Any, name: str, path: str) -> int:
+    value = _field(item, name, path)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise PortalError(
+            f"{path}: field {name!r} is not a number: {value!r}", endpoint=path, status=200
+        ) from None
+
+
+def _subscription(item: Any, path: str) -> Subscription:
+    return Subscription(
+        id=_int(item, "id", path),
+        evento=str(_field(item, "evento", path)),
+        endpoint=str(_field(item, "endpoint", path)),
+    )
+
+
+def _failure(item: Any) -> FailureRecord:
+    return FailureRecord(
+        id=_int(item, "id", FAILURES_PATH),
+        data=str(_field(item, "data", FAILURES_PATH)),
+        descricao=str(item.get("descricao") or ""),
+        evento=str(item.get("evento") or ""),
+        conteudo=str(_field(item, "conteudo", FAILURES_PATH)),
+    )
+
+
+def _array(data: Any, path: str) -> builtins.list[Any]:
+    if data is None:
+        return []
+    if not isinstance(data, builtins.list):
+        raise PortalError(f"GET {path}: expected a JSON array", endpoint=path, status=200)
+    return data
+
+
+class SubscriptionAPI:
+    """Create, list, change and delete subscriptions; search failed deliveries by date."""
+
+    def __init__(self, client: PortalClient) -> None:
+        self._client = client
+
+    async def create(self, evento: str, endpoint: str) -> Subscription:
+        body = {"evento": check_evento(evento), "endpoint": check_endpoint(endpoint)}
+        data = await self._client.json(
+            "POST", WEBHOOK_PATH, json=body, error=SubscriptionError, idempotent=False
+        )
+        return _subscription(data, WEBHOOK_PATH)
+
+    async def list(self) -> builtins.list[Subscription]:
+        data = await self._client.json("GET", WEBHOOK_PATH, error=SubscriptionError)
+        return [_subscription(item, WEBHOOK_PATH) for item in _array(data, WEBHOOK_PATH)]
+
+    async def update(self, subscription_id: int, evento: str, endpoint: str) -> Subscription:
+        sid = check_id(subscription_id)
+        body = {"id": sid, "evento": check_evento(evento), "endpoint": check_endpoint(endpoint)}
+        path = f"{WEBHOOK_PATH}/{sid}"
+        data = await self._client.json("PUT", path, json=body, error=SubscriptionError)
+        return (
+            _subscription(data, path) if data is not None else Subscription(sid, evento, endpoint)
+        )
+
+    async def delete(self, subscription_id: int) -> None:
+        sid = check_id(subscription_id)
+        await self._client.json(
+            "DELETE", f"{WEBHOOK_PATH}/{sid}", json={"id": sid}, error=SubscriptionError
+        )
+
+    async def failures(self, data: date | str | None = None) -> builtins.list[FailureRecord]:
+        day = format_date(data)
+        answer = await self._client.json(
+            "GET", FAILURES_PATH, json={"data": day}, params={"data": day}, error=SubscriptionError
+        )
+        return [_failure(item) for item in _array(answer, FAILURES_PATH)]
+
+
+# --- sync: make the Portal's subscriptions match receiver.yaml ----------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SyncPlan:
+    keep: tuple[Subscription, ...]
+    create: tuple[SubscriptionSpec, ...]
+    update: tuple[tuple[Subscription, SubscriptionSpec], ...]
+    delete: tuple[Subscription, ...]
+
+    @property
+    def empty(self) -> bool:
+        return not (self.create or self.update or self.delete)
+
+    def lines(self) -> builtins.list[str]:
+        shown = [f"  keep    #{s.id} {s.evento} -> {s.endpoint}" for s in self.keep]
+        shown += [f"  create  {w.evento} -> {w.endpoint}" for w in self.create]
+        shown += [
+            f"  update  #{s.id} {s.evento} -> {s.endpoint}  =>  {w.evento} -> {w.endpoint}"
+            for s, w in self.update
+        ]
+        shown += [f"  delete  #{s.id} {s.evento} -> {s.endpoint}" for s in self.delete]
+        return shown
+
+
+def plan_sync(current: Sequence[Subscription], wanted: Sequence[SubscriptionSpec]) -> SyncPlan:
+    """Exact matches are kept; a wanted event whose subscription points elsewhere is updated in
+    place (same id); what is left is created or deleted. Wanted repeats count once."""
+    for spec in wanted:
+        check_evento(spec.evento)
+        check_endpoint(spec.endpoint)
+    unique = builtins.list(dict.fromkeys((w.evento, w.endpoint) for w in wanted))
+    remaining = builtins.list(current)
+    keep: builtins.list[Subscription] = []
+    missing: builtins.list[tuple[str, str]] = []
+    for evento, endpoint in unique:
+        match = next((s for s in remaining if (s.evento, s.endpoint) == (evento, endpoint)), None)
+        if match is None:
+            missing.append((evento, endpoint))
+        else:
+            keep.append(match)
+            remaining.remove(match)
+    update: builtins.list[tuple[Subscription, SubscriptionSpec]] = []
+    create: builtins.list[SubscriptionSpec] = []
+    for evento, endpoint in missing:
+        reuse = next((s for s in remaining if s.evento == evento), None)
+        spec = SubscriptionSpec(evento=evento, endpoint=endpoint)
+        if reuse is None:
+            create.append(spec)
+        else:
+            update.append((reuse, spec))
+            remaining.remove(reuse)
+    return SyncPlan(tuple(keep), tuple(create), tuple(update), tuple(remaining))
+
+
+async def apply_sync(api: SubscriptionAPI, plan: SyncPlan) -> None:
+    """Apply a plan: updates first, then creations, then deletions (so an event is never left
+    without a subscription half-way)."""
+    for old, spec in plan.update:
+        await api.update(old.id, spec.evento, spec.endpoint)
+    for spec in plan.create:
+        await api.create(spec.evento, spec.endpoint)
+    for old in plan.delete:
+        await api.delete(old.id)
