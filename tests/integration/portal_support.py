@@ -1,0 +1,212 @@
+"""Helpers for the Portal tests: certificates, a real HTTPS uvicorn server in a thread, an
+in-memory result store for handler contexts, and a faithful fake of the subscription API."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import trustme
+import uvicorn
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from receiver.config import PortalSettings
+from receiver.dispatcher.tls import tls_uvicorn_config
+
+
+@dataclass
+class Certs:
+    ca_pem: Path
+    server_pem: Path
+    client_pem: Path
+    other_client_pem: Path
+
+
+def make_certs(folder: Path) -> Certs:
+    ca = trustme.CA()
+    server = ca.issue_cert("127.0.0.1", "localhost")
+    client = ca.issue_cert("sefaz-sp@example.org", organization_name="Sefaz SP")
+    other = ca.issue_cert("erp@example.org", organization_name="ERP Importadora")
+    paths = Certs(
+        ca_pem=folder / "ca.pem",
+        server_pem=folder / "server.pem",
+        client_pem=folder / "client.pem",
+        other_client_pem=folder / "other.pem",
+    )
+    ca.cert_pem.write_to_path(str(paths.ca_pem))
+    server.private_key_and_cert_chain_pem.write_to_path(str(paths.server_pem))
+    client.private_key_and_cert_chain_pem.write_to_path(str(paths.client_pem))
+    other.private_key_and_cert_chain_pem.write_to_path(str(paths.other_client_pem))
+    return paths
+
+
+def portal_settings(base_url: str, certs: Certs | None, **changes: Any) -> PortalSettings:
+    values: dict[str, Any] = {"base_url": base_url, "timeout_seconds": 5, "max_retries": 2}
+    if certs is not None:
+        values.update(ca_file=certs.ca_pem, cert_file=certs.client_pem)
+    values.update(changes)
+    return PortalSettings(**values)
+
+
+@contextlib.contextmanager
+def serve(
+    app: ASGIApp, ssl_context: ssl.SSLContext | None = None, http: str = "h11"
+) -> Iterator[str]:
+    """Run ``app`` on a free 127.0.0.1 port in a thread; yield its base URL."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    options: dict[str, Any] = {"log_config": None, "lifespan": "off", "loop": "asyncio"}
+    if ssl_context is not None:
+        config = tls_uvicorn_config(app, ssl_context, port=port, http=http, **options)  # type: ignore[arg-type]
+        scheme = "https"
+    else:
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, ws="none", **options)
+        scheme = "http"
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started:
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise RuntimeError("test server did not start")
+            time.sleep(0.01)
+        yield f"{scheme}://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+class StatusLog:
+    """ASGI wrapper recording (method, path, status) of every answer."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.answers: list[tuple[str, str, int]] = []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def recording(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                self.answers.append((scope["method"], scope["path"], message["status"]))
+            await send(message)
+
+        await self.app(scope, receive, recording)
+
+    def statuses(self, path_prefix: str) -> list[int]:
+        return [status for _, path, status in self.answers if path.startswith(path_prefix)]
+
+
+class MemoryResults:
+    """``Context.results`` in memory; values go through JSON as they would in the store."""
+
+    def __init__(self) -> None:
+        self.data: dict[tuple[str, str], str] = {}
+        self.saves = 0
+
+    async def save(self, kind: str, key: str, value: Any) -> None:
+        self.saves += 1
+        self.data[(kind, key)] = json.dumps(value, ensure_ascii=False)
+
+    async def load(self, kind: str, key: str) -> Any | None:
+        raw = self.data.get((kind, key))
+        return None if raw is None else json.loads(raw)
+
+
+@dataclass
+class FakePortal:
+    """The Portal's subscription API as the seed describes it, behind ``autenticar``, for
+    ``httpx.MockTransport``: the dispatcher's real one is built elsewhere."""
+
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    subscriptions: dict[int, dict[str, Any]] = field(default_factory=dict)
+    requests: list[httpx.Request] = field(default_factory=list)
+    authentications: int = 0
+    next_id: int = 1
+
+    def transport(self) -> httpx.MockTransport:
+        return httpx.MockTransport(self.handle)
+
+    def add_subscription(self, evento: str, endpoint: str) -> int:
+        sid = self.next_id
+        self.next_id += 1
+        self.subscriptions[sid] = {"id": sid, "evento": evento, "endpoint": endpoint}
+        return sid
+
+    def calls(self, method: str, path: str) -> list[httpx.Request]:
+        return [r for r in self.requests if r.method == method and r.url.path == path]
+
+    @staticmethod
+    def _invalid(body: dict[str, Any]) -> str | None:
+        evento, endpoint = body.get("evento"), body.get("endpoint")
+        if not isinstance(evento, str) or not evento or len(evento) > 40:
+            return "evento: Text(40), required"
+        if not isinstance(endpoint, str) or not endpoint or len(endpoint) > 500:
+            return "endpoint: Text(500), required"
+        if urlsplit(endpoint).scheme != "https":
+            return "endpoint: must be a secure URL (HTTPS)"
+        return None
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        path = request.url.path
+        if path == "/portal/api/autenticar" and request.method == "POST":
+            self.authentications += 1
+            return httpx.Response(
+                200,
+                headers={"Set-Token": f"Bearer t{self.authentications}", "X-CSRF-Token": "c"},
+            )
+        if request.headers.get("authorization") != f"Bearer t{self.authentications}":
+            return httpx.Response(401, json={"message": "not authenticated"})
+        body = json.loads(request.content) if request.content else {}
+        if path == "/portal/api/ext/webhook/falhas" and request.method == "GET":
+            day = (
+                request.url.params.get("data")
+                or body.get("data")
+                or date.today().strftime("%d%m%Y")
+            )
+            return httpx.Response(200, json=[f for f in self.failures if f["data"] == day])
+        if path == "/portal/api/ext/webhook":
+            if request.method == "GET":
+                return httpx.Response(200, json=list(self.subscriptions.values()))
+            if request.method == "POST":
+                problem = self._invalid(body)
+                if problem:
+                    return httpx.Response(422, json={"message": problem})
+                sid = self.add_subscription(body["evento"], body["endpoint"])
+                return httpx.Response(200, json=self.subscriptions[sid])
+        if path.startswith("/portal/api/ext/webhook/"):
+            sid = int(path.rsplit("/", 1)[1])
+            if sid not in self.subscriptions:
+                return httpx.Response(404, json={"message": f"subscription {sid} not found"})
+            if request.method == "PUT":
+                problem = self._invalid(body)
+                if problem or body.get("id") != sid:
+                    return httpx.Response(422, json={"message": problem or "id"})
+                self.subscriptions[sid] = {
+                    "id": sid,
+                    "evento": body["evento"],
+                    "endpoint": body["endpoint"],
+                }
+                return httpx.Response(200, json=self.subscriptions[sid])
+            if request.method == "DELETE":
+                del self.subscriptions[sid]
+                return httpx.Response(200)
+        return httpx.Response(404, json={"message": "no such route"})
