@@ -268,3 +268,8 @@ def replay(
         click.echo("a running worker picks them up")
     finally:
         store.close()
+
+
+from receiver.portal.cli import portal  # noqa: E402
+
+main.add_command(portal)

@@ -1,0 +1,208 @@
+"""``receiver portal ...``: manage the Portal subscriptions and recover failed deliveries.
+
+This module does not import ``receiver.cli`` (which registers this group at its bottom), so
+either can be imported first. Tests pass ``obj={"transport": httpx.MockTransport(...)}`` to
+``CliRunner.invoke`` to replace the network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import httpx
+
+from receiver import logs
+from receiver.config import Settings, load_settings
+from receiver.errors import ConfigError, ReceiverError, StoreUnavailable
+from receiver.portal.client import PortalClient
+from receiver.portal.recovery import recover
+from receiver.portal.subscriptions import SubscriptionAPI, apply_sync, format_date, plan_sync
+from receiver.store import Store
+
+F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+
+_config = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="receiver.yaml to use (default: $RECEIVER_CONFIG, else built-in defaults).",
+)
+
+
+def _friendly(command: F) -> F:
+    """One line on stderr and an exit code instead of a traceback (as ``receiver.cli`` does)."""
+
+    @wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except ConfigError as error:
+            click.echo(f"receiver: configuration error: {error}", err=True)
+            sys.exit(2)
+        except StoreUnavailable as error:
+            click.echo(f"receiver: store unavailable: {error}", err=True)
+            sys.exit(3)
+        except ReceiverError as error:
+            click.echo(f"receiver: {error}", err=True)
+            sys.exit(1)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _client(settings: Settings) -> PortalClient:
+    if settings.portal is None:
+        raise ConfigError(
+            "receiver.yaml has no 'portal:' section (base_url, certificate, role_type)"
+        )
+    obj = click.get_current_context().find_object(dict) or {}
+    transport: httpx.AsyncBaseTransport | None = obj.get("transport")
+    return PortalClient(settings.portal, transport=transport)
+
+
+def _settings(config_path: Path | None) -> Settings:
+    settings = load_settings(config_path)
+    logs.configure(settings.log_level, settings.secrets())
+    return settings
+
+
+def _with_api(
+    config_path: Path | None, work: Callable[[SubscriptionAPI, Settings], Awaitable[T]]
+) -> T:
+    settings = _settings(config_path)
+    client = _client(settings)
+
+    async def run() -> T:
+        async with client:
+            return await work(client.subscriptions, settings)
+
+    return asyncio.run(run())
+
+
+@click.group()
+def portal() -> None:
+    """The Portal API: subscriptions and recovery of failed deliveries."""
+
+
+@portal.group()
+def subscriptions() -> None:
+    """Subscriptions of this certificate at the Portal (seed: push events API)."""
+
+
+@subscriptions.command("list")
+@_config
+@_friendly
+def subscriptions_list(config_path: Path | None) -> None:
+    """List the active subscriptions."""
+
+    async def work(api: SubscriptionAPI, _: Settings) -> None:
+        found = await api.list()
+        for sub in found:
+            click.echo(f"{sub.id:>10}  {sub.evento:<40}  {sub.endpoint}")
+        if not found:
+            click.echo("no subscriptions")
+
+    _with_api(config_path, work)
+
+
+@subscriptions.command("add")
+@_config
+@click.argument("evento")
+@click.argument("endpoint")
+@_friendly
+def subscriptions_add(config_path: Path | None, evento: str, endpoint: str) -> None:
+    """Subscribe ENDPOINT (https://) to EVENTO."""
+
+    async def work(api: SubscriptionAPI, _: Settings) -> None:
+        sub = await api.create(evento, endpoint)
+        click.echo(f"created #{sub.id}: {sub.evento} -> {sub.endpoint}")
+
+    _with_api(config_path, work)
+
+
+@subscriptions.command("update")
+@_config
+@click.argument("subscription_id", type=int)
+@click.argument("evento")
+@click.argument("endpoint")
+@_friendly
+def subscriptions_update(
+    config_path: Path | None, subscription_id: int, evento: str, endpoint: str
+) -> None:
+    """Change subscription SUBSCRIPTION_ID to EVENTO and ENDPOINT."""
+
+    async def work(api: SubscriptionAPI, _: Settings) -> None:
+        sub = await api.update(subscription_id, evento, endpoint)
+        click.echo(f"updated #{sub.id}: {sub.evento} -> {sub.endpoint}")
+
+    _with_api(config_path, work)
+
+
+@subscriptions.command("remove")
+@_config
+@click.argument("subscription_id", type=int)
+@_friendly
+def subscriptions_remove(config_path: Path | None, subscription_id: int) -> None:
+    """Delete subscription SUBSCRIPTION_ID."""
+
+    async def work(api: SubscriptionAPI, _: Settings) -> None:
+        await api.delete(subscription_id)
+        click.echo(f"deleted #{subscription_id}")
+
+    _with_api(config_path, work)
+
+
+@subscriptions.command("sync")
+@_config
+@click.option("--dry-run", is_flag=True, help="Show the plan; change nothing.")
+@_friendly
+def subscriptions_sync(config_path: Path | None, dry_run: bool) -> None:
+    """Make the Portal's subscriptions match `subscriptions:` in receiver.yaml."""
+
+    async def work(api: SubscriptionAPI, settings: Settings) -> None:
+        plan = plan_sync(await api.list(), settings.subscriptions)
+        click.echo("plan:")
+        for line in plan.lines() or ["  (no subscriptions wanted or present)"]:
+            click.echo(line)
+        if plan.empty:
+            click.echo("already in sync")
+        elif dry_run:
+            click.echo("dry run: nothing changed")
+        else:
+            await apply_sync(api, plan)
+            click.echo(
+                f"applied: {len(plan.create)} created, {len(plan.update)} updated, "
+                f"{len(plan.delete)} deleted"
+            )
+
+    _with_api(config_path, work)
+
+
+@portal.command("recover")
+@_config
+@click.option("--date", "day", default=None, help="Day of the failures, ddMMyyyy (default: today).")
+@_friendly
+def recover_command(config_path: Path | None, day: str | None) -> None:
+    """Store the notifications the Portal failed to deliver on a day, that we never stored."""
+    data = format_date(day)
+    settings = _settings(config_path)
+    store = Store(settings.database_url)
+    try:
+        store.create_schema()
+        client = _client(settings)
+
+        async def run() -> str:
+            async with client:
+                report = await recover(client.subscriptions, store, data)
+            return report.summary()
+
+        click.echo(asyncio.run(run()))
+    finally:
+        store.close()
