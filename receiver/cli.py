@@ -270,6 +270,10 @@ def replay(
         store.close()
 
 
+from receiver.dispatcher.cli import dispatcher  # noqa: E402
+
+main.add_command(dispatcher)
+
 from receiver.portal.cli import portal  # noqa: E402
 
 main.add_command(portal)

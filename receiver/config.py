@@ -7,6 +7,7 @@ read from the environment, which is how secrets stay out of the file.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -103,6 +104,61 @@ class SubscriptionSpec(_Frozen):
     endpoint: str = Field(min_length=1, max_length=500)
 
 
+class DispatcherSettings(_Frozen):
+    """The outbound dispatcher (the Portal's side): its own store, delivery rule and safety limits."""
+
+    database_url: str = "sqlite:///dispatcher.db"
+    # Seed pucomex-proposta-sefaz.txt: 3 attempts, one every 5 minutes, then never again.
+    attempts: int = Field(default=3, ge=1, le=100)
+    interval_seconds: float = Field(default=300.0, ge=0)
+    # The Portal counts an answer slower than 3,500 ms as a failed delivery.
+    attempt_timeout_seconds: float = Field(default=3.5, gt=0, le=300)
+    per_endpoint_concurrency: int = Field(default=4, ge=1, le=1000)
+    max_in_flight: int = Field(default=256, ge=1, le=100_000)
+    max_response_bytes: int = Field(default=65_536, ge=0, le=1 << 24)
+    # Longest sleep of the sender between looks at the outbox (another process may have emitted).
+    poll_seconds: float = Field(default=1.0, gt=0, le=60)
+    # Destinations normally refused as internal (loopback, private...) that may be reached anyway.
+    allowed_networks: list[str] = []
+    # Bearer token -> client name, for plain-HTTP setups where no client certificate is presented.
+    clients: dict[str, str] = {}
+    # Server TLS; tls_ca_file verifies client certificates (mutual TLS) when present.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_ca_file: Path | None = None
+    # Extra CA bundle trusted when delivering to endpoints (a local receiver with its own CA).
+    outbound_ca_file: Path | None = None
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry.strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not a CIDR or an IP address") from None
+        return value
+
+    @field_validator("clients")
+    @classmethod
+    def _client_tokens(cls, value: dict[str, str]) -> dict[str, str]:
+        resolved: dict[str, str] = {}
+        for token, name in value.items():
+            # Tokens are the keys here, which the file-wide env: resolution does not reach.
+            if token.startswith("env:"):
+                if token[4:] not in os.environ:
+                    raise ValueError(f"environment variable {token[4:]} is not set")
+                token = os.environ[token[4:]]
+            if not token or not name:
+                raise ValueError("every client needs a non-empty token and name")
+            resolved[token] = name
+        return resolved
+
+    def secrets(self) -> list[str]:
+        """The client tokens, so the dispatcher's logs can redact them."""
+        return list(self.clients)
+
+
 class Settings(_Frozen):
     database_url: str = "sqlite:///receiver.db"
     allowlist: Path = Path("allowlist.yaml")
@@ -123,6 +179,7 @@ class Settings(_Frozen):
     group_commit: GroupCommitSettings = GroupCommitSettings()
     portal: PortalSettings | None = None
     subscriptions: list[SubscriptionSpec] = []
+    dispatcher: DispatcherSettings = DispatcherSettings()
     store_dir: Path = Path("data")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

@@ -1,0 +1,49 @@
+"""The outbound dispatcher: the Portal's side of push events, so the system runs end to end.
+
+Public API (everything else in the package is internal)::
+
+    Dispatcher(settings.dispatcher)          emit / emit_body / resend_pending / send_latest / wait_for
+    create_dispatcher_app(settings)          the subscription API + /sim controls (Starlette)
+    create_simulator_app(settings)           the same plus the Portal API simulator
+    run_dispatcher(settings)                 served on uvicorn in this event loop (port 0: free)
+    serve_app(app)                           any ASGI app the same way (test endpoints)
+
+Module map: ``tables`` (sqlmodel tables) → ``store`` (outbox, claims, failure records) →
+``sender`` (the delivery rule) → ``api``/``openapi``/``identity`` → ``app`` → ``server``/``cli``;
+``netguard`` keeps the sender off internal addresses; ``validation`` holds the seed's field rules.
+"""
+
+from receiver.dispatcher.app import create_dispatcher_app, create_simulator_app
+from receiver.dispatcher.configfile import load_dispatcher_settings
+from receiver.dispatcher.netguard import AddressPolicy, AddressRefused
+from receiver.dispatcher.sender import Dispatcher, pucomex_body
+from receiver.dispatcher.server import RunningDispatcher, RunningServer, run_dispatcher, serve_app
+from receiver.dispatcher.store import (
+    DeliveryState,
+    DispatchStore,
+    EmitResult,
+    Subscription,
+    UnknownSubscription,
+)
+from receiver.dispatcher.validation import InvalidField, OutboundAuth
+
+__all__ = [
+    "AddressPolicy",
+    "AddressRefused",
+    "DeliveryState",
+    "DispatchStore",
+    "Dispatcher",
+    "EmitResult",
+    "InvalidField",
+    "OutboundAuth",
+    "RunningDispatcher",
+    "RunningServer",
+    "Subscription",
+    "UnknownSubscription",
+    "create_dispatcher_app",
+    "create_simulator_app",
+    "load_dispatcher_settings",
+    "pucomex_body",
+    "run_dispatcher",
+    "serve_app",
+]

@@ -1,0 +1,205 @@
+"""``receiver dispatcher``: serve the dispatcher, emit events, and SINtegre's operator actions.
+
+    receiver dispatcher [--config FILE] [--host H] [--port P]     serve (API + sender + Portal API)
+    receiver dispatcher emit EVENT --json FILE [--raw] [--no-wait]
+    receiver dispatcher resend-pending SUBSCRIPTION_ID [--no-wait]
+    receiver dispatcher send-latest SUBSCRIPTION_ID [--no-wait]
+
+The actions store their deliveries in the outbox first. By default they then send them from this
+process and wait for the outcome (exit 1 if any delivery failed); with ``--no-wait`` they only
+store, and a running ``receiver dispatcher`` sends them within ``poll_seconds``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import uvicorn
+
+from receiver import logs
+from receiver.config import CONFIG_ENV, Settings
+from receiver.dispatcher.configfile import load_dispatcher_settings
+from receiver.dispatcher.store import DeliveryState, DispatchStore
+from receiver.errors import ConfigError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# receiver/cli.py imports this module at its end to register the group, so importing receiver.cli
+# here would be circular whenever this module is imported first. Hence the option is declared
+# again (the same as receiver.cli.config_option) and friendly_errors is looked up at run time.
+config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help=f"receiver.yaml to use (default: ${CONFIG_ENV}, else built-in defaults).",
+)
+
+
+def friendly_errors(command: F) -> F:
+    """receiver.cli.friendly_errors, applied when the command runs."""
+
+    @wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from receiver.cli import friendly_errors as one_line_errors
+
+        return one_line_errors(command)(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _settings(ctx: click.Context, config_path: Path | None) -> Settings:
+    group_path = ctx.find_root().meta.get("dispatcher.config_path")
+    path = config_path or group_path
+    settings = load_dispatcher_settings(path)
+    logs.configure(settings.log_level, settings.secrets() + settings.dispatcher.secrets())
+    return settings
+
+
+@click.group(invoke_without_command=True)
+@config_option
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8001, show_default=True, type=int)
+@click.pass_context
+@friendly_errors
+def dispatcher(ctx: click.Context, config_path: Path | None, host: str, port: int) -> None:
+    """The outbound dispatcher: the Portal's subscription API, its sender and API simulator."""
+    ctx.find_root().meta["dispatcher.config_path"] = config_path
+    if ctx.invoked_subcommand is not None:
+        return
+    from receiver.dispatcher.app import create_simulator_app
+    from receiver.dispatcher.server import dispatcher_ssl_context, uvicorn_config
+
+    settings = _settings(ctx, config_path)
+    store = DispatchStore(settings.dispatcher.database_url)
+    try:
+        store.create_schema()  # a wrong database URL is one line here, not a lifespan traceback
+    finally:
+        store.close()
+    app = create_simulator_app(settings)
+    try:
+        ssl_context = dispatcher_ssl_context(settings.dispatcher)
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"dispatcher TLS files: {error}") from error
+    uvicorn.Server(
+        uvicorn_config(app, host=host, port=port, ssl_context=ssl_context, lifespan="on")
+    ).run()
+
+
+def _report(states: list[DeliveryState]) -> int:
+    for state in states:
+        click.echo(
+            f"delivery {state.id}  subscription {state.subscription_id}  {state.evento}  "
+            f"{state.status}  after {state.attempts} attempt(s)"
+        )
+    return 0 if all(state.status == "delivered" for state in states) else 1
+
+
+def _run(settings: Settings, wait: bool, action: Callable[[Any], Awaitable[list[int]]]) -> None:
+    from receiver.dispatcher.sender import Dispatcher
+
+    async def main() -> int:
+        sender = Dispatcher(settings.dispatcher)
+        try:
+            # Without --wait the outbox is only written: a running dispatcher sends.
+            await sender.start(deliver=wait)
+            ids = await action(sender)
+            if not ids:
+                click.echo("nothing to send")
+                return 0
+            if not wait:
+                click.echo(f"stored {len(ids)} deliveries: {', '.join(map(str, ids))}")
+                return 0
+            interval = settings.dispatcher.interval_seconds
+            click.echo(
+                f"sending {len(ids)} deliveries (up to {settings.dispatcher.attempts} attempts, "
+                f"{interval:g} s apart; --no-wait leaves them to a running dispatcher)",
+                err=True,
+            )
+            return _report(await sender.wait_for(ids))
+        finally:
+            await sender.close()
+
+    sys.exit(asyncio.run(main()))
+
+
+@dispatcher.command()
+@config_option
+@click.argument("evento")
+@click.option(
+    "--json",
+    "json_file",
+    required=True,
+    type=click.File("rb"),
+    help="The event's data ('dados') as a JSON object; '-' reads stdin.",
+)
+@click.option("--raw", is_flag=True, help="Send the file's bytes as the whole body, unchanged.")
+@click.option("--wait/--no-wait", default=True, show_default=True)
+@click.pass_context
+@friendly_errors
+def emit(
+    ctx: click.Context,
+    config_path: Path | None,
+    evento: str,
+    json_file: Any,
+    raw: bool,
+    wait: bool,
+) -> None:
+    """Emit EVENTO to every subscription of it: {"evento", "dataHora", "dados": FILE}."""
+    from receiver.dispatcher.sender import Dispatcher
+
+    settings = _settings(ctx, config_path)
+    content: bytes = json_file.read()
+    try:
+        dados = json.loads(content)
+    except (ValueError, RecursionError):
+        raise click.BadParameter("not valid JSON", param_hint="--json") from None
+    if not raw and not isinstance(dados, dict):
+        raise click.BadParameter(
+            "expected a JSON object (the event's 'dados')", param_hint="--json"
+        )
+
+    async def action(sender: Dispatcher) -> list[int]:
+        if raw:
+            result = await sender.emit_body(evento, content)
+        else:
+            result = await sender.emit(evento, dados)
+        click.echo(f"event {result.event_id} ({evento}): {len(result.delivery_ids)} deliveries")
+        return list(result.delivery_ids)
+
+    _run(settings, wait, action)
+
+
+@dispatcher.command("resend-pending")
+@config_option
+@click.argument("subscription_id", type=click.IntRange(min=1))
+@click.option("--wait/--no-wait", default=True, show_default=True)
+@click.pass_context
+@friendly_errors
+def resend_pending(
+    ctx: click.Context, config_path: Path | None, subscription_id: int, wait: bool
+) -> None:
+    """Resend what the subscription still has pending or failed, with fresh attempts."""
+    settings = _settings(ctx, config_path)
+    _run(settings, wait, lambda sender: sender.resend_pending(subscription_id))
+
+
+@dispatcher.command("send-latest")
+@config_option
+@click.argument("subscription_id", type=click.IntRange(min=1))
+@click.option("--wait/--no-wait", default=True, show_default=True)
+@click.pass_context
+@friendly_errors
+def send_latest(
+    ctx: click.Context, config_path: Path | None, subscription_id: int, wait: bool
+) -> None:
+    """Send the latest notification of the subscription's event again."""
+    settings = _settings(ctx, config_path)
+    _run(settings, wait, lambda sender: sender.send_latest(subscription_id))

@@ -1,0 +1,346 @@
+"""The sender: the Portal's delivery rule, run from the durable outbox.
+
+``Dispatcher.emit`` stores the event and one delivery per matching subscription, then wakes the
+loop; nothing is sent before that commit. The loop takes due deliveries from the store and sends
+each one in its own task, at most ``per_endpoint_concurrency`` at a time per endpoint origin. An
+attempt succeeds only on HTTP 200 (the Portal's receipt); anything else, a timeout or a connection
+error is a failed attempt, recorded with the content; after ``attempts`` failures the delivery is
+failed for good, as the Portal does. A restarted dispatcher resumes whatever is still due.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import logging
+import ssl
+from collections.abc import Collection, Mapping
+from datetime import datetime, timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from receiver.config import DispatcherSettings
+from receiver.dispatcher.configfile import load_dispatcher_settings
+from receiver.dispatcher.netguard import (
+    AddressPolicy,
+    GuardedTransport,
+    Resolver,
+    outbound_ssl_context,
+    system_resolver,
+)
+from receiver.dispatcher.store import (
+    AttemptOutcome,
+    DeliveryState,
+    DispatchStore,
+    DueDelivery,
+    EmitResult,
+)
+from receiver.dispatcher.tables import FINAL_STATUSES
+from receiver.dispatcher.validation import BRASILIA, parse_evento
+from receiver.models import utcnow
+
+log = logging.getLogger("receiver.dispatcher")
+
+USER_AGENT = "portal-receiver-dispatcher/0.1"
+EXCERPT_CHARS = 300
+
+
+def pucomex_body(evento: str, dados: Mapping[str, Any], data_hora: datetime) -> bytes:
+    """The body the simulator sends for a PUCOMEX event (DESIGN.md): evento, dataHora, dados."""
+    document = {"evento": evento, "dataHora": data_hora.isoformat(), "dados": dict(dados)}
+    try:
+        return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate has no UTF-8 form; its JSON escape is still valid JSON.
+        return json.dumps(document, separators=(",", ":")).encode("ascii")
+
+
+def _origin(endpoint: str) -> str:
+    url = httpx.URL(endpoint)
+    return f"{url.scheme}://{url.host}:{url.port or 443}"
+
+
+def _where(endpoint: str) -> str:
+    # The query string may carry a subscriber's token: never put it in a failure record or a log.
+    url = httpx.URL(endpoint)
+    return str(url.copy_with(query=None, fragment=None))
+
+
+class Dispatcher:
+    """Emits events into the outbox and delivers them; use ``async with`` or ``start``/``close``."""
+
+    def __init__(
+        self,
+        settings: DispatcherSettings,
+        store: DispatchStore | None = None,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        verify: ssl.SSLContext | bool | None = None,
+        resolver: Resolver = system_resolver,
+    ) -> None:
+        self.settings = settings
+        self.store = store if store is not None else DispatchStore(settings.database_url)
+        self._owns_store = store is None
+        self._interval = timedelta(seconds=settings.interval_seconds)
+        # Long enough for one bounded attempt and its commit; a lease outliving us means we died.
+        self._lease = timedelta(seconds=settings.attempt_timeout_seconds + 5)
+        if transport is None:
+            if verify is None:
+                extra = settings.outbound_ca_file
+                verify = outbound_ssl_context(extra_ca_file=str(extra) if extra else None)
+            transport = GuardedTransport(
+                AddressPolicy(settings.allowed_networks), verify=verify, resolver=resolver
+            )
+        self._client = httpx.AsyncClient(
+            transport=transport,
+            follow_redirects=False,
+            trust_env=False,
+            timeout=httpx.Timeout(settings.attempt_timeout_seconds),
+            headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
+        )
+        self._semaphores: dict[str, asyncio.Semaphore] = {}
+        self._in_flight: dict[int, asyncio.Task[None]] = {}
+        self._wake = asyncio.Event()
+        self._settled = asyncio.Event()  # set whenever a delivery reaches a new state
+        self._loop_task: asyncio.Task[None] | None = None
+        self._closed = False
+        self._schema_ready = False
+
+    @classmethod
+    def from_config(cls, path: str | Path | None = None) -> Dispatcher:
+        """A dispatcher for the ``dispatcher:`` section of ``path``, else ``$RECEIVER_CONFIG``."""
+        return cls(load_dispatcher_settings(path).dispatcher)
+
+    # --- life cycle -------------------------------------------------------------------------
+
+    async def start(self, *, deliver: bool = True) -> None:
+        """Create the tables if needed and start delivering whatever is due (idempotent).
+
+        ``deliver=False`` only opens the outbox: emits are stored, and another process sends them.
+        """
+        if not self._schema_ready:
+            await asyncio.to_thread(self.store.create_schema)
+            self._schema_ready = True
+        if deliver and self._loop_task is None:
+            self._loop_task = asyncio.create_task(self._run(), name="dispatcher-loop")
+
+    async def close(self) -> None:
+        """Stop sending; attempts cut short are given back, so a restart resends them at once."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        tasks = list(self._in_flight.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._client.aclose()
+        if self._owns_store:
+            await asyncio.to_thread(self.store.close)
+
+    async def __aenter__(self) -> Dispatcher:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def kick(self) -> None:
+        """Look at the outbox now instead of at the next poll."""
+        self._wake.set()
+
+    # --- emitting and operator actions -----------------------------------------------------
+
+    async def emit(
+        self,
+        evento: str,
+        dados: Mapping[str, Any],
+        *,
+        data_hora: datetime | None = None,
+        idempotency_key: str | None = None,
+    ) -> EmitResult:
+        """Emit a PUCOMEX-style event ``{"evento", "dataHora", "dados"}`` to its subscribers."""
+        # The Portal's clock is Brasília's: "2026-11-22T10:00:00-03:00", as in DESIGN.md.
+        moment = data_hora or utcnow().astimezone(BRASILIA)
+        return await self.emit_body(
+            evento, pucomex_body(evento, dados, moment), idempotency_key=idempotency_key
+        )
+
+    async def emit_body(
+        self,
+        evento: str,
+        body: bytes,
+        *,
+        content_type: str = "application/json",
+        idempotency_key: str | None = None,
+    ) -> EmitResult:
+        """Emit ``body`` as is (a forwarded notification keeps the sender's bytes)."""
+        parse_evento(evento)
+        result = await asyncio.to_thread(
+            self.store.record_event, evento, body, content_type, utcnow(), idempotency_key
+        )
+        self.kick()
+        return result
+
+    async def resend_pending(self, subscription_id: int, owner: str | None = None) -> list[int]:
+        ids = await asyncio.to_thread(self.store.resend_pending, subscription_id, owner, utcnow())
+        self.kick()
+        return ids
+
+    async def send_latest(self, subscription_id: int, owner: str | None = None) -> list[int]:
+        ids = await asyncio.to_thread(self.store.send_latest, subscription_id, owner, utcnow())
+        self.kick()
+        return ids
+
+    async def wait_for(
+        self, delivery_ids: Collection[int], within: float | None = None
+    ) -> list[DeliveryState]:
+        """Wait until every one of these deliveries is delivered, failed or cancelled."""
+        async with asyncio.timeout(within):
+            while True:
+                self._settled.clear()
+                states = await asyncio.to_thread(self.store.deliveries, ids=delivery_ids)
+                if all(state.status in FINAL_STATUSES for state in states):
+                    return states
+                # Another process may be the one sending: look again now and then regardless.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.settings.poll_seconds):
+                        await self._settled.wait()
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._dispatch_due()
+                delay = await self._delay()
+            except Exception:
+                log.exception("dispatcher loop: store error; trying again shortly")
+                delay = self.settings.poll_seconds
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
+
+    async def _dispatch_due(self) -> None:
+        room = self.settings.max_in_flight - len(self._in_flight)
+        if room <= 0:
+            return
+        due = await asyncio.to_thread(self.store.due, utcnow(), room, set(self._in_flight))
+        for delivery in due:
+            task = asyncio.create_task(self._deliver(delivery), name=f"delivery-{delivery.id}")
+            self._in_flight[delivery.id] = task
+            task.add_done_callback(functools.partial(self._done, delivery.id))
+
+    def _done(self, delivery_id: int, _task: asyncio.Task[None]) -> None:
+        self._in_flight.pop(delivery_id, None)
+        self._settled.set()
+        self.kick()
+
+    async def _delay(self) -> float:
+        poll = self.settings.poll_seconds
+        next_due = await asyncio.to_thread(self.store.next_due_at)
+        if next_due is None:
+            return poll
+        return min(poll, max(0.0, (next_due - utcnow()).total_seconds()))
+
+    async def _deliver(self, delivery: DueDelivery) -> None:
+        try:
+            await self._deliver_once(delivery)
+        except Exception:
+            # Its lease runs out and the delivery is taken again; nothing is lost.
+            log.exception("delivery %s: could not record the attempt", delivery.id)
+
+    async def _deliver_once(self, delivery: DueDelivery) -> None:
+        origin = _origin(delivery.endpoint)
+        semaphore = self._semaphores.setdefault(
+            origin, asyncio.Semaphore(self.settings.per_endpoint_concurrency)
+        )
+        async with semaphore:
+            now = utcnow()
+            claimed = await asyncio.to_thread(self.store.claim, delivery.id, now, now + self._lease)
+            if not claimed:
+                return
+            try:
+                outcome = await self._attempt(delivery)
+            except asyncio.CancelledError:
+                await asyncio.shield(asyncio.to_thread(self.store.release, delivery.id, utcnow()))
+                raise
+            status = await asyncio.to_thread(
+                self.store.record_attempt,
+                delivery,
+                outcome,
+                max_attempts=self.settings.attempts,
+                interval=self._interval,
+            )
+            log.info(
+                "delivery %s (%s) to %s: %s -> %s",
+                delivery.id,
+                delivery.evento,
+                _where(delivery.endpoint),
+                outcome.description,
+                status.value,
+            )
+
+    async def _attempt(self, delivery: DueDelivery) -> AttemptOutcome:
+        headers = {"Content-Type": delivery.content_type}
+        authorization = delivery.auth.header()
+        if authorization is not None:
+            headers["Authorization"] = authorization
+        started = utcnow()
+        status: int | None = None
+        excerpt: str | None = None
+        limit = self.settings.attempt_timeout_seconds
+        try:
+            # One deadline for the whole attempt: connect, send, answer and the bounded read.
+            async with asyncio.timeout(limit):
+                request = self._client.build_request(
+                    "POST", delivery.endpoint, content=delivery.body, headers=headers
+                )
+                response = await self._client.send(request, stream=True)
+                try:
+                    status = response.status_code
+                    excerpt = await self._read_excerpt(response)
+                finally:
+                    await response.aclose()
+        except TimeoutError:
+            description = f"no answer within {limit:g} s from {_where(delivery.endpoint)}"
+            return AttemptOutcome(False, status, description, started, utcnow(), excerpt)
+        except Exception as error:  # every other failure is an attempt failed, with its reason
+            description = f"{type(error).__name__} for {_where(delivery.endpoint)}: {error}"
+            return AttemptOutcome(False, None, description[:1000], started, utcnow())
+        finished = utcnow()
+        if status == 200:
+            return AttemptOutcome(True, 200, "HTTP 200 (receipt)", started, finished, excerpt)
+        description = f"HTTP {status} from {_where(delivery.endpoint)} (only 200 is a receipt)"
+        if excerpt:
+            description += f": {excerpt[:EXCERPT_CHARS]}"
+        return AttemptOutcome(False, status, description, started, finished, excerpt)
+
+    async def _read_excerpt(self, response: httpx.Response) -> str | None:
+        """At most ``max_response_bytes`` of the answer, undecoded (no decompression bombs)."""
+        limit = self.settings.max_response_bytes
+        if response.is_stream_consumed:
+            # Already in memory: a response built from bytes, as test transports make them.
+            data = response.content[:limit]
+        else:
+            data = b""
+            if limit > 0:
+                async for chunk in response.aiter_raw():
+                    data += chunk[: limit - len(data)]
+                    if len(data) >= limit:
+                        break
+        return data.decode("utf-8", errors="replace") if data else None

@@ -1,0 +1,173 @@
+"""Helpers for the dispatcher tests: settings, trustme certificates, a recording HTTPS endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import ssl
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trustme
+from sqlalchemy import text
+from starlette.types import Receive, Scope, Send
+
+from receiver.config import Settings, settings_from_mapping
+from receiver.dispatcher import DispatchStore, RunningServer, serve_app
+from receiver.dispatcher.tables import DISPATCH_TABLES
+
+POSTGRES_ENV = "RECEIVER_TEST_POSTGRES_URL"
+PG_SKIP_REASON = (
+    f"PostgreSQL tests need {POSTGRES_ENV} (e.g. postgresql://postgres@127.0.0.1:5432/test)"
+)
+TOKEN_A = "tok-client-a-7d41c9e0b2"
+TOKEN_B = "tok-client-b-19f3a6c5d8"
+LOOPBACK = ["127.0.0.0/8", "::1/128"]
+
+
+def dispatcher_settings(database_url: str, **dispatcher: Any) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "attempts": 3,
+        "interval_seconds": 0.05,
+        "attempt_timeout_seconds": 2.0,
+        "poll_seconds": 0.05,
+        "allowed_networks": LOOPBACK,
+        "clients": {TOKEN_A: "client-a", TOKEN_B: "client-b"},
+    }
+    values.update(dispatcher)
+    return settings_from_mapping({"dispatcher": values}, origin="test")
+
+
+def sqlite_url(folder: Path, name: str = "dispatcher.db") -> str:
+    return f"sqlite:///{folder / name}"
+
+
+def reset_postgres_dispatch(url: str) -> None:
+    store = DispatchStore(url)
+    try:
+        with store.engine.begin() as conn:
+            for table in reversed(DISPATCH_TABLES):
+                conn.execute(text(f"DROP TABLE IF EXISTS {table.name} CASCADE"))
+    finally:
+        store.close()
+
+
+def postgres_or_skip() -> str:
+    url = os.environ.get(POSTGRES_ENV)
+    if not url:
+        pytest.skip(PG_SKIP_REASON)
+    reset_postgres_dispatch(url)
+    return url
+
+
+@dataclass
+class TLS:
+    """A CA, a server certificate for the loopback names, and the client side's trust."""
+
+    ca: trustme.CA = field(default_factory=trustme.CA)
+
+    def server_context(self, *names: str) -> ssl.SSLContext:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ca.issue_cert(*(names or ("127.0.0.1", "localhost"))).configure_cert(context)
+        return context
+
+    def client_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context()
+        self.ca.configure_trust(context)
+        return context
+
+
+@dataclass(frozen=True)
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    at: float
+
+
+Answer = int | tuple[int, dict[str, str], bytes]
+
+
+class Recorder:
+    """An ASGI endpoint that keeps every request and answers from a script (then ``default``)."""
+
+    def __init__(self, script: Sequence[Answer] = (), default: Answer = 200) -> None:
+        self.script = list(script)
+        self.default = default
+        self.requests: list[Received] = []
+        self.delay = 0.0
+        self.active = 0
+        self.most_active = 0
+        self.arrived = asyncio.Event()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        chunks = []
+        while True:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        self.requests.append(Received(scope["path"], headers, b"".join(chunks), time.monotonic()))
+        self.arrived.set()
+        self.active += 1
+        self.most_active = max(self.most_active, self.active)
+        try:
+            if self.delay:
+                await asyncio.sleep(self.delay)
+            answer = self.script.pop(0) if self.script else self.default
+            status, extra, body = answer if isinstance(answer, tuple) else (answer, {}, b"")
+            raw = [(k.encode(), v.encode()) for k, v in extra.items()]
+            raw.append((b"content-length", str(len(body)).encode()))
+            await send({"type": "http.response.start", "status": status, "headers": raw})
+            await send({"type": "http.response.body", "body": body})
+        finally:
+            self.active -= 1
+
+    async def wait_for(self, count: int, within: float = 10.0) -> None:
+        async with asyncio.timeout(within):
+            while len(self.requests) < count:
+                self.arrived.clear()
+                await self.arrived.wait()
+
+
+@asynccontextmanager
+async def https_endpoint(
+    tls: TLS, recorder: Recorder, host: str = "127.0.0.1"
+) -> AsyncIterator[RunningServer]:
+    async with serve_app(recorder, host=host, ssl_context=tls.server_context(host)) as server:
+        yield server
+
+
+def api_client(app: Any, token: str | None = TOKEN_A) -> httpx.AsyncClient:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://dispatcher.test", headers=headers
+    )
+
+
+async def eventually(check: Callable[[], Any], within: float = 10.0) -> Any:
+    """Poll ``check`` (sync or async) until it returns something truthy."""
+    deadline = time.monotonic() + within
+    while True:
+        value = check()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+def iter_lines(text_value: str) -> Iterator[str]:
+    yield from (line for line in text_value.splitlines() if line.strip())
