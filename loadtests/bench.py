@@ -1,0 +1,596 @@
+"""Ingest throughput side by side: bare Starlette, the receiver on SQLite, the receiver on PostgreSQL.
+
+One run starts each target in turn on this machine, drives it with the same load and prints
+requests/s, p50/p99 latency, errors, the receiver's ratio to the bare endpoint, its peak resident
+memory, and whether every 200 it answered is in the store.
+
+    .venv/bin/python loadtests/bench.py                      # bare + SQLite, 10 s each
+    .venv/bin/python loadtests/bench.py --duration 20 \\
+        --postgres postgresql://postgres@127.0.0.1:5432/test  # + PostgreSQL (2 processes)
+
+The load generator is ``wrk`` (C, epoll), not locust: one locust process cannot saturate a uvicorn
+worker on a 2-core machine, so its figures would measure locust. A Lua script gives every request
+a unique ~1 KiB PUCOMEX body (no request is a duplicate receipt) and records the id of every 200,
+so the store check is by id, not only by count. Install it with ``apt-get install -y wrk``.
+
+Targets:
+
+(a) ``bare``: a Starlette route that reads the body and answers a JSON 200, on uvicorn with the
+    same server options as ``receiver serve`` (httptools, uvloop, one process; two for the
+    comparison with PostgreSQL). Nothing is checked or stored: the ceiling.
+(b) ``sqlite``: ``receiver serve --no-worker`` on a SQLite file in a temporary directory (WAL,
+    synchronous=FULL), with the address allowlist (127.0.0.1) and the Bearer check on.
+(c) ``postgres``: the same on a fresh database created on the given server (dropped afterwards),
+    with ``--workers 2``.
+
+This is a measuring tool, not a test: nothing here passes or fails on speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+HERE = Path(__file__).resolve().parent
+BODY_BYTES = 1024
+SERVER_OPTIONS = (
+    "http=httptools loop=uvloop proxy_headers=False access_log=False "
+    "timeout_keep_alive=5 limit_concurrency=2000"
+)
+
+# --- (a) the bare ceiling ----------------------------------------------------------------------
+
+
+def _bare_app() -> Any:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    answer = b'{"id":"00000000000000000000000000","duplicate":false}'
+
+    async def webhook(request: Request) -> Response:
+        await request.body()
+        return Response(answer, media_type="application/json")
+
+    async def healthz(request: Request) -> Response:
+        return Response(b'{"status":"ok"}', media_type="application/json")
+
+    return Starlette(
+        routes=[
+            Route("/webhooks/{source}", webhook, methods=["POST"]),
+            Route("/healthz", healthz),
+        ]
+    )
+
+
+def serve_bare(port: int, workers: int) -> None:
+    import uvicorn
+
+    uvicorn.run(
+        "bench:_bare_app",
+        factory=True,
+        app_dir=str(HERE),
+        host="127.0.0.1",
+        port=port,
+        workers=workers,
+        http="httptools",
+        loop="uvloop",
+        proxy_headers=False,
+        server_header=False,
+        timeout_keep_alive=5,
+        limit_concurrency=2000,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+    )
+
+
+# --- the load: wrk with a Lua script ------------------------------------------------------------
+
+LUA = r"""
+-- Unique ~1 KiB PUCOMEX bodies; records the id of every 200 so the store can be checked by id.
+local run = os.getenv("BENCH_RUN") or "run"
+local token = os.getenv("BENCH_TOKEN") or ""
+local out = os.getenv("BENCH_OUT") or "/dev/null"
+local size = tonumber(os.getenv("BENCH_BODY_BYTES") or "1024")
+local threads = {}
+local tid = 0
+local counter = 0
+local oks = 0
+statuses = {}
+ids = {}
+
+local events = {"duimp.registro", "duimp.retificacao", "duimp.desembaraco",
+                "pcce.icms-solicitacao", "lpco.situacao-anuente", "duimp.entrega-com-prosseguimento"}
+local template = '{"evento":"%s","dataHora":"2026-05-11T09:%02d:%02d-03:00","dados":{"numero":"26BR%s%08d",' ..
+  '"versao":%d,"situacao":"REGISTRADA","importador":{"ni":"12345678000190","nome":"Importadora Exemplo Ltda"},' ..
+  '"unidadeDespacho":"0817600","recintoAduaneiro":"8911101","canal":"VERDE","bench":"%s-%02d-%08d","obs":"%s"}}'
+local headers = {["Content-Type"] = "application/json", ["Authorization"] = "Bearer " .. token}
+local pad = ""
+
+function setup(thread)
+  table.insert(threads, thread)
+  thread:set("tid", #threads)
+end
+
+function init(args)
+  local probe = string.format(template, events[6], 0, 0, "00", 0, 1, run, tid, 0, "")
+  local n = size - #probe
+  if n < 0 then n = 0 end
+  pad = string.rep("x", n)
+end
+
+function request()
+  counter = counter + 1
+  local event = events[(counter % #events) + 1]
+  local body = string.format(template, event, counter % 60, counter % 60, string.format("%02d", tid),
+    counter, (counter % 3) + 1, run, tid, counter, pad)
+  return wrk.format("POST", wrk.path, headers, body)
+end
+
+function response(status, headers, body)
+  statuses[status] = (statuses[status] or 0) + 1
+  if status == 200 then
+    oks = oks + 1
+    local id = body:match('"id":"([0-9A-Z]+)"')
+    ids[oks] = id or ""
+  end
+end
+
+function done(summary, latency, requests)
+  local f = assert(io.open(out, "w"))
+  local total_ok = 0
+  local merged = {}
+  for _, thread in ipairs(threads) do
+    local tids = thread:get("ids")
+    for _, id in ipairs(tids) do f:write(id, "\n") end
+    total_ok = total_ok + #tids
+    local st = thread:get("statuses")
+    for k, v in pairs(st) do merged[tostring(k)] = (merged[tostring(k)] or 0) + v end
+  end
+  f:close()
+  local parts = {}
+  for k, v in pairs(merged) do table.insert(parts, string.format('"%s":%d', k, v)) end
+  local e = summary.errors
+  io.write(string.format(
+    'BENCH_JSON {"requests":%d,"duration_us":%d,"ok":%d,"p50_us":%d,"p90_us":%d,"p99_us":%d,' ..
+    '"max_us":%d,"mean_us":%.1f,"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d,' ..
+    '"statuses":{%s}}\n',
+    summary.requests, summary.duration, total_ok, latency:percentile(50), latency:percentile(90),
+    latency:percentile(99), latency.max, latency.mean, e.connect, e.read, e.write, e.status,
+    e.timeout, table.concat(parts, ",")))
+end
+"""
+
+
+@dataclass
+class Load:
+    requests: int
+    seconds: float
+    ok: int
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    errors: int
+    statuses: dict[str, int]
+    ids: list[str]
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+
+def wrk_version(wrk: str) -> str:
+    out = subprocess.run([wrk, "--version"], capture_output=True, text=True, check=False)
+    return (out.stdout + out.stderr).splitlines()[0].strip()
+
+
+def run_wrk(
+    wrk: str,
+    script: Path,
+    url: str,
+    *,
+    seconds: float,
+    connections: int,
+    threads: int,
+    run_tag: str,
+    token: str,
+    workdir: Path,
+) -> Load:
+    out = workdir / f"ids-{run_tag}.txt"
+    env = {
+        **os.environ,
+        "BENCH_RUN": run_tag,
+        "BENCH_TOKEN": token,
+        "BENCH_OUT": str(out),
+        "BENCH_BODY_BYTES": str(BODY_BYTES),
+    }
+    cmd = [
+        wrk,
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{max(1, round(seconds))}s",
+        "--timeout",
+        "5s",
+        "-s",
+        str(script),
+        url,
+    ]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=seconds + 60)
+    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("BENCH_JSON ")), None)
+    if done.returncode != 0 or line is None:
+        raise RuntimeError(f"wrk failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    data = json.loads(line[len("BENCH_JSON ") :])
+    ids = [ln for ln in out.read_text().splitlines() if ln]
+    errors = sum(data[k] for k in ("connect", "read", "write", "status", "timeout"))
+    return Load(
+        requests=data["requests"],
+        seconds=data["duration_us"] / 1e6,
+        ok=data["ok"],
+        p50_ms=data["p50_us"] / 1000,
+        p99_ms=data["p99_us"] / 1000,
+        max_ms=data["max_us"] / 1000,
+        errors=errors,
+        statuses=data["statuses"],
+        ids=ids,
+    )
+
+
+# --- starting and watching servers --------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    request = b"GET /healthz HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before it was ready")
+        with (
+            contextlib.suppress(OSError),
+            socket.create_connection(("127.0.0.1", port), timeout=1) as sock,
+        ):
+            sock.sendall(request)
+            if sock.recv(64).startswith(b"HTTP/1.1 200"):
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"server on port {port} not ready after {timeout} s")
+
+
+def process_tree(pid: int) -> list[int]:
+    pids = [pid]
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            children = (task / "children").read_text().split()
+            for child in children:
+                pids.extend(process_tree(int(child)))
+    return pids
+
+
+def peak_rss_mib(pid: int) -> float | None:
+    """VmHWM: the peak resident set of a live process, in MiB."""
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return None
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+# --- the receiver under test -------------------------------------------------------------------
+
+
+def receiver_command() -> list[str]:
+    beside = Path(sys.executable).parent / "receiver"
+    if beside.exists():
+        return [str(beside)]
+    found = shutil.which("receiver")
+    if found is None:
+        sys.exit("bench: the `receiver` command is not installed (pip install -e .)")
+    return [found]
+
+
+def write_config(workdir: Path, database_url: str, name: str) -> Path:
+    allowlist = workdir / "allowlist.yaml"
+    allowlist.write_text("pucomex: [127.0.0.1]\nsintegre: [127.0.0.1]\ninvoicy: [127.0.0.1]\n")
+    config = workdir / f"{name}.yaml"
+    config.write_text(
+        "\n".join(
+            [
+                f"database_url: {json.dumps(database_url)}",
+                f"allowlist: {json.dumps(str(allowlist))}",
+                "trusted_proxies: []",
+                "max_body_bytes: 1048576",
+                "log_level: WARNING",
+                "sources:",
+                "  pucomex:",
+                "    credentials:",
+                "      - {type: bearer, token: env:BENCH_PUCOMEX_TOKEN}",
+                "  sintegre:",
+                "    credentials:",
+                "      - {type: basic, username: ons, password: env:BENCH_PUCOMEX_TOKEN}",
+                "  invoicy:",
+                "    credentials: []",
+                "handlers: []",
+                "",
+            ]
+        )
+    )
+    return config
+
+
+def stored_ids_sqlite(path: Path, tag: str) -> tuple[set[str], int]:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        ids = {row[0] for row in conn.execute("SELECT id FROM notifications")}
+        ours = conn.execute(
+            "SELECT count(*) FROM notifications WHERE instr(body, ?) > 0",
+            (f'"bench":"{tag}-'.encode(),),
+        ).fetchone()[0]
+    return ids, int(ours)
+
+
+def stored_ids_postgres(url: str, tag: str) -> tuple[set[str], int]:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        ids = {row[0] for row in conn.execute("SELECT id FROM notifications")}
+        row = conn.execute(
+            "SELECT count(*) FROM notifications WHERE position(%s in body) > 0",
+            (f'"bench":"{tag}-'.encode(),),
+        ).fetchone()
+    return ids, int(row[0]) if row else 0
+
+
+@contextlib.contextmanager
+def scratch_database(url: str) -> Iterator[str]:
+    """A fresh database on the given server, dropped afterwards, so nothing else is touched."""
+    import psycopg
+
+    name = f"receiver_bench_{secrets.token_hex(4)}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    parts = urlsplit(url)
+    try:
+        yield urlunsplit(parts._replace(path=f"/{name}"))
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+# --- one target ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    name: str
+    processes: int
+    load: Load
+    rss_mib: list[float] = field(default_factory=list)
+    stored_check: str = ""
+
+
+def drive(
+    args: argparse.Namespace,
+    name: str,
+    cmd: Sequence[str],
+    env: dict[str, str],
+    port: int,
+    workdir: Path,
+    token: str,
+    script: Path,
+) -> tuple[Load, list[float], Load]:
+    log = (workdir / f"{name}.log").open("wb")
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
+    try:
+        wait_ready(port, proc)
+        url = f"http://127.0.0.1:{port}/webhooks/pucomex"
+        common = {
+            "connections": args.connections,
+            "threads": args.threads,
+            "token": token,
+            "workdir": workdir,
+        }
+        warm = run_wrk(args.wrk, script, url, seconds=args.warmup, run_tag=f"{name}w", **common)
+        load = run_wrk(args.wrk, script, url, seconds=args.duration, run_tag=name, **common)
+        rss = [r for pid in process_tree(proc.pid) if (r := peak_rss_mib(pid)) is not None]
+    finally:
+        stop(proc)
+        log.close()
+    if proc.returncode not in (0, -signal.SIGTERM):
+        print(f"  note: {name} server exited with {proc.returncode}; see {workdir / name}.log")
+    return load, rss, warm
+
+
+def check_stored(load: Load, warm: Load, ids: set[str], ours: int, name: str) -> tuple[str, bool]:
+    missing = [i for i in load.ids if i not in ids]
+    missing_warm = [i for i in warm.ids if i not in ids]
+    ok = not missing and not missing_warm and len(load.ids) == load.ok
+    verdict = "OK" if ok else "FAILED"
+    text = (
+        f"{verdict}: {load.ok} 200s in the measured run, {len(load.ids) - len(missing)} of their "
+        f"ids found in the store ({len(missing)} missing); warm-up {warm.ok} 200s, "
+        f"{len(missing_warm)} missing; rows with this run's marker: {ours} "
+        f"(may exceed the 200s by requests in flight when wrk stopped)"
+    )
+    return text, ok
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per target (10)")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up (2)")
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=1, help="wrk threads (1: a core is 2)")
+    parser.add_argument("--postgres", metavar="URL", help="also run (c) on this server")
+    parser.add_argument("--pg-workers", type=int, default=2, help="processes for (c) (2)")
+    parser.add_argument("--sqlite-workers", type=int, default=1, help="processes for (b) (1)")
+    parser.add_argument("--only", default="", help="comma-separated subset of bare,sqlite,postgres")
+    parser.add_argument("--wrk", default=shutil.which("wrk"), help=argparse.SUPPRESS)
+    parser.add_argument("--serve-bare", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--bare-workers", type=int, default=1, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.serve_bare:
+        serve_bare(args.serve_bare, args.bare_workers)
+        return 0
+    if not args.wrk:
+        print(
+            "bench: `wrk` is not installed. It is the load generator this benchmark uses "
+            "(locust cannot saturate the server on a small machine).\n"
+            "Install it with `apt-get install -y wrk` (Debian/Ubuntu) and run again.",
+            file=sys.stderr,
+        )
+        return 2
+    only = {x.strip() for x in args.only.split(",") if x.strip()}
+
+    def wanted(name: str) -> bool:
+        return not only or name in only
+
+    token = secrets.token_urlsafe(24)
+    generator = (
+        f"{wrk_version(args.wrk)} (C, epoll), {args.threads} thread(s), "
+        f"{args.connections} connections, Lua script: unique {BODY_BYTES}-byte PUCOMEX bodies, "
+        "Bearer token, id of every 200 recorded"
+    )
+    print(f"load generator: {generator}")
+    print(f"server options: {SERVER_OPTIONS}")
+    print(f"per target: {args.warmup:g} s warm-up, then {args.duration:g} s measured\n")
+
+    results: list[Result] = []
+    bare_by_procs: dict[int, Load] = {}
+    ok_all = True
+    with tempfile.TemporaryDirectory(prefix="receiver-bench-") as tmp:
+        workdir = Path(tmp)
+        script = workdir / "bench.lua"
+        script.write_text(LUA)
+        env = {**os.environ, "BENCH_PUCOMEX_TOKEN": token}
+
+        bare_procs = sorted(
+            {args.sqlite_workers if wanted("sqlite") else 1}
+            | ({args.pg_workers} if args.postgres and wanted("postgres") else set())
+        )
+        if wanted("bare") or only - {"bare"}:
+            for procs in bare_procs:
+                port = free_port()
+                name = f"bare-{procs}p"
+                cmd = [
+                    sys.executable,
+                    str(Path(__file__).resolve()),
+                    "--serve-bare",
+                    str(port),
+                    "--bare-workers",
+                    str(procs),
+                ]
+                print(f"(a) bare Starlette, {procs} process(es) ...", flush=True)
+                load, rss, _ = drive(args, name, cmd, env, port, workdir, token, script)
+                bare_by_procs[procs] = load
+                results.append(Result(f"(a) bare, {procs}p", procs, load, rss))
+                report(results[-1], None)
+
+        targets: list[tuple[str, str, int, str]] = []
+        if wanted("sqlite"):
+            targets.append(("sqlite", "(b) receiver, SQLite", args.sqlite_workers, ""))
+        pg_context: contextlib.AbstractContextManager[str] = contextlib.nullcontext("")
+        if args.postgres and wanted("postgres"):
+            pg_context = scratch_database(args.postgres)
+        with pg_context as pg_url:
+            if pg_url:
+                targets.append(("postgres", "(c) receiver, PostgreSQL", args.pg_workers, pg_url))
+            for name, label, procs, url in targets:
+                db_url = url or f"sqlite:///{workdir / 'bench.db'}"
+                config = write_config(workdir, db_url, name)
+                port = free_port()
+                cmd = [
+                    *receiver_command(),
+                    "serve",
+                    "--config",
+                    str(config),
+                    "--port",
+                    str(port),
+                    "--no-worker",
+                ]
+                if procs != 1:
+                    cmd += ["--workers", str(procs)]
+                print(f"{label}, {procs} process(es) ...", flush=True)
+                load, rss, warm = drive(args, name, cmd, env, port, workdir, token, script)
+                if url:
+                    ids, ours = stored_ids_postgres(url, name)
+                else:
+                    ids, ours = stored_ids_sqlite(workdir / "bench.db", name)
+                text, ok = check_stored(load, warm, ids, ours, name)
+                ok_all &= ok
+                result = Result(f"{label}, {procs}p", procs, load, rss, text)
+                results.append(result)
+                report(result, bare_by_procs.get(procs))
+
+    print("\nsummary")
+    print(
+        f"  {'target':<32} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} "
+        f"{'ratio':>6} {'peak RSS MiB':>14}"
+    )
+    for r in results:
+        bare = bare_by_procs.get(r.processes)
+        ratio = f"{r.load.rps / bare.rps:.2f}" if bare and not r.name.startswith("(a)") else "-"
+        rss_text = "+".join(f"{x:.0f}" for x in r.rss_mib) or "?"
+        print(
+            f"  {r.name:<32} {r.load.rps:>9.0f} {r.load.p50_ms:>8.2f} {r.load.p99_ms:>8.2f} "
+            f"{r.load.errors:>7} {ratio:>6} {rss_text:>14}"
+        )
+    print(f"\nload generator: {generator}")
+    if not ok_all:
+        print("STORE CHECK FAILED: some acknowledged notifications are not in the store")
+        return 1
+    return 0
+
+
+def report(result: Result, bare: Load | None) -> None:
+    load = result.load
+    print(
+        f"  {load.rps:,.0f} req/s over {load.seconds:.1f} s ({load.requests} responses, "
+        f"{load.ok} x 200), p50 {load.p50_ms:.2f} ms, p99 {load.p99_ms:.2f} ms, "
+        f"max {load.max_ms:.1f} ms, errors {load.errors} {load.statuses}"
+    )
+    if bare is not None and bare.rps:
+        print(f"  ratio to bare with the same process count: {load.rps / bare.rps:.2f}")
+    if result.rss_mib:
+        print(
+            "  peak RSS (VmHWM) per process: " + ", ".join(f"{x:.1f} MiB" for x in result.rss_mib)
+        )
+    if result.stored_check:
+        print(f"  store check: {result.stored_check}")
+    print(flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
