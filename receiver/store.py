@@ -14,15 +14,16 @@ import json
 import logging
 import queue
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import chain
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, insert, select, text
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection
+from sqlalchemy import Engine, create_engine, event, func, select
+from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import SQLModel
 
@@ -109,28 +110,113 @@ def _make_sqlite_durable(engine: Engine) -> None:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def _insert_originals(dialect: str) -> Any:
-    module = postgresql if dialect == "postgresql" else sqlite
-    return (
-        module.insert(NOTES)
-        .on_conflict_do_nothing(
-            index_elements=["dedup_key"], index_where=text("duplicate_of IS NULL")
-        )
-        .returning(NOTES.c.id)
+class BatchInsert:
+    """Multi-row ``INSERT ... ON CONFLICT DO NOTHING`` statements for one dialect.
+
+    One statement carries a whole batch (up to ``CHUNK`` rows), so a commit costs three driver
+    calls (BEGIN, INSERT, COMMIT) whatever its size. That matters on SQLite: every driver call
+    releases the GIL and must take it back from the event loop, which holds it most of the time.
+    Statements are kept by row count; there are at most ``CHUNK`` of them, within the driver's
+    statement cache (sqlite3 keeps 128). The row count the driver reports tells whether any key
+    was already stored: when it equals the number of rows, none was, and no lookup is needed.
+    """
+
+    CHUNK = 128  # rows per statement at most: 13 x 128 parameters, far below every limit
+
+    COLUMNS = (
+        "id",
+        "source",
+        "event",
+        "received_at",
+        "client_ip",
+        "headers",
+        "body",
+        "dedup_key",
+        "duplicate_of",
+        "status",
+        "routed",
+        "error",
+        "recovered",
     )
+
+    def __init__(self, dialect: Dialect) -> None:
+        mark = "?" if dialect.paramstyle == "qmark" else "%s"
+        self._row_sql = "(" + ", ".join([mark] * len(self.COLUMNS)) + ")"
+        # Table and column names are our constants; every value goes through a parameter.
+        self._head = f"INSERT INTO {NOTES.name} ({', '.join(self.COLUMNS)}) VALUES "  # noqa: S608
+        self._tail = " ON CONFLICT (dedup_key) WHERE duplicate_of IS NULL DO NOTHING"
+        self._sql: dict[int, str] = {}
+        # Bind processors, applied once here or once per batch instead of once per value.
+        received_at = NOTES.c.received_at.type.dialect_impl(dialect).bind_processor(dialect)
+        self._received_at = received_at or (lambda value: value)
+        boolean = NOTES.c.routed.type.dialect_impl(dialect).bind_processor(dialect)
+        self._true = boolean(True) if boolean else True
+        self._false = boolean(False) if boolean else False
+        # The driver's binary wrapper, if the dialect has one (sqlite3.Binary, psycopg.Binary).
+        self._body = NOTES.c.body.type.dialect_impl(dialect).bind_processor(dialect)
+        for name in self.COLUMNS:
+            if name not in ("received_at", "routed", "recovered", "body"):
+                column_type = NOTES.c[name].type
+                if column_type.dialect_impl(dialect).bind_processor(dialect) is not None:
+                    raise TypeError(f"column {name} needs a bind processor BatchInsert lacks")
+
+    def _statement(self, rows: int) -> str:
+        sql = self._sql.get(rows)
+        if sql is None:
+            sql = self._sql[rows] = self._head + ", ".join([self._row_sql] * rows) + self._tail
+        return sql
+
+    def timestamp(self, when: datetime) -> Any:
+        return self._received_at(when)
+
+    def row(
+        self, item: Incoming, note_id: str, duplicate_of: str | None, now: Any
+    ) -> tuple[Any, ...]:
+        """The column values of one notification, in COLUMNS order, ready for the driver."""
+        return (
+            note_id,
+            item.source,
+            item.event,
+            now,
+            item.client_ip,
+            json.dumps(item.headers, ensure_ascii=False),
+            self._body(item.body) if self._body else item.body,
+            item.dedup_key,
+            duplicate_of,
+            _DUPLICATE if duplicate_of else _PENDING,
+            # A receipt has nothing to route: handlers run for the original only.
+            self._false if duplicate_of is None else self._true,
+            None,
+            self._true if item.recovered else self._false,
+        )
+
+    def insert(self, conn: Connection, rows: Sequence[tuple[Any, ...]]) -> int:
+        """Insert ``rows``, skipping stored dedup keys; how many were inserted (-1: unknown)."""
+        inserted = 0
+        for start in range(0, len(rows), self.CHUNK):
+            chunk = rows[start : start + self.CHUNK]
+            params = tuple(chain.from_iterable(chunk))
+            count = conn.exec_driver_sql(self._statement(len(chunk)), params).rowcount
+            inserted = -1 if count < 0 or inserted < 0 else inserted + count
+        return inserted
+
+
+_PENDING = str(NoteStatus.PENDING.value)
+_DUPLICATE = str(NoteStatus.DUPLICATE.value)
 
 
 class GroupCommitter:
     """One writer thread; everything queued while it commits goes into its next transaction."""
 
     _STOP = object()
+    IDLE_SECONDS = 1.0  # hold the connection across batches while busy; re-check it after this
 
     def __init__(self, engine: Engine, max_batch: int = 512, max_wait_ms: float = 0.0) -> None:
         self._engine = engine
         self._max_batch = max_batch
         self._max_wait = max_wait_ms / 1000
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._insert_originals = _insert_originals(engine.dialect.name)
+        self._inserts = BatchInsert(engine.dialect)
         self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
         self._thread.start()
         self.batches = 0
@@ -148,12 +234,14 @@ class GroupCommitter:
 
     def _collect(self, first: Any) -> tuple[list[Any], bool]:
         batch, stopping = [first], False
-        deadline = None
+        get = self._queue.get_nowait
+        deadline = time.monotonic() + self._max_wait if self._max_wait else None
         while len(batch) < self._max_batch:
             try:
-                if self._max_wait and deadline is None:
-                    deadline = self._max_wait
-                item = self._queue.get(timeout=deadline) if deadline else self._queue.get_nowait()
+                if deadline is None:
+                    item = get()
+                else:
+                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
                 break
             if item is self._STOP:
@@ -162,43 +250,74 @@ class GroupCommitter:
             batch.append(item)
         return batch, stopping
 
+    def _connect(self) -> Connection:
+        conn = self._engine.connect()
+        if self._engine.dialect.name == "sqlite":
+            # A multi-row INSERT keeps a statement journal (to undo itself half-way); past 64 KiB
+            # SQLite spills it to a temporary file, created and deleted on every commit. In
+            # memory it costs nothing. Crash safety is the WAL's job, not this journal's.
+            conn.connection.driver_connection.execute("PRAGMA temp_store=MEMORY")  # type: ignore[union-attr]
+        return conn
+
     def _run(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is self._STOP:
-                return
-            batch, stopping = self._collect(first)
-            # A request that already gave up (ack timeout, answered 503) is not stored behind its
-            # back: the sender will retry it. Racy by nature; a late give-up is a stored receipt.
-            batch = [entry for entry in batch if not entry[2].done()]
-            if not batch:
+        # The writer keeps one connection while it is busy (no pool round trip per batch) and
+        # gives it back when idle, so that the next checkout pings it (pool_pre_ping) before use.
+        conn: Connection | None = None
+        last_used = 0.0
+        try:
+            while True:
+                first = self._queue.get()
+                if first is self._STOP:
+                    return
+                batch, stopping = self._collect(first)
+                # A request that already gave up (ack timeout, answered 503) is not stored behind
+                # its back: the sender will retry it. Racy by nature; a late give-up is a stored
+                # receipt.
+                batch = [entry for entry in batch if not entry[2].done()]
+                if not batch:
+                    if stopping:
+                        return
+                    continue
+                try:
+                    if conn is not None and time.monotonic() - last_used > self.IDLE_SECONDS:
+                        conn.close()
+                        conn = None
+                    if conn is None:
+                        conn = self._connect()
+                    with conn.begin():
+                        receipts = commit_batch(conn, [(b[0], b[1]) for b in batch], self._inserts)
+                    last_used = time.monotonic()
+                    outcome: list[Any] = receipts
+                    self.batches += 1
+                    self.rows += len(batch)
+                except Exception as error:  # any failure: nobody in this batch is acknowledged
+                    log.error(
+                        "store commit failed for %d notifications: %s",
+                        len(batch),
+                        type(error).__name__,
+                    )
+                    outcome = [StoreUnavailable(f"store commit failed: {type(error).__name__}")] * (
+                        len(batch)
+                    )
+                    if conn is not None:
+                        # It may be broken: the next batch starts on a fresh connection.
+                        with contextlib.suppress(Exception):
+                            conn.invalidate()
+                            conn.close()
+                        conn = None
+                by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, Any]]] = defaultdict(list)
+                for (_, _, future, loop), result in zip(batch, outcome, strict=True):
+                    by_loop[loop].append((future, result))
+                for loop, pairs in by_loop.items():
+                    # RuntimeError: that loop has closed, so nobody is waiting any more.
+                    with contextlib.suppress(RuntimeError):
+                        loop.call_soon_threadsafe(_settle, pairs)
                 if stopping:
                     return
-                continue
-            try:
-                with self._engine.begin() as conn:
-                    receipts = commit_batch(
-                        conn, [(b[0], b[1]) for b in batch], self._insert_originals
-                    )
-                outcome: list[Any] = receipts
-                self.batches += 1
-                self.rows += len(batch)
-            except Exception as error:  # any failure: nobody in this batch is acknowledged
-                log.error(
-                    "store commit failed for %d notifications: %s", len(batch), type(error).__name__
-                )
-                outcome = [StoreUnavailable(f"store commit failed: {type(error).__name__}")] * len(
-                    batch
-                )
-            by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, Any]]] = defaultdict(list)
-            for (_, _, future, loop), result in zip(batch, outcome, strict=True):
-                by_loop[loop].append((future, result))
-            for loop, pairs in by_loop.items():
-                # RuntimeError: that loop has closed, so nobody is waiting any more.
-                with contextlib.suppress(RuntimeError):
-                    loop.call_soon_threadsafe(_settle, pairs)
-            if stopping:
-                return
+        finally:
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    conn.close()
 
 
 def _settle(pairs: list[tuple[asyncio.Future[Receipt], Any]]) -> None:
@@ -211,69 +330,54 @@ def _settle(pairs: list[tuple[asyncio.Future[Receipt], Any]]) -> None:
             future.set_result(result)
 
 
+def _give_up(future: asyncio.Future[Receipt], deadline: float) -> None:
+    if not future.done():
+        future.set_exception(StoreUnavailable(f"store did not commit within {deadline} s"))
+
+
 def commit_batch(
-    conn: Connection, batch: Sequence[tuple[Incoming, str]], insert_originals: Any
+    conn: Connection, batch: Sequence[tuple[Incoming, str]], inserts: BatchInsert | None = None
 ) -> list[Receipt]:
-    """Insert a batch inside the caller's transaction; repeats become receipts of the original."""
-    now = utcnow()
-    keys = {item.dedup_key for item, _ in batch}
-    originals: dict[str, str] = dict(
-        conn.execute(
-            select(NOTES.c.dedup_key, NOTES.c.id).where(
-                NOTES.c.dedup_key.in_(keys), NOTES.c.duplicate_of.is_(None)
-            )
-        ).all()
-    )
-    fresh: list[dict[str, Any]] = []
+    """Insert a batch inside the caller's transaction; repeats become receipts of the original.
+
+    The first notification of each dedup key in the batch is inserted as an original unless the
+    key is already stored (the unique index on originals decides, also against other processes).
+    Only when the driver reports fewer rows than were sent are the originals looked up.
+    """
+    if inserts is None:
+        inserts = BatchInsert(conn.dialect)
+    now = inserts.timestamp(utcnow())
+    originals: dict[str, str] = {}
+    fresh: list[tuple[Any, ...]] = []
     for item, note_id in batch:
         if item.dedup_key not in originals:
             originals[item.dedup_key] = note_id
-            fresh.append(_row(item, note_id, None, now))
-    if fresh:
-        inserted = {row[0] for row in conn.execute(insert_originals, fresh)}
-        lost = [row for row in fresh if row["id"] not in inserted]
-        if lost:
-            # Another process committed the same key first (PostgreSQL, several workers).
-            winners: dict[str, str] = dict(
+            fresh.append(inserts.row(item, note_id, None, now))
+    if inserts.insert(conn, fresh) != len(fresh):
+        # Some keys were stored before (a retried delivery), or by another process just now
+        # (PostgreSQL, several workers): the stored original wins, ours becomes a receipt.
+        keys = list(originals)
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            originals.update(
                 conn.execute(
                     select(NOTES.c.dedup_key, NOTES.c.id).where(
-                        NOTES.c.dedup_key.in_({row["dedup_key"] for row in lost}),
-                        NOTES.c.duplicate_of.is_(None),
+                        NOTES.c.dedup_key.in_(chunk), NOTES.c.duplicate_of.is_(None)
                     )
                 ).all()
             )
-            originals.update(winners)
     receipts: list[Receipt] = []
-    repeats: list[dict[str, Any]] = []
+    repeats: list[tuple[Any, ...]] = []
     for item, note_id in batch:
         original = originals[item.dedup_key]
         if original == note_id:
             receipts.append(Receipt(note_id, None))
         else:
-            repeats.append(_row(item, note_id, original, now))
+            repeats.append(inserts.row(item, note_id, original, now))
             receipts.append(Receipt(note_id, original))
     if repeats:
-        conn.execute(insert(NOTES), repeats)
+        inserts.insert(conn, repeats)
     return receipts
-
-
-def _row(item: Incoming, note_id: str, duplicate_of: str | None, now: datetime) -> dict[str, Any]:
-    return {
-        "id": note_id,
-        "source": item.source,
-        "event": item.event,
-        "received_at": now,
-        "client_ip": item.client_ip,
-        "headers": json.dumps(item.headers, ensure_ascii=False),
-        "body": item.body,
-        "dedup_key": item.dedup_key,
-        "duplicate_of": duplicate_of,
-        "status": NoteStatus.DUPLICATE if duplicate_of else NoteStatus.PENDING,
-        # A receipt has nothing to route: handlers run for the original only.
-        "routed": duplicate_of is not None,
-        "error": None,
-        "recovered": item.recovered,
-    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,18 +448,21 @@ class Store:
             self.start()
         assert self._committer is not None
         future = self._committer.submit(item, new_id())
+        if deadline is None:
+            return await future
+        # One timer handle instead of asyncio.wait_for's waiter future and callbacks: this runs
+        # for every request. A future that gave up is skipped by the writer (not stored).
+        timer = future.get_loop().call_later(deadline, _give_up, future, deadline)
         try:
-            return await asyncio.wait_for(future, deadline)
-        except TimeoutError:
-            raise StoreUnavailable(f"store did not commit within {deadline} s") from None
+            return await future
+        finally:
+            timer.cancel()
 
     def append_now(self, items: Sequence[Incoming]) -> list[Receipt]:
         """Synchronous batch append, for recovery and tools that are not serving requests."""
         try:
             with self.engine.begin() as conn:
-                return commit_batch(
-                    conn, [(item, new_id()) for item in items], _insert_originals(self.dialect)
-                )
+                return commit_batch(conn, [(item, new_id()) for item in items])
         except SQLAlchemyError as error:
             raise StoreUnavailable(f"store commit failed: {error.__class__.__name__}") from error
 
