@@ -1,4 +1,5 @@
-"""Reference handler: when a Duimp is registered or rectified, fetch it from the Portal and keep it.
+"""Reference handlers: when a Duimp is registered or rectified, fetch it from the Portal and keep
+it; when it moves on (delivery authorised, cleared, cancelled), keep its new situation.
 
 The Portal's notification says only that something happened (it is told not to carry sensitive
 data); the Duimp itself comes from the Portal API, over mutual TLS, through ``ctx.portal``.
@@ -33,4 +34,28 @@ async def fetch_duimp(note: Notification, ctx: Context) -> None:
     await ctx.save("duimp", key=f"{numero}:{versao}", value=duimp)
     ctx.logger.info(
         "kept Duimp %s version %s (%s)", numero, versao, duimp.get("situacaoDeclaracao")
+    )
+
+
+@router.on(
+    "pucomex",
+    "duimp.entrega-com-prosseguimento",
+    "duimp.entrega-sem-prosseguimento",
+    "duimp.desembaraco",
+    "duimp.cancelamento",
+)
+async def track_situation(note: Notification, ctx: Context) -> None:
+    numero, versao = duimp_reference(note.payload)
+    duimp = await ctx.portal.duimp(numero, versao)
+    # One entry per notification (its idempotency key), so a re-run replaces rather than adds.
+    await ctx.save(
+        "duimp-situacao",
+        key=note.idempotency_key,
+        value={
+            "numero": numero,
+            "versao": versao,
+            "evento": note.event,
+            "situacao": duimp.get("situacaoDeclaracao"),
+            "recebido": note.received_at.isoformat(),
+        },
     )
