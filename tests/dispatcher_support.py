@@ -6,7 +6,7 @@ import asyncio
 import os
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -167,7 +167,3 @@ async def eventually(check: Callable[[], Any], within: float = 10.0) -> Any:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.02)
-
-
-def iter_lines(text_value: str) -> Iterator[str]:
-    yield from (line for line in text_value.splitlines() if line.strip())

@@ -8,7 +8,8 @@ Public API (everything else in the package is internal)::
     run_dispatcher(settings)                 served on uvicorn in this event loop (port 0: free)
     serve_app(app)                           any ASGI app the same way (test endpoints)
 
-Module map: ``tables`` (sqlmodel tables) → ``store`` (outbox, claims, failure records) →
+Module map: ``tables`` (sqlmodel tables) → ``records`` → ``store`` (subscriptions, events,
+failure search) with ``outbox`` (claims, leases, attempt results) →
 ``sender`` (the delivery rule) → ``api``/``openapi``/``identity`` → ``app`` → ``server``/``cli``;
 ``netguard`` keeps the sender off internal addresses; ``validation`` holds the seed's field rules.
 """
@@ -16,15 +17,15 @@ Module map: ``tables`` (sqlmodel tables) → ``store`` (outbox, claims, failure 
 from receiver.dispatcher.app import create_dispatcher_app, create_simulator_app
 from receiver.dispatcher.configfile import load_dispatcher_settings
 from receiver.dispatcher.netguard import AddressPolicy, AddressRefused
-from receiver.dispatcher.sender import Dispatcher, pucomex_body
-from receiver.dispatcher.server import RunningDispatcher, RunningServer, run_dispatcher, serve_app
-from receiver.dispatcher.store import (
+from receiver.dispatcher.records import (
     DeliveryState,
-    DispatchStore,
     EmitResult,
     Subscription,
     UnknownSubscription,
 )
+from receiver.dispatcher.sender import Dispatcher, pucomex_body
+from receiver.dispatcher.server import RunningDispatcher, RunningServer, run_dispatcher, serve_app
+from receiver.dispatcher.store import DispatchStore
 from receiver.dispatcher.validation import InvalidField, OutboundAuth
 
 __all__ = [

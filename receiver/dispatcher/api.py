@@ -19,7 +19,8 @@ back. Simulator controls (the Portal's side, and SINtegre's operator buttons):
     GET  /sim/subscriptions/{id}/deliveries        -> 200 [{id, status, attempts, ...}]
 
 Errors are JSON ``{"message", "field"}``: 400 unreadable body, 401 unknown client, 404 unknown id
-(or someone else's), 413 body too large, 422 a field breaks a rule.
+(or someone else's), 409 the body's id or date differs from the path's or query's, 413 body too
+large, 422 a field breaks a rule.
 """
 
 from __future__ import annotations
@@ -29,14 +30,16 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from receiver.dispatcher.identity import ClientIdentifier
+from receiver.dispatcher.records import UnknownSubscription
 from receiver.dispatcher.sender import Dispatcher
-from receiver.dispatcher.store import UnknownSubscription
 from receiver.dispatcher.validation import (
+    ConflictingFields,
     InvalidField,
     brasilia_date,
     parse_data,
@@ -51,6 +54,22 @@ WEBHOOK_PATH = "/portal/api/ext/webhook"
 MAX_REQUEST_BYTES = 64 * 1024
 
 Endpoint = Callable[[Request], Awaitable[Response]]
+Handler = Callable[[Request, str], Awaitable[Response]]
+
+
+class _SubscriptionIdConvertor(Convertor[str]):
+    """Any path segment but ``falhas``, so ``PUT .../webhook/falhas`` is a 405, not a bad id."""
+
+    regex = "(?!falhas$)[^/]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("subscription_id", _SubscriptionIdConvertor())
 
 
 class _TooLarge(Exception):
@@ -80,8 +99,11 @@ class SubscriptionAPI:
         self.store = dispatcher.store
         self.identifier = identifier
 
-    def _guarded(self, handler: Callable[[Request, str], Awaitable[Response]]) -> Endpoint:
-        """Identify the client, then turn the refusals of the rules into their answers."""
+    def _guarded(self, **by_method: Handler) -> Endpoint:
+        """Identify the client, run the method's handler, turn refusals into their answers.
+
+        One route per path with every method it has, so a 405 names them all in ``Allow``.
+        """
 
         async def endpoint(request: Request) -> Response:
             owner = self.identifier.identify(request)
@@ -93,10 +115,13 @@ class SubscriptionAPI:
                     None,
                     **{"WWW-Authenticate": 'Bearer realm="dispatcher"'},
                 )
+            method = "GET" if request.method == "HEAD" else request.method
             try:
-                return await handler(request, owner)
+                return await by_method[method](request, owner)
             except _TooLarge:
                 return _error(413, f"body larger than {MAX_REQUEST_BYTES} bytes", "body")
+            except ConflictingFields as error:
+                return _error(409, str(error), error.field)
             except InvalidField as error:
                 return _error(error.status, str(error), error.field)
             except UnknownSubscription as error:
@@ -131,7 +156,7 @@ class SubscriptionAPI:
             if key != "id":
                 raise InvalidField(str(key), "is not a field of this request")
         if "id" in body and parse_id(body["id"]) != subscription_id:
-            raise InvalidField("id", "must equal the id in the path")
+            raise ConflictingFields("id", "the id in the body differs from the id in the path")
         await asyncio.to_thread(self.store.delete_subscription, subscription_id, owner, utcnow())
         return Response(status_code=204)
 
@@ -142,12 +167,11 @@ class SubscriptionAPI:
             if key != "data":
                 raise InvalidField(str(key), "is not a field of this request")
         raw_query = request.query_params.get("data")
-        raw_body = body.get("data")
         data = parse_data(raw_query) if raw_query is not None else None
-        if raw_body is not None:
-            from_body = parse_data(raw_body)
+        if "data" in body:
+            from_body = parse_data(body["data"])
             if data is not None and data != from_body:
-                raise InvalidField("data", "the query and the body name different dates")
+                raise ConflictingFields("data", "the query and the body name different dates")
             data = from_body
         found = await asyncio.to_thread(self.store.failures, owner, data or brasilia_date(utcnow()))
         return JSONResponse(found)
@@ -163,7 +187,7 @@ class SubscriptionAPI:
         dados = body.get("dados", {})
         if not isinstance(dados, dict):
             raise InvalidField("dados", "must be a JSON object")
-        moment = _parse_moment(body.get("dataHora"))
+        moment = _parse_moment(body["dataHora"]) if "dataHora" in body else None
         result = await self.dispatcher.emit(evento, dados, data_hora=moment)
         return JSONResponse(
             {"evento": evento, "event": result.event_id, "deliveries": list(result.delivery_ids)}
@@ -190,21 +214,23 @@ class SubscriptionAPI:
         guarded = self._guarded
         sim = "/sim/subscriptions/{id}"
         return [
-            Route(WEBHOOK_PATH, guarded(self.create), methods=["POST"]),
-            Route(WEBHOOK_PATH, guarded(self.listing), methods=["GET"]),
-            Route(WEBHOOK_PATH + "/falhas", guarded(self.failures), methods=["GET"]),
-            Route(WEBHOOK_PATH + "/{id}", guarded(self.change), methods=["PUT"]),
-            Route(WEBHOOK_PATH + "/{id}", guarded(self.delete), methods=["DELETE"]),
-            Route("/sim/events", guarded(self.emit), methods=["POST"]),
-            Route(sim + "/resend-pending", guarded(self.resend_pending), methods=["POST"]),
-            Route(sim + "/send-latest", guarded(self.send_latest), methods=["POST"]),
-            Route(sim + "/deliveries", guarded(self.deliveries), methods=["GET"]),
+            Route(
+                WEBHOOK_PATH, guarded(POST=self.create, GET=self.listing), methods=["GET", "POST"]
+            ),
+            Route(WEBHOOK_PATH + "/falhas", guarded(GET=self.failures), methods=["GET"]),
+            Route(
+                WEBHOOK_PATH + "/{id:subscription_id}",
+                guarded(PUT=self.change, DELETE=self.delete),
+                methods=["PUT", "DELETE"],
+            ),
+            Route("/sim/events", guarded(POST=self.emit), methods=["POST"]),
+            Route(sim + "/resend-pending", guarded(POST=self.resend_pending), methods=["POST"]),
+            Route(sim + "/send-latest", guarded(POST=self.send_latest), methods=["POST"]),
+            Route(sim + "/deliveries", guarded(GET=self.deliveries), methods=["GET"]),
         ]
 
 
-def _parse_moment(raw: Any) -> datetime | None:
-    if raw is None:
-        return None
+def _parse_moment(raw: Any) -> datetime:
     if isinstance(raw, str):
         try:
             moment = datetime.fromisoformat(raw)

@@ -26,7 +26,8 @@ import uvicorn
 from receiver import logs
 from receiver.config import CONFIG_ENV, Settings
 from receiver.dispatcher.configfile import load_dispatcher_settings
-from receiver.dispatcher.store import DeliveryState, DispatchStore
+from receiver.dispatcher.records import DeliveryState
+from receiver.dispatcher.store import DispatchStore
 from receiver.errors import ConfigError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -96,8 +97,8 @@ def dispatcher(ctx: click.Context, config_path: Path | None, host: str, port: in
 def _report(states: list[DeliveryState]) -> int:
     for state in states:
         click.echo(
-            f"delivery {state.id}  subscription {state.subscription_id}  {state.evento}  "
-            f"{state.status}  after {state.attempts} attempt(s)"
+            f"delivery {state.id}: {state.status} after {state.attempts} attempt(s) "
+            f"(subscription {state.subscription_id}, {state.evento})"
         )
     return 0 if all(state.status == "delivered" for state in states) else 1
 

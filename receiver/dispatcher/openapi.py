@@ -16,7 +16,6 @@ from receiver.dispatcher.validation import (
     EVENTO_MAX,
     EVENTO_PATTERN,
     MAX_ID,
-    PASSWORD_PATTERN,
     TOKEN_PATTERN,
     USERNAME_PATTERN,
 )
@@ -38,6 +37,7 @@ def _errors(*codes: int) -> dict[str, Any]:
         401: "Unknown client: no verified certificate, Portal session or configured token.",
         404: "No subscription with this id belongs to the client.",
         413: "The body is larger than 64 KiB.",
+        409: "The id (or date) in the body differs from the one in the path (or query).",
         422: "A field breaks a rule; `field` names it.",
     }
     return {str(code): _json(_ref("Error"), texts[code]) for code in codes}
@@ -74,12 +74,7 @@ SCHEMAS: dict[str, Any] = {
                         "maxLength": 200,
                         "pattern": USERNAME_PATTERN,
                     },
-                    "senha": {
-                        "type": "string",
-                        "minLength": 1,
-                        "maxLength": 500,
-                        "pattern": PASSWORD_PATTERN,
-                    },
+                    "senha": {"type": "string", "minLength": 1, "maxLength": 500},
                 },
                 "required": ["tipo", "usuario", "senha"],
                 "additionalProperties": False,
@@ -136,11 +131,10 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "properties": {
             "data": {
-                "description": "ddMMyyyy; a number loses the leading zero (1092018 = 01092018)",
-                "oneOf": [
-                    {"type": "string", "pattern": DATA_PATTERN},
-                    {"type": "integer", "minimum": 0, "maximum": 99_999_999},
-                ],
+                "type": "string",
+                "pattern": DATA_PATTERN,
+                "description": "Record date, ddMMyyyy (Text(8)). The seed's example writes it as a "
+                "JSON number, which is accepted too (1092018 means 01092018).",
             }
         },
         "additionalProperties": False,
@@ -262,7 +256,7 @@ def openapi_document() -> dict[str, Any]:
                     "requestBody": _body("AlteracaoAssinatura"),
                     "responses": {
                         "200": _json(_ref("Assinatura"), "The changed subscription."),
-                        **_errors(400, 401, 404, 413, 422),
+                        **_errors(400, 401, 404, 409, 413, 422),
                     },
                 },
                 "delete": {
@@ -271,7 +265,7 @@ def openapi_document() -> dict[str, Any]:
                     "requestBody": _body("ExclusaoAssinatura", required=False),
                     "responses": {
                         "204": {"description": "Deleted; no response parameters."},
-                        **_errors(400, 401, 404, 413, 422),
+                        **_errors(400, 401, 404, 409, 413, 422),
                     },
                 },
             },
@@ -290,7 +284,7 @@ def openapi_document() -> dict[str, Any]:
                     "requestBody": _body("ConsultaFalhas", required=False),
                     "responses": {
                         "200": _json({"type": "array", "items": _ref("Falha")}, "Failures."),
-                        **_errors(400, 401, 413, 422),
+                        **_errors(400, 401, 409, 413, 422),
                     },
                 }
             },

@@ -33,13 +33,8 @@ from receiver.dispatcher.netguard import (
     outbound_ssl_context,
     system_resolver,
 )
-from receiver.dispatcher.store import (
-    AttemptOutcome,
-    DeliveryState,
-    DispatchStore,
-    DueDelivery,
-    EmitResult,
-)
+from receiver.dispatcher.records import AttemptOutcome, DeliveryState, DueDelivery, EmitResult
+from receiver.dispatcher.store import DispatchStore
 from receiver.dispatcher.tables import FINAL_STATUSES
 from receiver.dispatcher.validation import BRASILIA, parse_evento
 from receiver.models import utcnow
@@ -105,6 +100,7 @@ class Dispatcher:
         )
         self._semaphores: dict[str, asyncio.Semaphore] = {}
         self._in_flight: dict[int, asyncio.Task[None]] = {}
+        self._attempts: dict[int, asyncio.Task[AttemptOutcome]] = {}
         self._wake = asyncio.Event()
         self._settled = asyncio.Event()  # set whenever a delivery reaches a new state
         self._loop_task: asyncio.Task[None] | None = None
@@ -130,18 +126,20 @@ class Dispatcher:
             self._loop_task = asyncio.create_task(self._run(), name="dispatcher-loop")
 
     async def close(self) -> None:
-        """Stop sending; attempts cut short are given back, so a restart resends them at once."""
+        """Stop sending; attempts cut short are given back, so a restart resends them at once.
+
+        Only the HTTP part of an attempt is cancelled: a store call is always waited for, so no
+        thread is left writing to a store that is being closed.
+        """
         if self._closed:
             return
         self._closed = True
+        self._wake.set()
         if self._loop_task is not None:
-            self._loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
-        tasks = list(self._in_flight.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+            await self._loop_task
+        for attempt in list(self._attempts.values()):
+            attempt.cancel()
+        await asyncio.gather(*self._in_flight.values(), return_exceptions=True)
         await self._client.aclose()
         if self._owns_store:
             await asyncio.to_thread(self.store.close)
@@ -223,14 +221,17 @@ class Dispatcher:
     # --- the loop ---------------------------------------------------------------------------
 
     async def _run(self) -> None:
-        while True:
+        while not self._closed:
             try:
                 await self._dispatch_due()
                 delay = await self._delay()
             except Exception:
                 log.exception("dispatcher loop: store error; trying again shortly")
                 delay = self.settings.poll_seconds
+            # Cleared before the check, so a close() between them still wakes the wait below.
             self._wake.clear()
+            if self._closed:
+                return
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await self._wake.wait()
@@ -239,7 +240,9 @@ class Dispatcher:
         room = self.settings.max_in_flight - len(self._in_flight)
         if room <= 0:
             return
-        due = await asyncio.to_thread(self.store.due, utcnow(), room, set(self._in_flight))
+        due = await asyncio.to_thread(self.store.outbox.due, utcnow(), room, set(self._in_flight))
+        if self._closed:
+            return
         for delivery in due:
             task = asyncio.create_task(self._deliver(delivery), name=f"delivery-{delivery.id}")
             self._in_flight[delivery.id] = task
@@ -252,7 +255,7 @@ class Dispatcher:
 
     async def _delay(self) -> float:
         poll = self.settings.poll_seconds
-        next_due = await asyncio.to_thread(self.store.next_due_at)
+        next_due = await asyncio.to_thread(self.store.outbox.next_due_at)
         if next_due is None:
             return poll
         return min(poll, max(0.0, (next_due - utcnow()).total_seconds()))
@@ -270,17 +273,30 @@ class Dispatcher:
             origin, asyncio.Semaphore(self.settings.per_endpoint_concurrency)
         )
         async with semaphore:
+            if self._closed:
+                return
             now = utcnow()
-            claimed = await asyncio.to_thread(self.store.claim, delivery.id, now, now + self._lease)
+            claimed = await asyncio.to_thread(
+                self.store.outbox.claim, delivery.id, now, now + self._lease
+            )
             if not claimed:
                 return
+            attempt = asyncio.create_task(self._attempt(delivery))
+            self._attempts[delivery.id] = attempt
+            if self._closed:
+                attempt.cancel()
             try:
-                outcome = await self._attempt(delivery)
+                outcome = await attempt
             except asyncio.CancelledError:
-                await asyncio.shield(asyncio.to_thread(self.store.release, delivery.id, utcnow()))
+                # Cut short by close() (or the loop going away): not an attempt of the rule.
+                await asyncio.to_thread(self.store.outbox.release, delivery.id, utcnow())
+                if self._closed:
+                    return
                 raise
+            finally:
+                self._attempts.pop(delivery.id, None)
             status = await asyncio.to_thread(
-                self.store.record_attempt,
+                self.store.outbox.record_attempt,
                 delivery,
                 outcome,
                 max_attempts=self.settings.attempts,

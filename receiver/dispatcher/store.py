@@ -1,143 +1,55 @@
-"""The dispatcher's store: subscriptions, the outbox of deliveries, attempts and failure records.
+"""The dispatcher's store: subscriptions, events and their deliveries, failure records.
 
 Same engine as the receiver (SQLite WAL + synchronous=FULL, or PostgreSQL), its own tables. Every
-method is synchronous and short; the async side calls them through ``asyncio.to_thread``. A
-delivery is claimed by one conditional UPDATE, which is atomic on both dialects, so several
-dispatcher processes can share one outbox without sending the same attempt twice. ``owner=None``
-means an operator (the command line), who may act on any subscription.
+method is synchronous and short; the async side calls them through ``asyncio.to_thread``. The
+sending side (claims, leases, attempt results) is ``store.outbox`` (``outbox.py``).
+``owner=None`` means an operator (the command line), who may act on any subscription.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, and_, func, insert, or_, select, update
-from sqlalchemy.engine import Connection, RowMapping
+from sqlalchemy import Engine, insert, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import SQLModel
 
+from receiver.dispatcher.outbox import DUE_PENDING, Outbox
+from receiver.dispatcher.records import (
+    DeliveryState,
+    EmitResult,
+    Subscription,
+    UnknownSubscription,
+    auth_columns,
+    subscription_from_row,
+)
 from receiver.dispatcher.tables import (
-    ATTEMPTS,
     DELIVERIES,
     DISPATCH_TABLES,
     EVENTS,
     FAILURES,
     SUBSCRIPTIONS,
-    AuthType,
     DeliveryStatus,
 )
-from receiver.dispatcher.validation import OutboundAuth, SubscriptionInput, brasilia_date
-from receiver.errors import ConfigError, ReceiverError, StoreUnavailable
+from receiver.dispatcher.validation import OutboundAuth, SubscriptionInput
+from receiver.errors import ConfigError, StoreUnavailable
 from receiver.ids import new_id
 from receiver.store import make_engine
 
 log = logging.getLogger("receiver.dispatcher.store")
 
 
-class UnknownSubscription(ReceiverError):
-    """No active subscription with that id belongs to the caller."""
-
-
-@dataclass(frozen=True, slots=True)
-class Subscription:
-    id: int
-    owner: str
-    evento: str
-    endpoint: str
-    auth: OutboundAuth
-
-    def public(self) -> dict[str, Any]:
-        """The seed's answer: id, evento, endpoint (credentials are never answered back)."""
-        return {"id": self.id, "evento": self.evento, "endpoint": self.endpoint}
-
-
-@dataclass(frozen=True, slots=True)
-class DueDelivery:
-    id: int
-    subscription_id: int
-    event_id: str
-    evento: str
-    endpoint: str
-    auth: OutboundAuth
-    body: bytes
-    content_type: str
-    attempts: int
-
-
-@dataclass(frozen=True, slots=True)
-class AttemptOutcome:
-    ok: bool
-    status_code: int | None
-    description: str
-    started_at: datetime
-    finished_at: datetime
-    response_excerpt: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class DeliveryState:
-    id: int
-    subscription_id: int
-    event_id: str
-    evento: str
-    status: str
-    attempts: int
-    next_attempt_at: datetime
-    delivered_at: datetime | None
-
-    def public(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "subscription": self.subscription_id,
-            "event": self.event_id,
-            "evento": self.evento,
-            "status": self.status,
-            "attempts": self.attempts,
-            "next_attempt_at": self.next_attempt_at.isoformat(),
-            "delivered_at": self.delivered_at.isoformat() if self.delivered_at else None,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class EmitResult:
-    event_id: str
-    delivery_ids: tuple[int, ...]
-    duplicate: bool = False  # the idempotency key was seen before: nothing new was stored
-
-
-def _subscription(row: RowMapping) -> Subscription:
-    auth = OutboundAuth(AuthType(row["auth_type"]), row["auth_username"], row["auth_secret"])
-    return Subscription(row["id"], row["owner"], row["evento"], row["endpoint"], auth)
-
-
-def _auth_columns(auth: OutboundAuth) -> dict[str, Any]:
-    return {
-        "auth_type": auth.type.value,
-        "auth_username": auth.username,
-        "auth_secret": auth.secret,
-    }
-
-
-_DUE_PENDING = DELIVERIES.c.status == DeliveryStatus.PENDING
-_LEASED = DELIVERIES.c.status == DeliveryStatus.SENDING
-
-
-def _due(now: datetime) -> Any:
-    # A 'sending' row whose lease ran out belongs to a dispatcher that stopped mid-attempt.
-    return or_(
-        and_(_DUE_PENDING, DELIVERIES.c.next_attempt_at <= now),
-        and_(_LEASED, DELIVERIES.c.lease_until < now),
-    )
-
-
 class DispatchStore:
+    """The dispatcher's tables on one engine; ``create_schema`` first, ``close`` when done."""
+
     def __init__(self, url: str, *, pool_size: int = 8) -> None:
         self.url = url
         self.engine: Engine = make_engine(url, pool_size=pool_size)
+        self.outbox = Outbox(self.engine)
 
     @property
     def safe_url(self) -> str:
@@ -182,7 +94,7 @@ class DispatchStore:
             "owner": owner,
             "evento": data.evento,
             "endpoint": data.endpoint,
-            **_auth_columns(auth),
+            **auth_columns(auth),
             "deleted": False,
             "created_at": now,
             "updated_at": now,
@@ -196,7 +108,9 @@ class DispatchStore:
         if owner is not None:
             query = query.where(SUBSCRIPTIONS.c.owner == owner)
         with self._reading() as conn:
-            return [_subscription(row) for row in conn.execute(query.order_by("id")).mappings()]
+            return [
+                subscription_from_row(row) for row in conn.execute(query.order_by("id")).mappings()
+            ]
 
     def subscription(self, subscription_id: int, owner: str | None) -> Subscription:
         with self._reading() as conn:
@@ -211,7 +125,7 @@ class DispatchStore:
         # Someone else's subscription answers exactly like a missing one: ids are not disclosed.
         if row is None or (owner is not None and row["owner"] != owner):
             raise UnknownSubscription(f"no subscription with id {subscription_id}")
-        return _subscription(row)
+        return subscription_from_row(row)
 
     def update_subscription(
         self, subscription_id: int, owner: str | None, data: SubscriptionInput, now: datetime
@@ -226,7 +140,7 @@ class DispatchStore:
                     evento=data.evento,
                     endpoint=data.endpoint,
                     updated_at=now,
-                    **_auth_columns(auth),
+                    **auth_columns(auth),
                 )
             )
             return Subscription(subscription_id, current.owner, data.evento, data.endpoint, auth)
@@ -242,7 +156,7 @@ class DispatchStore:
             )
             conn.execute(
                 update(DELIVERIES)
-                .where(DELIVERIES.c.subscription_id == subscription_id, _DUE_PENDING)
+                .where(DELIVERIES.c.subscription_id == subscription_id, DUE_PENDING)
                 .values(status=DeliveryStatus.CANCELLED, updated_at=now)
             )
 
@@ -321,157 +235,6 @@ class DispatchStore:
             )
             ids.append(new.scalar_one())
         return ids
-
-    # --- sending --------------------------------------------------------------------------
-
-    def due(self, now: datetime, limit: int, exclude: Collection[int] = ()) -> list[DueDelivery]:
-        query = (
-            select(
-                DELIVERIES.c.id,
-                DELIVERIES.c.subscription_id,
-                DELIVERIES.c.event_id,
-                DELIVERIES.c.attempts,
-                EVENTS.c.evento,
-                EVENTS.c.body,
-                EVENTS.c.content_type,
-                SUBSCRIPTIONS.c.endpoint,
-                SUBSCRIPTIONS.c.auth_type,
-                SUBSCRIPTIONS.c.auth_username,
-                SUBSCRIPTIONS.c.auth_secret,
-            )
-            .join(EVENTS, EVENTS.c.id == DELIVERIES.c.event_id)
-            .join(SUBSCRIPTIONS, SUBSCRIPTIONS.c.id == DELIVERIES.c.subscription_id)
-            .where(_due(now), SUBSCRIPTIONS.c.deleted.is_(False))
-            .order_by(DELIVERIES.c.next_attempt_at, DELIVERIES.c.id)
-            .limit(limit)
-        )
-        if exclude:
-            query = query.where(DELIVERIES.c.id.not_in(list(exclude)))
-        with self._reading() as conn:
-            return [
-                DueDelivery(
-                    id=row["id"],
-                    subscription_id=row["subscription_id"],
-                    event_id=row["event_id"],
-                    evento=row["evento"],
-                    endpoint=row["endpoint"],
-                    auth=OutboundAuth(
-                        AuthType(row["auth_type"]), row["auth_username"], row["auth_secret"]
-                    ),
-                    body=row["body"],
-                    content_type=row["content_type"],
-                    attempts=row["attempts"],
-                )
-                for row in conn.execute(query).mappings()
-            ]
-
-    def next_due_at(self) -> datetime | None:
-        """When the earliest waiting delivery (or expiring lease) falls due."""
-        with self._reading() as conn:
-            pending = conn.execute(
-                select(func.min(DELIVERIES.c.next_attempt_at)).where(_DUE_PENDING)
-            ).scalar()
-            leased = conn.execute(
-                select(func.min(DELIVERIES.c.lease_until)).where(_LEASED)
-            ).scalar()
-        found = [moment for moment in (pending, leased) if moment is not None]
-        return min(found) if found else None
-
-    def claim(self, delivery_id: int, now: datetime, lease_until: datetime) -> bool:
-        """Take the delivery for one attempt; False when it is not due or another process has it."""
-        with self.engine.begin() as conn:
-            result = conn.execute(
-                update(DELIVERIES)
-                .where(DELIVERIES.c.id == delivery_id, _due(now))
-                .values(status=DeliveryStatus.SENDING, lease_until=lease_until, updated_at=now)
-            )
-            return result.rowcount == 1
-
-    def release(self, delivery_id: int, now: datetime) -> None:
-        """Give back an attempt we interrupted ourselves (shutdown); it is due again at once."""
-        with self.engine.begin() as conn:
-            conn.execute(
-                update(DELIVERIES)
-                .where(DELIVERIES.c.id == delivery_id, _LEASED)
-                .values(
-                    status=DeliveryStatus.PENDING,
-                    lease_until=None,
-                    next_attempt_at=now,
-                    updated_at=now,
-                )
-            )
-
-    def record_attempt(
-        self,
-        delivery: DueDelivery,
-        outcome: AttemptOutcome,
-        *,
-        max_attempts: int,
-        interval: timedelta,
-    ) -> DeliveryStatus:
-        """The attempt, a failure record if it failed, and what the delivery does next."""
-        with self.engine.begin() as conn:
-            state = conn.execute(
-                select(DELIVERIES.c.attempts, SUBSCRIPTIONS.c.deleted)
-                .join(SUBSCRIPTIONS, SUBSCRIPTIONS.c.id == DELIVERIES.c.subscription_id)
-                .where(DELIVERIES.c.id == delivery.id)
-            ).one()
-            number = state.attempts + 1
-            conn.execute(
-                insert(ATTEMPTS),
-                {
-                    "delivery_id": delivery.id,
-                    "number": number,
-                    "started_at": outcome.started_at,
-                    "finished_at": outcome.finished_at,
-                    "status_code": outcome.status_code,
-                    "ok": outcome.ok,
-                    "outcome": outcome.description,
-                    "response_excerpt": outcome.response_excerpt,
-                },
-            )
-            changes: dict[str, Any] = {
-                "attempts": number,
-                "lease_until": None,
-                "updated_at": outcome.finished_at,
-            }
-            if outcome.ok:
-                status = DeliveryStatus.DELIVERED
-                changes["delivered_at"] = outcome.finished_at
-            else:
-                conn.execute(
-                    insert(FAILURES), self._failure(delivery, outcome, number, max_attempts)
-                )
-                if number >= max_attempts:
-                    status = DeliveryStatus.FAILED
-                elif state.deleted:
-                    status = DeliveryStatus.CANCELLED
-                else:
-                    status = DeliveryStatus.PENDING
-                    # Attempts are spaced start to start, like the Portal's "one every 5 minutes".
-                    changes["next_attempt_at"] = max(
-                        outcome.started_at + interval, outcome.finished_at
-                    )
-            conn.execute(
-                update(DELIVERIES)
-                .where(DELIVERIES.c.id == delivery.id)
-                .values(status=status, **changes)
-            )
-            return status
-
-    @staticmethod
-    def _failure(
-        delivery: DueDelivery, outcome: AttemptOutcome, number: int, max_attempts: int
-    ) -> dict[str, Any]:
-        return {
-            "subscription_id": delivery.subscription_id,
-            "delivery_id": delivery.id,
-            "data": brasilia_date(outcome.finished_at),
-            "recorded_at": outcome.finished_at,
-            "descricao": f"attempt {number} of {max_attempts}: {outcome.description}",
-            "evento": delivery.evento,
-            "conteudo": delivery.body.decode("utf-8", errors="replace"),
-        }
 
     # --- failures and operator actions -----------------------------------------------------
 

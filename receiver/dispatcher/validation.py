@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from receiver.auth import basic_header
@@ -25,19 +25,25 @@ EVENTO_MAX = 40  # Text(40)
 ENDPOINT_MAX = 500  # Text(500)
 EVENTO_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
 # HTTPS only (seed: "Must be a secure URL"), a host, no credentials in the URL (they would be sent
-# and shown back), no spaces or fragment. The port alternatives spell 1..65535.
+# and shown back), a path of visible ASCII (percent-encode the rest) without fragment. The port
+# alternatives spell 1..65535.
 _PORT = r"(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
 ENDPOINT_PATTERN = (
     r"^[Hh][Tt][Tt][Pp][Ss]://([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?"
     r"(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\])"
-    rf"(:{_PORT})?(/[^\s#]*)?$"
+    rf"(:{_PORT})?(/[!\"$-~]*)?$"
 )
-DATA_PATTERN = r"^[0-9]{8}$"
+# ddMMyyyy, calendar dates only (29/02 in leap years), so the published pattern is the whole rule.
+_YEAR = "(?!0000)[0-9]{4}"
+_LEAP = "([0-9]{2}(0[48]|[2468][048]|[13579][26])|([02468][048]|[13579][26])00)"
+DATA_PATTERN = (
+    rf"^((0[1-9]|1[0-9]|2[0-8])(0[1-9]|1[0-2]){_YEAR}|(29|30)(0[13-9]|1[0-2]){_YEAR}"
+    rf"|31(0[13578]|1[02]){_YEAR}|2902(?!0000){_LEAP})$"
+)
 # RFC 6750 token68: it goes into a header verbatim, so nothing else may pass.
 TOKEN_PATTERN = r"^[A-Za-z0-9._~+/-]+=*$"  # noqa: S105 (a pattern, not a secret)
-# Basic credentials: no control characters or lone surrogates (they could not be encoded).
-USERNAME_PATTERN = "^[^:\\x00-\\x1f\\x7f-\\x9f\\ud800-\\udfff]+$"
-PASSWORD_PATTERN = "^[^\\x00-\\x1f\\x7f-\\x9f\\ud800-\\udfff]+$"  # noqa: S105
+# Basic credentials travel base64-encoded, so any character will do but ':' in the user name.
+USERNAME_PATTERN = "^[^:]+$"
 AUTH_TYPES = tuple(kind.value for kind in AuthType)
 
 _evento = re.compile(EVENTO_PATTERN)
@@ -45,7 +51,6 @@ _endpoint = re.compile(ENDPOINT_PATTERN)
 _data = re.compile(DATA_PATTERN)
 _token = re.compile(TOKEN_PATTERN)
 _username = re.compile(USERNAME_PATTERN)
-_password = re.compile(PASSWORD_PATTERN)
 
 
 class InvalidField(ReceiverError):
@@ -55,6 +60,13 @@ class InvalidField(ReceiverError):
         super().__init__(f"{field}: {message}")
         self.field = field
         self.status = status
+
+
+class ConflictingFields(InvalidField):
+    """Each value is valid, but two of them disagree (the body's id and the path's): 409."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(field, message, 409)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +108,8 @@ def parse_id(raw: Any, field: str = "id") -> int:
     """Number(10): a positive integer of at most 10 digits, as a JSON number or a path segment."""
     if isinstance(raw, str) and re.fullmatch(r"[0-9]{1,10}", raw):
         raw = int(raw)
+    elif isinstance(raw, float) and raw.is_integer():
+        raw = int(raw)  # JSON Schema counts 8.0 as an integer, and so do we
     if isinstance(raw, bool) or not isinstance(raw, int) or not 1 <= raw <= MAX_ID:
         raise InvalidField(field, f"must be a whole number from 1 to {MAX_ID}")
     return raw
@@ -144,11 +158,12 @@ def parse_auth(raw: Any) -> OutboundAuth:
         if not isinstance(user, str) or not 1 <= len(user) <= 200:
             raise InvalidField("autenticacao.usuario", "required: 1 to 200 characters")
         if not _username.fullmatch(user):
-            raise InvalidField("autenticacao.usuario", "no ':' or control characters (Basic)")
+            raise InvalidField("autenticacao.usuario", "cannot contain ':' (Basic credentials)")
         if not isinstance(password, str) or not 1 <= len(password) <= 500:
             raise InvalidField("autenticacao.senha", "required: 1 to 500 characters")
-        if not _password.fullmatch(password):
-            raise InvalidField("autenticacao.senha", "must not contain control characters")
+        for field, value in (("usuario", user), ("senha", password)):
+            if not _encodable(value):
+                raise InvalidField(f"autenticacao.{field}", "has characters UTF-8 cannot carry")
         return OutboundAuth(AuthType.BASIC, user, password)
     if kind == "bearer":
         token = raw.get("token")
@@ -158,6 +173,15 @@ def parse_auth(raw: Any) -> OutboundAuth:
             )
         return OutboundAuth(AuthType.BEARER, None, token)
     return OutboundAuth()
+
+
+def _encodable(text: str) -> bool:
+    # A lone surrogate (valid in JSON's \\u escapes) has no UTF-8 form.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def parse_subscription(body: dict[str, Any], *, path_id: int | None = None) -> SubscriptionInput:
@@ -170,7 +194,7 @@ def parse_subscription(body: dict[str, Any], *, path_id: int | None = None) -> S
         if "id" not in body:
             raise InvalidField("id", "is required")
         if parse_id(body["id"]) != path_id:
-            raise InvalidField("id", "must equal the id in the path")
+            raise ConflictingFields("id", "the id in the body differs from the id in the path")
     evento = parse_evento(body.get("evento"))
     endpoint = parse_endpoint(body.get("endpoint"))
     auth = parse_auth(body["autenticacao"]) if "autenticacao" in body else None
@@ -182,12 +206,10 @@ def parse_data(raw: Any) -> str:
     if isinstance(raw, int) and not isinstance(raw, bool) and 0 <= raw <= 99_999_999:
         # A JSON number loses the leading zero of days 1 to 9: 1092018 means 01092018.
         raw = f"{raw:08d}"
-    if not isinstance(raw, str) or not _data.fullmatch(raw):
+    if not isinstance(raw, str) or not re.fullmatch("[0-9]{8}", raw):
         raise InvalidField("data", "must be a date in ddMMyyyy format, e.g. 17092018")
-    try:
-        date(int(raw[4:]), int(raw[2:4]), int(raw[:2]))
-    except ValueError:
-        raise InvalidField("data", f"{raw} is not a calendar date (ddMMyyyy)") from None
+    if not _data.fullmatch(raw):
+        raise InvalidField("data", f"{raw} is not a calendar date (ddMMyyyy)")
     return raw
 
 

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from receiver.dispatcher.tables import AuthType
 from receiver.dispatcher.validation import (
+    DATA_PATTERN,
     ENDPOINT_PATTERN,
     EVENTO_PATTERN,
     InvalidField,
@@ -143,8 +144,10 @@ def test_unknown_fields_are_named() -> None:
 
 def test_change_repeats_the_id_of_the_path() -> None:
     assert parse_subscription({**OK, "id": 8}, path_id=8).evento == OK["evento"]
-    assert refused(parse_subscription, dict(OK), path_id=8).field == "id"
-    assert refused(parse_subscription, {**OK, "id": 9}, path_id=8).field == "id"
+    missing = refused(parse_subscription, dict(OK), path_id=8)
+    assert (missing.field, missing.status) == ("id", 422)
+    different = refused(parse_subscription, {**OK, "id": 9}, path_id=8)
+    assert (different.field, different.status) == ("id", 409)
     # A creation has no id to give.
     assert refused(parse_subscription, {**OK, "id": 8}).field == "id"
 
@@ -159,6 +162,7 @@ def test_id_is_number_10(raw: Any) -> None:
 def test_id_accepts_10_digits() -> None:
     assert parse_id("9999999999") == 9_999_999_999
     assert parse_id(8) == 8
+    assert parse_id(8.0) == 8
 
 
 @pytest.mark.parametrize(
@@ -183,6 +187,28 @@ def test_data_refused(raw: Any) -> None:
     assert "ddMMyyyy" in str(error)
 
 
+@given(st.from_regex(r"[0-9]{8}", fullmatch=True))
+def test_the_published_date_pattern_is_the_calendar(raw: str) -> None:
+    from datetime import date
+
+    try:
+        date(int(raw[4:]), int(raw[2:4]), int(raw[:2]))
+        real = True
+    except ValueError:
+        real = False
+    assert (re.fullmatch(DATA_PATTERN, raw) is not None) == real
+
+
+@pytest.mark.parametrize("raw", ["29022000", "29022024", "28021900", "31122099", "01010001"])
+def test_calendar_edges_accepted(raw: str) -> None:
+    assert parse_data(raw) == raw
+
+
+@pytest.mark.parametrize("raw", ["29021900", "29022100", "31042024", "30022024", "01010000"])
+def test_calendar_edges_refused(raw: str) -> None:
+    assert refused(parse_data, raw).field == "data"
+
+
 def test_brasilia_date_is_three_hours_behind_utc() -> None:
     from datetime import UTC, datetime
 
@@ -198,6 +224,9 @@ def test_outbound_credentials() -> None:
     bearer = parse_auth({"tipo": "bearer", "token": "abc.DEF-123"})
     assert bearer.header() == "Bearer abc.DEF-123"
     assert OutboundAuth().header() is None
+    # Basic travels base64-encoded: line breaks in a password cannot split the header.
+    odd = parse_auth({"tipo": "basic", "usuario": "ons", "senha": "a\r\nX-Injected: 1"})
+    assert "\n" not in (odd.header() or "")
 
 
 @pytest.mark.parametrize(
@@ -208,7 +237,7 @@ def test_outbound_credentials() -> None:
         ({"tipo": "basic", "senha": "x"}, "autenticacao.usuario"),
         ({"tipo": "basic", "usuario": "a:b", "senha": "x"}, "autenticacao.usuario"),
         ({"tipo": "basic", "usuario": "ons"}, "autenticacao.senha"),
-        ({"tipo": "basic", "usuario": "ons", "senha": "a\r\nX-Injected: 1"}, "autenticacao.senha"),
+        ({"tipo": "basic", "usuario": "ons", "senha": "a\ud800"}, "autenticacao.senha"),
         ({"tipo": "bearer"}, "autenticacao.token"),
         ({"tipo": "bearer", "token": "has space"}, "autenticacao.token"),
         ({"tipo": "bearer", "token": "x\r\nHost: evil"}, "autenticacao.token"),

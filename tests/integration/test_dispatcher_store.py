@@ -1,0 +1,173 @@
+"""The dispatcher's store on a real SQLite file and on the real PostgreSQL server: subscriptions and
+ownership, the outbox written in one transaction, exclusive claims, attempts, failure records."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import insert
+
+from receiver.dispatcher import Dispatcher, DispatchStore, OutboundAuth, UnknownSubscription
+from receiver.dispatcher.records import AttemptOutcome
+from receiver.dispatcher.tables import SUBSCRIPTIONS, AuthType, DeliveryStatus
+from receiver.dispatcher.validation import SubscriptionInput, brasilia_date
+from receiver.models import utcnow
+from tests.dispatcher_support import dispatcher_settings, postgres_or_skip, sqlite_url
+
+SUB = SubscriptionInput("duimp.registro", "https://sefaz.example/hook", None)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return sqlite_url(tmp_path)
+    return postgres_or_skip()
+
+
+@pytest.fixture
+def store(url: str) -> Iterator[DispatchStore]:
+    store = DispatchStore(url)
+    store.create_schema()
+    yield store
+    store.close()
+
+
+def test_subscriptions_belong_to_their_owner(store: DispatchStore) -> None:
+    now = utcnow()
+    auth = OutboundAuth(AuthType.BASIC, "ons", "senha")
+    mine = store.add_subscription("a", SubscriptionInput(SUB.evento, SUB.endpoint, auth), now)
+    theirs = store.add_subscription("b", SUB, now)
+    assert [s.id for s in store.subscriptions("a")] == [mine.id]
+    assert store.subscription(mine.id, "a").auth == auth
+    with pytest.raises(UnknownSubscription):
+        store.subscription(theirs.id, "a")
+    with pytest.raises(UnknownSubscription):
+        store.update_subscription(theirs.id, "a", SUB, now)
+    with pytest.raises(UnknownSubscription):
+        store.delete_subscription(theirs.id, "a", now)
+    changed = SubscriptionInput("duimp.cancelamento", "https://other.example/", None)
+    # An update without credentials keeps the ones it had.
+    assert store.update_subscription(mine.id, "a", changed, now).auth == auth
+    store.delete_subscription(mine.id, "a", now)
+    assert store.subscriptions("a") == []
+    assert [s.id for s in store.subscriptions(None)] == [theirs.id]
+
+
+def test_ids_go_past_32_bits(store: DispatchStore) -> None:
+    # Number(10): ids up to 9,999,999,999 must fit the column.
+    now = utcnow()
+    with store.engine.begin() as conn:
+        conn.execute(
+            insert(SUBSCRIPTIONS),
+            {
+                "id": 9_999_999_998,
+                "owner": "a",
+                "evento": "x",
+                "endpoint": "https://a.example/",
+                "auth_type": "none",
+                "deleted": False,
+                "created_at": now,
+                "updated_at": now,
+            },
+        )
+    # On PostgreSQL an INTEGER column would refuse it ("out of range"); BIGINT keeps it.
+    assert store.subscription(9_999_999_998, "a").endpoint == "https://a.example/"
+
+
+def test_an_event_and_its_deliveries_are_stored_together(store: DispatchStore) -> None:
+    now = utcnow()
+    first = store.add_subscription("a", SUB, now)
+    second = store.add_subscription("b", SUB, now)
+    store.add_subscription("a", SubscriptionInput("lpco.registro", SUB.endpoint, None), now)
+    result = store.record_event("duimp.registro", b'{"x":1}', "application/json", now, "key-1")
+    states = store.deliveries(ids=result.delivery_ids)
+    assert sorted(state.subscription_id for state in states) == [first.id, second.id]
+    assert {state.status for state in states} == {"pending"}
+    again = store.record_event("duimp.registro", b'{"x":1}', "application/json", now, "key-1")
+    assert (again.event_id, again.delivery_ids, again.duplicate) == (
+        result.event_id,
+        result.delivery_ids,
+        True,
+    )
+
+
+def test_a_delivery_is_claimed_by_one_taker_only(store: DispatchStore) -> None:
+    now = utcnow()
+    store.add_subscription("a", SUB, now)
+    ids = [
+        delivery
+        for n in range(40)
+        for delivery in store.record_event(
+            "duimp.registro", b"{}", "application/json", now
+        ).delivery_ids
+    ]
+    won: list[int] = []
+    lock = threading.Lock()
+
+    def take(delivery_id: int) -> None:
+        if store.outbox.claim(delivery_id, utcnow(), utcnow() + timedelta(seconds=30)):
+            with lock:
+                won.append(delivery_id)
+
+    threads = [threading.Thread(target=take, args=(i,)) for i in ids for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(won) == sorted(ids)  # each claimed exactly once
+    assert store.outbox.due(utcnow(), 100) == []
+
+
+def test_attempts_failures_and_the_final_state(store: DispatchStore) -> None:
+    now = utcnow()
+    subscription = store.add_subscription("a", SUB, now)
+    store.add_subscription("b", SUB, now)
+    result = store.record_event("duimp.registro", b'{"n":1}', "application/json", now)
+    due = {d.subscription_id: d for d in store.outbox.due(now, 10)}
+    delivery = due[subscription.id]
+    for number in (1, 2, 3):
+        assert store.outbox.claim(delivery.id, utcnow(), utcnow() + timedelta(seconds=30))
+        failed = AttemptOutcome(False, 500, "HTTP 500", utcnow(), utcnow())
+        status = store.outbox.record_attempt(
+            delivery, failed, max_attempts=3, interval=timedelta(seconds=0)
+        )
+        assert status is (DeliveryStatus.FAILED if number == 3 else DeliveryStatus.PENDING)
+    found = store.failures("a", brasilia_date(utcnow()))
+    assert [f["descricao"] for f in found] == [f"attempt {n} of 3: HTTP 500" for n in (1, 2, 3)]
+    assert {f["conteudo"] for f in found} == {'{"n":1}'}
+    assert store.failures("b", brasilia_date(utcnow())) == []
+    # Reenviar Pendentes gives it a fresh round; Enviar Tudo queues the latest event again.
+    assert store.resend_pending(subscription.id, "a", utcnow()) == [delivery.id]
+    (latest,) = store.send_latest(subscription.id, "a", utcnow())
+    states = {s.id: s for s in store.deliveries(subscription_id=subscription.id, owner="a")}
+    assert (states[delivery.id].status, states[delivery.id].attempts) == ("pending", 0)
+    assert states[latest].event_id == result.event_id
+    with pytest.raises(UnknownSubscription):
+        store.resend_pending(subscription.id, "b", utcnow())
+
+
+@pytest.mark.anyio
+async def test_a_dispatcher_delivers_through_this_store(url: str) -> None:
+    answers = [500]
+    settings = dispatcher_settings(url, interval_seconds=0.01)
+
+    def endpoint(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(answers.pop(0) if answers else 200)
+
+    dispatcher = Dispatcher(settings.dispatcher, transport=httpx.MockTransport(endpoint))
+    async with dispatcher:
+        await asyncio.to_thread(dispatcher.store.add_subscription, "a", SUB, utcnow())
+        result = await dispatcher.emit("duimp.registro", {"numero": "24BR0000000001"})
+        (state,) = await dispatcher.wait_for(result.delivery_ids, within=10)
+    assert (state.status, state.attempts) == ("delivered", 2)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
