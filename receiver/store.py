@@ -117,7 +117,8 @@ class BatchInsert:
     calls (BEGIN, INSERT, COMMIT) whatever its size. That matters on SQLite: every driver call
     releases the GIL and must take it back from the event loop, which holds it most of the time.
     Statements are kept by row count; there are at most ``CHUNK`` of them, within the driver's
-    statement cache (sqlite3 keeps 128). The row count the driver reports tells whether any key
+    statement cache (sqlite3 keeps 128). On PostgreSQL the driver waits without the GIL anyway,
+    and a one-row statement with executemany is cheaper there (see ``__init__``). The row count the driver reports tells whether any key
     was already stored: when it equals the number of rows, none was, and no lookup is needed.
     """
 
@@ -141,6 +142,10 @@ class BatchInsert:
 
     def __init__(self, dialect: Dialect) -> None:
         mark = "?" if dialect.paramstyle == "qmark" else "%s"
+        # psycopg parses a long query's placeholders again on every call (its cache keeps short
+        # ones only), which costs more than the rows; its executemany sends the short statement
+        # with every row in one pipelined round trip and reports the total row count.
+        self._executemany = dialect.name == "postgresql"
         self._row_sql = "(" + ", ".join([mark] * len(self.COLUMNS)) + ")"
         # Table and column names are our constants; every value goes through a parameter.
         self._head = f"INSERT INTO {NOTES.name} ({', '.join(self.COLUMNS)}) VALUES "  # noqa: S608
@@ -192,6 +197,9 @@ class BatchInsert:
 
     def insert(self, conn: Connection, rows: Sequence[tuple[Any, ...]]) -> int:
         """Insert ``rows``, skipping stored dedup keys; how many were inserted (-1: unknown)."""
+        if self._executemany:
+            count: int = conn.exec_driver_sql(self._statement(1), list(rows)).rowcount
+            return count if count >= 0 else -1
         inserted = 0
         for start in range(0, len(rows), self.CHUNK):
             chunk = rows[start : start + self.CHUNK]
@@ -210,6 +218,7 @@ class GroupCommitter:
 
     _STOP = object()
     IDLE_SECONDS = 1.0  # hold the connection across batches while busy; re-check it after this
+    CHECKPOINT_SECONDS = 0.1  # SQLite: background WAL checkpoints at most this often
 
     def __init__(self, engine: Engine, max_batch: int = 512, max_wait_ms: float = 0.0) -> None:
         self._engine = engine
@@ -217,10 +226,18 @@ class GroupCommitter:
         self._max_wait = max_wait_ms / 1000
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._inserts = BatchInsert(engine.dialect)
-        self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
-        self._thread.start()
         self.batches = 0
         self.rows = 0
+        self._committed = threading.Event()
+        self._closing = threading.Event()
+        self._checkpointer: threading.Thread | None = None
+        if engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
+            self._checkpointer = threading.Thread(
+                target=self._checkpoint_run, name="wal-checkpoint", daemon=True
+            )
+            self._checkpointer.start()
+        self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
+        self._thread.start()
 
     def submit(self, item: Incoming, note_id: str) -> asyncio.Future[Receipt]:
         loop = asyncio.get_running_loop()
@@ -231,6 +248,43 @@ class GroupCommitter:
     def close(self) -> None:
         self._queue.put(self._STOP)
         self._thread.join(timeout=30)
+        self._closing.set()
+        self._committed.set()  # wakes the checkpointer, which then sees it is closing
+        if self._checkpointer is not None:
+            self._checkpointer.join(timeout=30)
+
+    def _checkpoint_run(self) -> None:
+        """SQLite: copy committed WAL frames into the database file beside the writer.
+
+        Left to itself, SQLite checkpoints inside the COMMIT that pushes the WAL past 1000 pages,
+        and every request waiting for the next batch waits for that copy and its fsync too. A
+        PASSIVE checkpoint here, every CHECKPOINT_SECONDS while commits happen, does that work on
+        another thread (and core: it holds no GIL while it runs) and never blocks the writer; the
+        writer's own automatic checkpoint then finds little left to copy, and the WAL is still
+        restarted as usual.
+        """
+        raw: Any = None
+        try:
+            while not self._closing.is_set():
+                if not self._committed.wait(timeout=1.0):
+                    continue
+                self._committed.clear()
+                if self._closing.wait(self.CHECKPOINT_SECONDS):
+                    return
+                try:
+                    if raw is None:
+                        raw = self._engine.raw_connection()
+                    raw.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except Exception as error:  # the writer's own checkpoints still happen
+                    log.warning("background WAL checkpoint failed: %s", type(error).__name__)
+                    if raw is not None:
+                        with contextlib.suppress(Exception):
+                            raw.invalidate()
+                        raw = None
+        finally:
+            if raw is not None:
+                with contextlib.suppress(Exception):
+                    raw.close()
 
     def _collect(self, first: Any) -> tuple[list[Any], bool]:
         batch, stopping = [first], False
@@ -287,6 +341,7 @@ class GroupCommitter:
                     with conn.begin():
                         receipts = commit_batch(conn, [(b[0], b[1]) for b in batch], self._inserts)
                     last_used = time.monotonic()
+                    self._committed.set()
                     outcome: list[Any] = receipts
                     self.batches += 1
                     self.rows += len(batch)
