@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import ssl
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import httpx
 import pytest
@@ -21,14 +21,12 @@ from starlette.types import Receive, Scope, Send
 from receiver.config import Settings, settings_from_mapping
 from receiver.dispatcher import DispatchStore, RunningServer, serve_app
 from receiver.dispatcher.tables import DISPATCH_TABLES
+from tests.conftest import PG_SKIP_REASON, postgres_url
 
-POSTGRES_ENV = "RECEIVER_TEST_POSTGRES_URL"
-PG_SKIP_REASON = (
-    f"PostgreSQL tests need {POSTGRES_ENV} (e.g. postgresql://postgres@127.0.0.1:5432/test)"
-)
 TOKEN_A = "tok-client-a-7d41c9e0b2"
 TOKEN_B = "tok-client-b-19f3a6c5d8"
 LOOPBACK = ["127.0.0.0/8", "::1/128"]
+T = TypeVar("T")
 
 
 def dispatcher_settings(database_url: str, **dispatcher: Any) -> Settings:
@@ -60,8 +58,8 @@ def reset_postgres_dispatch(url: str) -> None:
 
 
 def postgres_or_skip() -> str:
-    url = os.environ.get(POSTGRES_ENV)
-    if not url:
+    url = postgres_url()
+    if url is None:
         pytest.skip(PG_SKIP_REASON)
     reset_postgres_dispatch(url)
     return url
@@ -167,3 +165,45 @@ async def eventually(check: Callable[[], Any], within: float = 10.0) -> Any:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.02)
+
+
+class InThread(Generic[T]):
+    """Enter an async context manager in its own thread and loop, so synchronous code (a CLI
+    command, a subprocess) can block this thread meanwhile. ``value`` is what it yielded."""
+
+    def __init__(self, factory: Callable[[], AbstractAsyncContextManager[T]]) -> None:
+        self._factory = factory
+        self._ready = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._error: BaseException | None = None
+        self.value: T | None = None
+        self._thread = threading.Thread(target=self._main, daemon=True)
+
+    def _main(self) -> None:
+        try:
+            asyncio.run(self._serve())
+        except BaseException as error:  # surfaced in __enter__
+            self._error = error
+            self._ready.set()
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        async with self._factory() as value:
+            self.value = value
+            self._ready.set()
+            await self._stop.wait()
+
+    def __enter__(self) -> T:
+        self._thread.start()
+        assert self._ready.wait(20), "the background server did not start"
+        if self._error is not None:
+            raise self._error
+        assert self.value is not None
+        return self.value
+
+    def __exit__(self, *exc: object) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(20)

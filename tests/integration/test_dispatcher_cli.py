@@ -3,14 +3,12 @@ real SQLite file and a real HTTPS endpoint, and the bare group serving the API."
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,40 +23,25 @@ from receiver.cli import main
 from receiver.dispatcher import DispatchStore
 from receiver.dispatcher.validation import SubscriptionInput
 from receiver.models import utcnow
-from tests.dispatcher_support import LOOPBACK, TLS, TOKEN_A, Recorder, https_endpoint
+from tests.dispatcher_support import LOOPBACK, TLS, TOKEN_A, InThread, Recorder, https_endpoint
 
 ROOT = Path(__file__).parents[2]
 
 
 class EndpointThread:
-    """A recording HTTPS endpoint in its own thread and loop, so a CLI command can block this one."""
+    """A recording HTTPS endpoint served from another thread while a CLI command blocks this one."""
 
     def __init__(self, tls: TLS) -> None:
         self.recorder = Recorder()
+        self._server = InThread(lambda: https_endpoint(tls, self.recorder))
         self.url = ""
-        self._tls = tls
-        self._ready = threading.Event()
-        self._stop: asyncio.Event | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._serve()), daemon=True)
-
-    async def _serve(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        async with https_endpoint(self._tls, self.recorder) as server:
-            self.url = server.url
-            self._ready.set()
-            await self._stop.wait()
 
     def __enter__(self) -> EndpointThread:
-        self._thread.start()
-        assert self._ready.wait(10)
+        self.url = self._server.__enter__().url
         return self
 
     def __exit__(self, *exc: object) -> None:
-        assert self._loop is not None and self._stop is not None
-        self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)
+        self._server.__exit__(*exc)
 
 
 @pytest.fixture
