@@ -56,14 +56,18 @@ def pucomex_body(evento: str, dados: Mapping[str, Any], data_hora: datetime) -> 
 
 
 def _origin(endpoint: str) -> str:
-    url = httpx.URL(endpoint)
+    try:
+        url = httpx.URL(endpoint)
+    except httpx.InvalidURL:
+        # The pattern admits it but httpx cannot parse it ("[FceE]"): the attempt itself fails
+        # and is recorded; any key will do for the concurrency bound.
+        return endpoint
     return f"{url.scheme}://{url.host}:{url.port or 443}"
 
 
 def _where(endpoint: str) -> str:
     # The query string may carry a subscriber's token: never put it in a failure record or a log.
-    url = httpx.URL(endpoint)
-    return str(url.copy_with(query=None, fragment=None))
+    return endpoint.split("?", 1)[0].split("#", 1)[0]
 
 
 class Dispatcher:

@@ -294,3 +294,16 @@ async def test_a_deleted_subscription_gets_nothing_more(make_dispatcher: Any) ->
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+async def test_an_endpoint_httpx_cannot_parse_fails_like_any_other(make_dispatcher: Any) -> None:
+    script = Script()
+    async with make_dispatcher(script, attempts=2) as dispatcher:
+        await subscribe(dispatcher, "https://[FceE]/hook?token=s3cr3t")
+        result = await dispatcher.emit("duimp.registro", {})
+        (state,) = await dispatcher.wait_for(result.delivery_ids, within=10)
+        failures = await asyncio.to_thread(dispatcher.store.failures, None, brasilia_date(utcnow()))
+    assert (state.status, state.attempts) == ("failed", 2)
+    assert script.requests == []
+    assert all("InvalidURL" in failure["descricao"] for failure in failures)
+    assert all("s3cr3t" not in failure["descricao"] for failure in failures)
