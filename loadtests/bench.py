@@ -80,11 +80,29 @@ def _bare_app() -> Any:
     )
 
 
-def serve_bare(port: int, workers: int) -> None:
+def _raw_app() -> Any:
+    """A plain ASGI callable: what uvicorn alone costs, without Starlette (informative only)."""
+    answer = b'{"id":"00000000000000000000000000","duplicate":false}'
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(answer))]
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        more = True
+        while more:
+            message = await receive()
+            more = message.get("more_body", False)
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": answer})
+
+    return app
+
+
+def serve_bare(port: int, workers: int, raw: bool = False) -> None:
     import uvicorn
 
     uvicorn.run(
-        "bench:_bare_app",
+        "bench:_raw_app" if raw else "bench:_bare_app",
         factory=True,
         app_dir=str(HERE),
         host="127.0.0.1",
@@ -289,6 +307,17 @@ def process_tree(pid: int) -> list[int]:
     return pids
 
 
+def process_role(pid: int, main: int) -> str | None:
+    """'server', or 'supervisor'/'worker' with several processes; None for helpers to ignore."""
+    with contextlib.suppress(OSError):
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        if b"resource_tracker" in cmdline:
+            return None
+    if pid != main:
+        return "worker"
+    return "supervisor" if len(process_tree(main)) > 1 else "server"
+
+
 def peak_rss_mib(pid: int) -> float | None:
     """VmHWM: the peak resident set of a live process, in MiB."""
     with contextlib.suppress(OSError):
@@ -396,7 +425,14 @@ class Result:
     name: str
     processes: int
     load: Load
-    rss_mib: list[float] = field(default_factory=list)
+    rss_mib: list[tuple[str, float]] = field(default_factory=list)
+
+    @property
+    def serving_rss(self) -> float | None:
+        """The largest peak RSS among the processes that serve requests."""
+        sizes = [size for role, size in self.rss_mib if role != "supervisor"]
+        return max(sizes) if sizes else None
+
     stored_check: str = ""
 
 
@@ -409,7 +445,7 @@ def drive(
     workdir: Path,
     token: str,
     script: Path,
-) -> tuple[Load, list[float], Load]:
+) -> tuple[Load, list[tuple[str, float]], Load]:
     log = (workdir / f"{name}.log").open("wb")
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
     try:
@@ -423,7 +459,11 @@ def drive(
         }
         warm = run_wrk(args.wrk, script, url, seconds=args.warmup, run_tag=f"{name}w", **common)
         load = run_wrk(args.wrk, script, url, seconds=args.duration, run_tag=name, **common)
-        rss = [r for pid in process_tree(proc.pid) if (r := peak_rss_mib(pid)) is not None]
+        rss = [
+            (role, r)
+            for pid in process_tree(proc.pid)
+            if (role := process_role(pid, proc.pid)) and (r := peak_rss_mib(pid)) is not None
+        ]
     finally:
         stop(proc)
         log.close()
@@ -459,10 +499,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--wrk", default=shutil.which("wrk"), help=argparse.SUPPRESS)
     parser.add_argument("--serve-bare", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--bare-workers", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--serve-raw", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--raw",
+        action="store_true",
+        help="also measure a plain ASGI callable without Starlette (informative, 1 process)",
+    )
     args = parser.parse_args(argv)
 
     if args.serve_bare:
-        serve_bare(args.serve_bare, args.bare_workers)
+        serve_bare(args.serve_bare, args.bare_workers, raw=args.serve_raw)
         return 0
     if not args.wrk:
         print(
@@ -517,6 +563,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 bare_by_procs[procs] = load
                 results.append(Result(f"(a) bare, {procs}p", procs, load, rss))
                 report(results[-1], None)
+        if args.raw:
+            port = free_port()
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--serve-bare", str(port)]
+            print("(a') plain ASGI callable on uvicorn, no Starlette, 1 process ...", flush=True)
+            load, rss, _ = drive(
+                args, "raw", [*cmd, "--serve-raw"], env, port, workdir, token, script
+            )
+            results.append(Result("(a') plain ASGI, 1p (info)", 0, load, rss))
+            report(results[-1], None)
 
         targets: list[tuple[str, str, int, str]] = []
         if wanted("sqlite"):
@@ -557,17 +612,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\nsummary")
     print(
         f"  {'target':<32} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} "
-        f"{'ratio':>6} {'peak RSS MiB':>14}"
+        f"{'ratio':>6} {'RSS MiB':>8}"
     )
     for r in results:
         bare = bare_by_procs.get(r.processes)
         ratio = f"{r.load.rps / bare.rps:.2f}" if bare and not r.name.startswith("(a)") else "-"
-        rss_text = "+".join(f"{x:.0f}" for x in r.rss_mib) or "?"
+        rss_text = f"{r.serving_rss:.0f}" if r.serving_rss is not None else "?"
         print(
             f"  {r.name:<32} {r.load.rps:>9.0f} {r.load.p50_ms:>8.2f} {r.load.p99_ms:>8.2f} "
-            f"{r.load.errors:>7} {ratio:>6} {rss_text:>14}"
+            f"{r.load.errors:>7} {ratio:>6} {rss_text:>8}"
         )
-    print(f"\nload generator: {generator}")
+    print(
+        "\nratio: req/s over the bare Starlette endpoint with as many processes; RSS: the largest "
+        "peak resident set (VmHWM) among the processes serving requests"
+    )
+    print(f"load generator: {generator}")
     if not ok_all:
         print("STORE CHECK FAILED: some acknowledged notifications are not in the store")
         return 1
@@ -585,7 +644,8 @@ def report(result: Result, bare: Load | None) -> None:
         print(f"  ratio to bare with the same process count: {load.rps / bare.rps:.2f}")
     if result.rss_mib:
         print(
-            "  peak RSS (VmHWM) per process: " + ", ".join(f"{x:.1f} MiB" for x in result.rss_mib)
+            "  peak RSS (VmHWM): "
+            + ", ".join(f"{role} {size:.1f} MiB" for role, size in result.rss_mib)
         )
     if result.stored_check:
         print(f"  store check: {result.stored_check}")
