@@ -134,8 +134,38 @@ def test_a_duimp_notification_without_numero_fails_clearly(store: Store) -> None
         )
 
 
-def test_other_pucomex_events_do_not_fetch(store: Store) -> None:
-    note = stored(store, "pucomex", {"evento": "duimp.cancelamento", "dados": {"numero": "x"}})
+def test_situation_events_keep_the_new_situation_once_per_notification(
+    store: Store, tmp_path: Path
+) -> None:
+    certs = make_certs(tmp_path)
+    authority = PortalAuthority()
+    tls = server_ssl_context(certs.server_pem, client_ca_file=certs.ca_pem)
+    numero = duimps.duimp_number(4343)
+    events = ("duimp.desembaraco", "duimp.cancelamento", "duimp.entrega-com-prosseguimento")
+    notes = [
+        stored(store, "pucomex", {"evento": evento, "dados": {"numero": numero, "versao": "1"}})
+        for evento in events
+    ]
+    results = MemoryResults()
+    with serve(create_portal_api_app(authority), tls) as url:
+
+        async def run() -> list[int]:
+            async with PortalClient(portal_settings(url, certs), backoff_seconds=0.01) as portal:
+                ctx = context(results, portal_client=portal)
+                ran = [await dispatch(handlers.duimp.router, note, ctx) for note in notes]
+                ran.append(await dispatch(handlers.duimp.router, notes[0], ctx))  # a replay
+                return ran
+
+        assert asyncio.run(run()) == [1, 1, 1, 1]
+    assert set(results.data) == {("duimp-situacao", note.idempotency_key) for note in notes}
+    kept = asyncio.run(results.load("duimp-situacao", notes[1].idempotency_key))
+    assert kept is not None
+    assert (kept["numero"], kept["evento"]) == (numero, "duimp.cancelamento")
+    assert kept["situacao"] == duimps.duimp(numero, 1)["situacaoDeclaracao"]  # type: ignore[index]
+
+
+def test_events_other_than_duimp_run_no_duimp_handler(store: Store) -> None:
+    note = stored(store, "pucomex", {"evento": "pcce.icms-solicitacao", "dados": {"numero": "x"}})
     assert asyncio.run(dispatch(handlers.duimp.router, note, context(MemoryResults()))) == 0
 
 
