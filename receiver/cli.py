@@ -6,49 +6,17 @@ import base64
 import json
 import os
 import sys
-from collections.abc import Callable
 from datetime import UTC, datetime
-from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 import uvicorn
 
 from receiver import logs
+from receiver.cliutil import config_option, friendly_errors
 from receiver.config import CONFIG_ENV, Settings, load_settings
-from receiver.errors import ConfigError, ReceiverError, StoreUnavailable
 from receiver.store import NoteFilter, Store
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-config_option = click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="receiver.yaml to use (default: $RECEIVER_CONFIG, else built-in defaults).",
-)
-
-
-def friendly_errors(command: F) -> F:
-    """Turn the package's errors into one line on stderr and a meaningful exit code."""
-
-    @wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except ConfigError as error:
-            click.echo(f"receiver: configuration error: {error}", err=True)
-            sys.exit(2)
-        except StoreUnavailable as error:
-            click.echo(f"receiver: store unavailable: {error}", err=True)
-            sys.exit(3)
-        except ReceiverError as error:
-            click.echo(f"receiver: {error}", err=True)
-            sys.exit(1)
-
-    return wrapper  # type: ignore[return-value]
 
 
 def _settings(config_path: Path | None) -> Settings:

@@ -16,44 +16,19 @@ import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable
-from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 import uvicorn
 
 from receiver import logs
-from receiver.config import CONFIG_ENV, Settings
+from receiver.cliutil import config_option, friendly_errors
+from receiver.config import Settings
 from receiver.dispatcher.configfile import load_dispatcher_settings
 from receiver.dispatcher.records import DeliveryState
 from receiver.dispatcher.store import DispatchStore
 from receiver.errors import ConfigError
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-# receiver/cli.py imports this module at its end to register the group, so importing receiver.cli
-# here would be circular whenever this module is imported first. Hence the option is declared
-# again (the same as receiver.cli.config_option) and friendly_errors is looked up at run time.
-config_option = click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help=f"receiver.yaml to use (default: ${CONFIG_ENV}, else built-in defaults).",
-)
-
-
-def friendly_errors(command: F) -> F:
-    """receiver.cli.friendly_errors, applied when the command runs."""
-
-    @wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from receiver.cli import friendly_errors as one_line_errors
-
-        return one_line_errors(command)(*args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]
 
 
 def _settings(ctx: click.Context, config_path: Path | None) -> Settings:

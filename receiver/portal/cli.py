@@ -1,60 +1,30 @@
 """``receiver portal ...``: manage the Portal subscriptions and recover failed deliveries.
 
-This module does not import ``receiver.cli`` (which registers this group at its bottom), so
-either can be imported first. Tests pass ``obj={"transport": httpx.MockTransport(...)}`` to
-``CliRunner.invoke`` to replace the network.
+This module does not import ``receiver.cli`` (which registers this group at its bottom; shared
+options come from ``receiver.cliutil``), so either can be imported first. Tests pass
+``obj={"transport": httpx.MockTransport(...)}`` to ``CliRunner.invoke`` to replace the network.
 """
 
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import Awaitable, Callable
-from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import click
 import httpx
 
 from receiver import logs
+from receiver.cliutil import config_option, friendly_errors
 from receiver.config import Settings, load_settings
-from receiver.errors import ConfigError, ReceiverError, StoreUnavailable
+from receiver.errors import ConfigError
 from receiver.portal.client import PortalClient
 from receiver.portal.recovery import recover
 from receiver.portal.subscriptions import SubscriptionAPI, apply_sync, format_date, plan_sync
 from receiver.store import Store
 
-F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
-
-_config = click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="receiver.yaml to use (default: $RECEIVER_CONFIG, else built-in defaults).",
-)
-
-
-def _friendly(command: F) -> F:
-    """One line on stderr and an exit code instead of a traceback (as ``receiver.cli`` does)."""
-
-    @wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except ConfigError as error:
-            click.echo(f"receiver: configuration error: {error}", err=True)
-            sys.exit(2)
-        except StoreUnavailable as error:
-            click.echo(f"receiver: store unavailable: {error}", err=True)
-            sys.exit(3)
-        except ReceiverError as error:
-            click.echo(f"receiver: {error}", err=True)
-            sys.exit(1)
-
-    return wrapper  # type: ignore[return-value]
 
 
 def _client(settings: Settings) -> PortalClient:
@@ -97,8 +67,8 @@ def subscriptions() -> None:
 
 
 @subscriptions.command("list")
-@_config
-@_friendly
+@config_option
+@friendly_errors
 def subscriptions_list(config_path: Path | None) -> None:
     """List the active subscriptions."""
 
@@ -113,10 +83,10 @@ def subscriptions_list(config_path: Path | None) -> None:
 
 
 @subscriptions.command("add")
-@_config
+@config_option
 @click.argument("evento")
 @click.argument("endpoint")
-@_friendly
+@friendly_errors
 def subscriptions_add(config_path: Path | None, evento: str, endpoint: str) -> None:
     """Subscribe ENDPOINT (https://) to EVENTO."""
 
@@ -128,11 +98,11 @@ def subscriptions_add(config_path: Path | None, evento: str, endpoint: str) -> N
 
 
 @subscriptions.command("update")
-@_config
+@config_option
 @click.argument("subscription_id", type=int)
 @click.argument("evento")
 @click.argument("endpoint")
-@_friendly
+@friendly_errors
 def subscriptions_update(
     config_path: Path | None, subscription_id: int, evento: str, endpoint: str
 ) -> None:
@@ -146,9 +116,9 @@ def subscriptions_update(
 
 
 @subscriptions.command("remove")
-@_config
+@config_option
 @click.argument("subscription_id", type=int)
-@_friendly
+@friendly_errors
 def subscriptions_remove(config_path: Path | None, subscription_id: int) -> None:
     """Delete subscription SUBSCRIPTION_ID."""
 
@@ -160,9 +130,9 @@ def subscriptions_remove(config_path: Path | None, subscription_id: int) -> None
 
 
 @subscriptions.command("sync")
-@_config
+@config_option
 @click.option("--dry-run", is_flag=True, help="Show the plan; change nothing.")
-@_friendly
+@friendly_errors
 def subscriptions_sync(config_path: Path | None, dry_run: bool) -> None:
     """Make the Portal's subscriptions match `subscriptions:` in receiver.yaml."""
 
@@ -186,9 +156,9 @@ def subscriptions_sync(config_path: Path | None, dry_run: bool) -> None:
 
 
 @portal.command("recover")
-@_config
+@config_option
 @click.option("--date", "day", default=None, help="Day of the failures, ddMMyyyy (default: today).")
-@_friendly
+@friendly_errors
 def recover_command(config_path: Path | None, day: str | None) -> None:
     """Store the notifications the Portal failed to deliver on a day, that we never stored."""
     data = format_date(day)
