@@ -16,6 +16,7 @@ import uvicorn
 from receiver import logs
 from receiver.cliutil import config_option, friendly_errors
 from receiver.config import CONFIG_ENV, Settings, load_settings
+from receiver.server import HeaderDeadlineProtocol
 from receiver.store import NoteFilter, Store
 
 
@@ -42,10 +43,10 @@ SERVE_NO_WORKER_ENV = "RECEIVER_SERVE_NO_WORKER"
 
 def _ingest_app(settings: Settings, no_worker: bool) -> Any:
     from receiver.app import create_app
-    from receiver.services import build_routing, open_store, worker_service
+    from receiver.services import open_store, serve_services
 
     store = open_store(settings)
-    services = [] if no_worker else [worker_service(settings, store, build_routing(settings))]
+    services = serve_services(settings, store, worker=not no_worker)
     return create_app(settings, store=store, background=services)
 
 
@@ -77,7 +78,8 @@ def serve(config_path: Path | None, host: str, port: int, no_worker: bool, worke
         "port": port,
         # Set explicitly rather than left to "auto": the fast parser and loop are what the
         # benchmark measures, and a missing one should fail here, not slow down silently.
-        "http": "httptools",
+        # httptools, with a deadline on request headers (see receiver.server).
+        "http": HeaderDeadlineProtocol,
         "loop": "uvloop",
         # Our code resolves the client from trusted_proxies; uvicorn's own handling trusts
         # 127.0.0.1 by default and would let a local proxy's header choose the address.

@@ -59,6 +59,39 @@ def worker_service(settings: Settings, store: Store, routing: Routing) -> Backgr
     return service
 
 
+def recovery_service(settings: Settings, store: Store) -> BackgroundService | None:
+    """Periodic recovery of the Portal's failed deliveries, when ``portal.recover_every_seconds``
+    is set: what the Portal gave up on is read back from its failure search and stored."""
+    if settings.portal is None or settings.portal.recover_every_seconds is None:
+        return None
+    every = settings.portal.recover_every_seconds
+
+    @contextlib.asynccontextmanager
+    async def service() -> AsyncIterator[None]:
+        from receiver.portal.recovery import recover_periodically
+
+        async with portal_client(settings) as portal:
+            assert portal is not None  # recovery is only offered with a portal: section
+            stop = asyncio.Event()
+            task = asyncio.create_task(recover_periodically(portal, store, every, stop))
+            try:
+                yield
+            finally:
+                stop.set()
+                await task
+
+    return service
+
+
+def serve_services(settings: Settings, store: Store, *, worker: bool) -> list[BackgroundService]:
+    """What ``receiver serve`` runs beside ingest: the worker (unless --no-worker), recovery."""
+    services = [worker_service(settings, store, build_routing(settings))] if worker else []
+    recovery = recovery_service(settings, store)
+    if recovery is not None:
+        services.append(recovery)
+    return services
+
+
 async def run_worker(settings: Settings, store: Store, routing: Routing) -> None:
     """``receiver worker``: handlers only, until SIGTERM or SIGINT, then a graceful stop."""
     await asyncio.to_thread(store.create_schema)
