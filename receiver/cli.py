@@ -50,9 +50,17 @@ def _ingest_app(settings: Settings, no_worker: bool) -> Any:
     return create_app(settings, store=store, background=services)
 
 
+def _tune_interpreter() -> None:
+    # The group-commit thread needs the GIL back after every fsync while the event loop holds it
+    # for runs of requests; CPython lets a waiting thread in after 5 ms by default. 1 ms gave
+    # about 3 % more throughput at 64 connections on SQLite (4 alternating runs), p99 unchanged.
+    sys.setswitchinterval(0.001)
+
+
 def serve_app() -> Any:
     """uvicorn's app factory for ``receiver serve --workers N``: every worker process builds its
     own app and store from what ``serve`` put in the environment ($RECEIVER_CONFIG)."""
+    _tune_interpreter()
     return _ingest_app(_settings(None), os.environ.get(SERVE_NO_WORKER_ENV) == "1")
 
 
@@ -93,6 +101,7 @@ def serve(config_path: Path | None, host: str, port: int, no_worker: bool, worke
         "lifespan": "on",
     }
     if workers == 1:
+        _tune_interpreter()
         uvicorn.Server(uvicorn.Config(_ingest_app(settings, no_worker), **options)).run()
         return
 
