@@ -119,7 +119,7 @@ def _failing_endpoint() -> Starlette:
     return Starlette(routes=[Route("/{path:path}", refuse, methods=["POST"])])
 
 
-def _write_certificates(folder: Path) -> dict[str, Path]:
+def write_demo_certificates(folder: Path) -> dict[str, Path]:
     ca = trustme.CA(organization_name="Demo ICP-Brasil (test only)")
     server = ca.issue_cert("127.0.0.1", "localhost")
     sefaz = ca.issue_cert("sefaz-demo.example", common_name="Sefaz Demo", organization_name="Sefaz")
@@ -137,7 +137,7 @@ def _write_certificates(folder: Path) -> dict[str, Path]:
     return paths
 
 
-def _receiver_settings(folder: Path, certs: dict[str, Path], portal_url: str) -> Settings:
+def demo_receiver_settings(folder: Path, certs: dict[str, Path], portal_url: str) -> Settings:
     (folder / "allowlist.yaml").write_text(
         "# The demo's Portal sends from loopback.\npucomex: [127.0.0.1, '::1']\n"
     )
@@ -200,7 +200,7 @@ async def run_demo(duimps: int = 20, say: Callable[[str], None] = print) -> Demo
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="receiver-demo-") as tmp:
         folder = Path(tmp)
-        certs = _write_certificates(folder)
+        certs = write_demo_certificates(folder)
         say(f"folder {folder}: certificates made (test CA, server, Sefaz client)")
         simulator_settings = Settings(
             dispatcher=DispatcherSettings(
@@ -214,7 +214,7 @@ async def run_demo(duimps: int = 20, say: Callable[[str], None] = print) -> Demo
         )
         async with run_dispatcher(simulator_settings) as simulator:
             say(f"Portal simulator on {simulator.url} (subscription API, Portal API, mutual TLS)")
-            settings = _receiver_settings(folder, certs, simulator.url)
+            settings = demo_receiver_settings(folder, certs, simulator.url)
             store = open_store(settings)
             app = create_app(
                 settings,

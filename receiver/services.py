@@ -73,7 +73,9 @@ def recovery_service(settings: Settings, store: Store) -> BackgroundService | No
         async with portal_client(settings) as portal:
             assert portal is not None  # recovery is only offered with a portal: section
             stop = asyncio.Event()
-            task = asyncio.create_task(recover_periodically(portal, store, every, stop))
+            task = asyncio.create_task(
+                recover_periodically(portal.subscriptions, store, every, stop)
+            )
             try:
                 yield
             finally:

@@ -1,0 +1,69 @@
+"""`serve`'s periodic recovery against the Portal simulator: what the Portal gave up on comes back."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from receiver.config import DispatcherSettings, Settings
+from receiver.demo import demo_receiver_settings, write_demo_certificates
+from receiver.dispatcher import run_dispatcher
+from receiver.portal.client import PortalClient
+from receiver.services import open_store, recovery_service
+from receiver.store import NoteFilter
+from tests.acceptance.conftest import free_port
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_failed_deliveries_are_recovered_by_serve(tmp_path: Path) -> None:
+    certs = write_demo_certificates(tmp_path)
+    simulator = Settings(
+        dispatcher=DispatcherSettings(
+            database_url=f"sqlite:///{tmp_path / 'dispatcher.db'}",
+            interval_seconds=0.02,
+            allowed_networks=["127.0.0.0/8"],
+            tls_cert_file=certs["server"],
+            tls_ca_file=certs["ca"],
+            outbound_ca_file=certs["ca"],
+        )
+    )
+    async with run_dispatcher(simulator) as portal_side:
+        base = demo_receiver_settings(tmp_path, certs, portal_side.url)
+        assert base.portal is not None
+        settings = base.model_copy(
+            update={"portal": base.portal.model_copy(update={"recover_every_seconds": 0.2})}
+        )
+        assert recovery_service(base, open_store(base)) is None  # off unless configured
+        async with PortalClient(base.portal) as portal:
+            # The receiver was down: nothing listens where the Portal delivers.
+            down = f"https://127.0.0.1:{free_port()}/webhooks/pucomex/duimp.registro"
+            await portal.subscriptions.create("duimp.registro", down)
+        emitted = await portal_side.dispatcher.emit(
+            "duimp.registro", {"numero": "26BR0000000042", "versao": "1"}
+        )
+        [state] = await portal_side.dispatcher.wait_for(emitted.delivery_ids, within=30)
+        assert state.status == "failed" and state.attempts == 3
+
+        store = open_store(settings)
+        store.create_schema()
+        service = recovery_service(settings, store)
+        assert service is not None
+        try:
+            async with service():
+                for _ in range(100):
+                    rows = list(store.notes(NoteFilter()))
+                    if rows:
+                        break
+                    await asyncio.sleep(0.05)
+                await asyncio.sleep(0.5)  # more rounds: nothing is stored twice
+            rows = list(store.notes(NoteFilter()))
+        finally:
+            store.close()
+    assert len(rows) == 1
+    [row] = rows
+    assert row["recovered"] is True
+    assert row["source"] == "pucomex"
+    assert b'"numero":"26BR0000000042"' in row["body"].replace(b" ", b"")
