@@ -17,7 +17,7 @@ from datetime import date, timedelta
 from typing import Protocol
 
 from receiver.errors import ReceiverError
-from receiver.portal.subscriptions import FailureRecord, format_date
+from receiver.portal.subscriptions import FailureRecord, format_date, portal_today
 from receiver.sources import dedup_key
 from receiver.store import Incoming, Store
 
@@ -103,7 +103,7 @@ async def recover_periodically(
     """For ``serve``: recover today and yesterday (deliveries failing around midnight) every
     ``every_seconds`` until ``stop`` is set. Failures are logged, never fatal."""
     while not stop.is_set():
-        today = date.today()
+        today = portal_today()
         for day in (today - timedelta(days=1), today):
             try:
                 await recover(portal, store, day)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import builtins
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -93,10 +93,20 @@ def check_id(subscription_id: int) -> int:
     return subscription_id
 
 
+# The Portal dates its records by Brasília's clock (UTC-3, no daylight saving since 2019): at
+# 01:00 UTC its "today" is still our yesterday.
+PORTAL_TIMEZONE = timezone(timedelta(hours=-3), "BRT")
+
+
+def portal_today() -> date:
+    return datetime.now(PORTAL_TIMEZONE).date()
+
+
 def format_date(day: date | str | None) -> str:
-    """``ddMMyyyy`` for a date, or a string already in that form (checked); today when None."""
+    """``ddMMyyyy`` for a date, or a string already in that form (checked); the Portal's today
+    when None."""
     if day is None:
-        day = date.today()
+        day = portal_today()
     if isinstance(day, date):
         return day.strftime("%d%m%Y")
     text = str(day).strip()
@@ -186,10 +196,18 @@ class SubscriptionAPI:
         )
 
     async def failures(self, data: date | str | None = None) -> builtins.list[FailureRecord]:
-        day = format_date(data)
-        answer = await self._client.json(
-            "GET", FAILURES_PATH, json={"data": day}, params={"data": day}, error=SubscriptionError
-        )
+        """Failure records of ``data``; without it the Portal uses its own today (seed)."""
+        if data is None:
+            answer = await self._client.json("GET", FAILURES_PATH, error=SubscriptionError)
+        else:
+            day = format_date(data)
+            answer = await self._client.json(
+                "GET",
+                FAILURES_PATH,
+                json={"data": day},
+                params={"data": day},
+                error=SubscriptionError,
+            )
         return [_failure(item) for item in _array(answer, FAILURES_PATH)]
 
 

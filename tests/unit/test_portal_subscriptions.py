@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
-from datetime import date
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 import httpx
@@ -134,9 +134,18 @@ def test_bad_dates_are_refused_before_sending(bad: str) -> None:
     assert recorder.requests == []
 
 
-def test_no_date_means_today() -> None:
-    assert format_date(None) == date.today().strftime("%d%m%Y")
+def test_no_date_means_the_portals_today() -> None:
+    brasilia = datetime.now(timezone(timedelta(hours=-3))).date()
+    assert format_date(None) == brasilia.strftime("%d%m%Y")
     assert format_date(date(2018, 9, 17)) == "17092018"
+
+
+def test_failure_search_without_a_date_lets_the_portal_choose() -> None:
+    recorder = Recorder([])
+    assert call(recorder, lambda api: api.failures()) == []
+    [request] = recorder.api_calls()
+    assert request.url.params.get("data") is None
+    assert request.content in (b"", b"{}")
 
 
 def test_an_answer_of_the_wrong_shape_is_an_error() -> None:
