@@ -149,14 +149,18 @@ def bury_abandoned(store: Store, max_attempts: int) -> int:
     forever.
     """
     now = utcnow()
+    abandoned = (
+        (JOBS.c.status == JobStatus.RUNNING)
+        & (JOBS.c.lease_until < now)
+        & (JOBS.c.attempts >= max_attempts)
+    )
     with store.engine.begin() as conn:
+        _lock_notes(
+            conn, set(conn.execute(select(JOBS.c.notification_id).where(abandoned)).scalars())
+        )
         buried = conn.execute(
             update(JOBS)
-            .where(
-                JOBS.c.status == JobStatus.RUNNING,
-                JOBS.c.lease_until < now,
-                JOBS.c.attempts >= max_attempts,
-            )
+            .where(abandoned)
             .values(
                 status=JobStatus.DEAD,
                 lease_until=None,
@@ -180,6 +184,7 @@ def finish(
     """Record an attempt's outcome; False if our lease was lost and another worker owns the job."""
     now = utcnow()
     with store.engine.begin() as conn:
+        _lock_notes(conn, {job.note_id})
         changed = conn.execute(
             update(JOBS)
             .where(
@@ -220,6 +225,24 @@ def release(store: Store, jobs: Iterable[ClaimedJob]) -> None:
                     updated_at=now,
                 )
             )
+
+
+def _lock_notes(conn: Connection, note_ids: set[str]) -> None:
+    """Lock the notifications whose jobs this transaction is about to settle, before touching them.
+
+    Two jobs of one notification finishing at once on PostgreSQL would each read the other's job
+    as still running (READ COMMITTED) and leave the notification 'pending' for ever. Holding the
+    notification's row first makes the second wait, then read the first's committed outcome.
+    Rows are taken in id order so bulk settlers cannot deadlock with each other. (SQLite's
+    BEGIN IMMEDIATE already serialises writers; FOR UPDATE is not rendered there.)
+    """
+    if note_ids:
+        conn.execute(
+            select(NOTES.c.id)
+            .where(NOTES.c.id.in_(sorted(note_ids)))
+            .order_by(NOTES.c.id)
+            .with_for_update()
+        ).all()
 
 
 def _refresh(conn: Connection, note_ids: set[str]) -> None:
@@ -283,6 +306,8 @@ def replay_dead(store: Store) -> int:
     """Run dead-lettered jobs again from their first attempt; done handlers are not repeated."""
     now = utcnow()
     with store.engine.begin() as conn:
+        dead = select(JOBS.c.notification_id).where(JOBS.c.status == JobStatus.DEAD)
+        _lock_notes(conn, set(conn.execute(dead).scalars()))
         note_ids = set(
             conn.execute(
                 update(JOBS)

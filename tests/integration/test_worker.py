@@ -356,3 +356,21 @@ def test_concurrent_claimers_never_share_a_job(store: Store, settings: Settings)
     assert len(every) == 600
     assert len(set(every)) == 600
     assert sum(1 for slot in taken if slot) >= 2
+
+
+async def test_many_handlers_finishing_together_leave_the_notification_done(
+    store: Store, settings: Settings
+) -> None:
+    """Ten jobs of one notification settle at once; none may read the others as still running."""
+    router = Router()
+    for n in range(10):
+
+        async def handler(note: Notification, ctx: Context) -> None:
+            await asyncio.sleep(0.01)
+
+        handler.__qualname__ = f"handler_{n}"
+        router.on_any("pucomex")(handler)
+    receipts = store.append_now([incoming(duimp(str(n))) for n in range(5)])
+    async with working(store, settings, router):
+        await until(lambda: all(statuses(store)[r.id] == "done" for r in receipts))
+    assert all(len(store.jobs_of(r.id)) == 10 for r in receipts)
