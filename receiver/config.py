@@ -169,7 +169,7 @@ class Settings(_Frozen):
     ack_timeout_seconds: float = Field(default=2.0, gt=0)
     retry_after_seconds: int = Field(default=5, ge=0)
     # Past this many open connections uvicorn answers 503 at once instead of queueing.
-    limit_concurrency: int = Field(default=2000, ge=1)
+    limit_concurrency: int = Field(default=4096, ge=1)
     sources: dict[str, SourceSettings] = Field(
         default_factory=lambda: {name: SourceSettings() for name in KNOWN_SOURCES}
     )
