@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection
 from receiver.models import JobStatus, NoteStatus, utcnow
 from receiver.routing import Routing
 from receiver.sources import ParseError, parse
-from receiver.store import JOBS, NOTES, RESULTS, Store
+from receiver.store import JOBS, NOTES, RESULTS, Store, received_since
 
 CLAIMABLE = (JobStatus.PENDING, JobStatus.FAILED)
 
@@ -344,7 +344,7 @@ def replay_matching(
     """Replay originals received since a date, optionally of one event or in given statuses."""
     query = select(NOTES.c.id).where(NOTES.c.duplicate_of.is_(None))
     if since is not None:
-        query = query.where(NOTES.c.received_at >= since)
+        query = query.where(received_since(since))
     if event is not None:
         query = query.where(NOTES.c.event == event)
     if statuses:
