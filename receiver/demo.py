@@ -163,7 +163,7 @@ def demo_receiver_settings(folder: Path, certs: dict[str, Path], portal_url: str
     return load_settings(path)
 
 
-def _events(count: int) -> list[tuple[str, dict[str, Any]]]:
+def demo_events(count: int) -> list[tuple[str, dict[str, Any]]]:
     """A realistic mix: every Duimp registered, some rectified, most cleared, a few cancelled."""
     events: list[tuple[str, dict[str, Any]]] = []
     for sequence in range(1, count + 1):
@@ -195,7 +195,9 @@ def _receiver_counts(store: Store) -> tuple[int, int, int, int]:
     return received, originals, handled, not_handled
 
 
-async def run_demo(duimps: int = 20, say: Callable[[str], None] = print) -> DemoReport:
+async def run_demo(
+    duimps: int = 20, say: Callable[[str], None] = print, patience_seconds: float = 120.0
+) -> DemoReport:
     report = DemoReport()
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="receiver-demo-") as tmp:
@@ -206,6 +208,7 @@ async def run_demo(duimps: int = 20, say: Callable[[str], None] = print) -> Demo
             dispatcher=DispatcherSettings(
                 database_url=f"sqlite:///{folder / 'dispatcher.db'}",
                 interval_seconds=0.3,  # the Portal waits 5 minutes between attempts
+                per_endpoint_concurrency=32,
                 allowed_networks=["127.0.0.0/8", "::1/128"],
                 tls_cert_file=certs["server"],
                 tls_ca_file=certs["ca"],
@@ -241,11 +244,14 @@ async def run_demo(duimps: int = 20, say: Callable[[str], None] = print) -> Demo
                     f"(one of them to an endpoint that always answers 500)"
                 )
 
-                events = _events(duimps)
+                events = demo_events(duimps)
                 deliveries: list[int] = []
-                for evento, dados in events:
-                    result = await simulator.dispatcher.emit(evento, dados)
-                    deliveries.extend(result.delivery_ids)
+                # Emitted in waves, as a batch of registrations reaches the Portal's event manager.
+                for start in range(0, len(events), 32):
+                    results = await asyncio.gather(
+                        *(simulator.dispatcher.emit(e, d) for e, d in events[start : start + 32])
+                    )
+                    deliveries.extend(i for result in results for i in result.delivery_ids)
                 report.emitted = len(events)
                 report.deliveries_to_receiver = len(events)
                 report.expected_failure_records = (
@@ -253,10 +259,10 @@ async def run_demo(duimps: int = 20, say: Callable[[str], None] = print) -> Demo
                     * simulator_settings.dispatcher.attempts
                 )
                 say(f"emitted {len(events)} events ({len(deliveries)} deliveries)")
-                states = await simulator.dispatcher.wait_for(deliveries, within=120)
+                states = await simulator.dispatcher.wait_for(deliveries, within=patience_seconds)
                 report.failed_deliveries = sum(1 for s in states if s.status != "delivered")
 
-                deadline = time.monotonic() + 120
+                deadline = time.monotonic() + patience_seconds
                 while True:
                     received, originals, handled, not_handled = await asyncio.to_thread(
                         _receiver_counts, store
@@ -265,7 +271,9 @@ async def run_demo(duimps: int = 20, say: Callable[[str], None] = print) -> Demo
                     if handled + not_handled >= report.deliveries_to_receiver:
                         break
                     if time.monotonic() > deadline:
-                        report.problems.append("handlers did not finish within 120 s")
+                        report.problems.append(
+                            f"handlers did not finish within {patience_seconds:.0f} s"
+                        )
                         break
                     await asyncio.sleep(0.5)
                 report.received, report.stored = received, originals
