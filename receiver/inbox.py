@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, delete, false, func, insert, or_, select, update
+from sqlalchemy import Select, and_, delete, false, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql.elements import ColumnElement
 
 from receiver.models import JobStatus, NoteStatus, utcnow
 from receiver.routing import Routing
@@ -196,11 +197,7 @@ def finish(
         _lock_notes(conn, {job.note_id})
         changed = conn.execute(
             update(JOBS)
-            .where(
-                JOBS.c.id == job.job_id,
-                JOBS.c.status == JobStatus.RUNNING,
-                JOBS.c.attempts == job.attempt,
-            )
+            .where(_still_ours(job))
             .values(
                 status=status,
                 lease_until=None,
@@ -214,6 +211,15 @@ def finish(
     return bool(changed)
 
 
+def _still_ours(job: ClaimedJob) -> ColumnElement[bool]:
+    """The job is still leased to us: the attempt number fences off a worker whose lease ran out."""
+    return and_(
+        JOBS.c.id == job.job_id,
+        JOBS.c.status == JobStatus.RUNNING,
+        JOBS.c.attempts == job.attempt,
+    )
+
+
 def release(store: Store, jobs: Iterable[ClaimedJob]) -> None:
     """Give back jobs we claimed but will not finish (graceful stop): the attempt is not counted."""
     now = utcnow()
@@ -221,11 +227,7 @@ def release(store: Store, jobs: Iterable[ClaimedJob]) -> None:
         for job in jobs:
             conn.execute(
                 update(JOBS)
-                .where(
-                    JOBS.c.id == job.job_id,
-                    JOBS.c.status == JobStatus.RUNNING,
-                    JOBS.c.attempts == job.attempt,
-                )
+                .where(_still_ours(job))
                 .values(
                     status=JobStatus.PENDING,
                     attempts=JOBS.c.attempts - 1,

@@ -43,16 +43,24 @@ def reset_postgres(url: str) -> None:
         store.engine.dispose()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """Each test using it runs on a real SQLite file and on the real PostgreSQL server."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'receiver.db'}"
+BOTH_STORES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+def fresh_database(kind: str, folder: Path) -> str:
+    """A real SQLite file in ``folder``, or the real PostgreSQL server emptied of our tables."""
+    if kind == "sqlite":
+        return f"sqlite:///{folder / 'receiver.db'}"
     url = postgres_url()
     if url is None:
         pytest.skip(PG_SKIP_REASON)
     reset_postgres(url)
     return url
+
+
+@pytest.fixture(params=BOTH_STORES)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each test using it runs on a real SQLite file and on the real PostgreSQL server."""
+    return fresh_database(request.param, tmp_path)
 
 
 def base_config(database_url: str, **overrides: Any) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import PG_SKIP_REASON, postgres_url, reset_postgres
+from tests.conftest import BOTH_STORES, fresh_database
 
 ROOT = Path(__file__).parents[2]
 TOKEN = "tok-acceptance-5c1e0f9b7a"
@@ -120,15 +120,9 @@ def wait_ready(base: str, process: subprocess.Popen[bytes], seconds: float = 30)
     raise AssertionError("receiver did not become ready")
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(params=BOTH_STORES)
 def deployment_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'receiver.db'}"
-    url = postgres_url()
-    if url is None:
-        pytest.skip(PG_SKIP_REASON)
-    reset_postgres(url)
-    return url
+    return fresh_database(request.param, tmp_path)
 
 
 @pytest.fixture

@@ -30,6 +30,24 @@ pytestmark = pytest.mark.anyio
 BODY = b'{"evento":"duimp.registro","dataHora":"2026-11-22T10:00:00-03:00","dados":{"numero":"24BR0000012345","versao":"1"}}'
 
 
+def webhook_scope(*extra_headers: tuple[bytes, bytes]) -> dict[str, Any]:
+    """The ASGI scope of an authorised POST to /webhooks/pucomex, for driving the app by hand."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/webhooks/pucomex",
+        "raw_path": b"/webhooks/pucomex",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"authorization", f"Bearer {PUCOMEX_TOKEN}".encode()), *extra_headers],
+        "client": ("203.0.113.7", 1234),
+        "server": ("receiver.test", 80),
+    }
+
+
 async def test_accepted_notification_is_stored_byte_for_byte(ingest: AppClient) -> None:
     async with ingest.client() as client:
         answer = await client.post(
@@ -236,29 +254,13 @@ async def test_oversized_body_refused_without_reading_the_rest(
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/webhooks/pucomex",
-        "raw_path": b"/webhooks/pucomex",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [
-            (b"authorization", f"Bearer {PUCOMEX_TOKEN}".encode()),
-            (b"content-length", b"10000000"),
-        ],
-        "client": ("203.0.113.7", 1234),
-        "server": ("receiver.test", 80),
-    }
+    scope = webhook_scope((b"content-length", b"10000000"))
     await app(scope, receive, send)
     assert sent[0]["status"] == 413
     assert chunks_read == 0
 
     # Chunked, no length: stops reading at the first chunk past the limit.
-    scope["headers"] = [(b"authorization", f"Bearer {PUCOMEX_TOKEN}".encode())]
+    scope = webhook_scope()
     sent.clear()
     await app(scope, receive, send)
     assert sent[0]["status"] == 413
@@ -344,20 +346,7 @@ async def test_slow_body_is_cut_off_with_408(make_settings: Any, store: Store) -
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/webhooks/pucomex",
-        "raw_path": b"/webhooks/pucomex",
-        "query_string": b"",
-        "root_path": "",
-        "client": ("203.0.113.7", 1234),
-        "server": ("receiver.test", 80),
-        "headers": [(b"authorization", f"Bearer {PUCOMEX_TOKEN}".encode())],
-    }
+    scope = webhook_scope()
     started = asyncio.get_running_loop().time()
     await app(scope, trickle, send)
     assert sent[0]["status"] == 408
