@@ -18,6 +18,7 @@ from receiver.routing import Routing
 from receiver.sources import dedup_key
 from receiver.store import Incoming, NoteFilter, Store
 from receiver.worker import Worker
+from tests.conftest import BOTH_STORES
 
 pytestmark = pytest.mark.anyio
 
@@ -327,10 +328,9 @@ async def test_metrics_follow_the_queue(store: Store, settings: Settings) -> Non
     assert oldest >= 0
 
 
-@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", [BOTH_STORES[1]], indirect=True)
 def test_concurrent_claimers_never_share_a_job(store: Store, settings: Settings) -> None:
-    if store.dialect != "postgresql":
-        pytest.skip("several claimers at once is the PostgreSQL deployment")
+    """Several claimers at once is the PostgreSQL deployment (SQLite runs one worker process)."""
     router = Router()
 
     @router.on("pucomex", "duimp.registro")
