@@ -32,19 +32,32 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._header_deadline: asyncio.TimerHandle | None = None
+        # When the awaited request's headers must be complete (loop time); None: not waiting.
+        self._header_due: float | None = None
+        # One timer per connection, not one per request: arming and disarming only move
+        # _header_due (every request does both; a timer handle made and cancelled costs several
+        # times more). When the timer fires it closes the connection if the deadline has passed,
+        # and otherwise sets itself again for the current deadline.
+        self._header_timer: asyncio.TimerHandle | None = None
 
     def _arm(self) -> None:
-        self._disarm()
-        self._header_deadline = self.loop.call_later(self.header_timeout, self._headers_too_slow)
+        due = self.loop.time() + self.header_timeout
+        self._header_due = due
+        if self._header_timer is None:
+            self._header_timer = self.loop.call_at(due, self._check_headers)
 
     def _disarm(self) -> None:
-        if self._header_deadline is not None:
-            self._header_deadline.cancel()
-            self._header_deadline = None
+        self._header_due = None
 
-    def _headers_too_slow(self) -> None:
-        self._header_deadline = None
+    def _check_headers(self) -> None:
+        self._header_timer = None
+        due = self._header_due
+        if due is None:
+            return
+        if self.loop.time() < due:
+            self._header_timer = self.loop.call_at(due, self._check_headers)
+            return
+        self._header_due = None
         if not self.transport.is_closing():
             self.transport.close()
 
@@ -65,4 +78,7 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
         super().connection_lost(exc)
