@@ -51,7 +51,7 @@ HERE = Path(__file__).resolve().parent
 BODY_BYTES = 1024
 SERVER_OPTIONS = (
     "http=httptools loop=uvloop proxy_headers=False access_log=False "
-    "timeout_keep_alive=5 limit_concurrency=2000"
+    "timeout_keep_alive=5 limit_concurrency=4096"
 )
 
 # --- (a) the bare ceiling ----------------------------------------------------------------------
@@ -113,7 +113,7 @@ def serve_bare(port: int, workers: int, raw: bool = False) -> None:
         proxy_headers=False,
         server_header=False,
         timeout_keep_alive=5,
-        limit_concurrency=2000,
+        limit_concurrency=4096,  # as receiver serve does by default
         log_config=None,
         access_log=False,
         lifespan="off",
