@@ -145,3 +145,10 @@ class HandlerResult(SQLModel, table=True):
     key: str = Field(primary_key=True, max_length=200)
     value: str = Field(sa_column=Column(Text, nullable=False))  # JSON
     updated_at: datetime = Field(sa_column=_utc_column())
+
+
+# The tables as SQLAlchemy Core sees them, for the statements of the store and the inbox.
+NOTES = StoredNotification.__table__  # type: ignore[attr-defined]
+JOBS = Job.__table__  # type: ignore[attr-defined]
+RESULTS = HandlerResult.__table__  # type: ignore[attr-defined]
+RECEIVER_TABLES = [NOTES, JOBS, RESULTS]
