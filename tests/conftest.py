@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Table, text
 
 from receiver.allowlist import Allowlist
 from receiver.app import create_app
 from receiver.config import Settings, settings_from_mapping
-from receiver.store import RECEIVER_TABLES, Store
+from receiver.store import RECEIVER_TABLES, Store, make_engine
 
 POSTGRES_ENV = "RECEIVER_TEST_POSTGRES_URL"
 PG_SKIP_REASON = (
@@ -33,14 +33,19 @@ def postgres_url() -> str | None:
     return os.environ.get(POSTGRES_ENV) or None
 
 
-def reset_postgres(url: str) -> None:
-    store = Store(url)
+def drop_tables(url: str, tables: Sequence[Table]) -> None:
+    """Empty a shared PostgreSQL database of these tables, dependants first."""
+    engine = make_engine(url)
     try:
-        with store.engine.begin() as conn:
-            for table in reversed(RECEIVER_TABLES):
+        with engine.begin() as conn:
+            for table in reversed(tables):
                 conn.execute(text(f"DROP TABLE IF EXISTS {table.name} CASCADE"))
     finally:
-        store.engine.dispose()
+        engine.dispose()
+
+
+def reset_postgres(url: str) -> None:
+    drop_tables(url, RECEIVER_TABLES)
 
 
 BOTH_STORES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]

@@ -15,13 +15,12 @@ from typing import Any, Generic, TypeVar
 import httpx
 import pytest
 import trustme
-from sqlalchemy import text
 from starlette.types import Receive, Scope, Send
 
 from receiver.config import Settings, settings_from_mapping
-from receiver.dispatcher import DispatchStore, RunningServer, serve_app
+from receiver.dispatcher import RunningServer, serve_app
 from receiver.dispatcher.tables import DISPATCH_TABLES
-from tests.conftest import PG_SKIP_REASON, postgres_url
+from tests.conftest import PG_SKIP_REASON, drop_tables, postgres_url
 
 TOKEN_A = "tok-client-a-7d41c9e0b2"
 TOKEN_B = "tok-client-b-19f3a6c5d8"
@@ -48,13 +47,7 @@ def sqlite_url(folder: Path, name: str = "dispatcher.db") -> str:
 
 
 def reset_postgres_dispatch(url: str) -> None:
-    store = DispatchStore(url)
-    try:
-        with store.engine.begin() as conn:
-            for table in reversed(DISPATCH_TABLES):
-                conn.execute(text(f"DROP TABLE IF EXISTS {table.name} CASCADE"))
-    finally:
-        store.close()
+    drop_tables(url, DISPATCH_TABLES)
 
 
 def postgres_or_skip() -> str:
