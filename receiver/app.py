@@ -338,10 +338,10 @@ def create_app(
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
-        if await asyncio.to_thread(store.ready):
+        if await asyncio.to_thread(store.ready, settings.retry_after_seconds):
             return JSONResponse({"status": "ready"})
         return JSONResponse(
-            {"status": "store unreachable"},
+            {"status": "store unreachable or failing to commit"},
             status_code=503,
             headers={"Retry-After": str(settings.retry_after_seconds)},
         )

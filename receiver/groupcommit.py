@@ -182,6 +182,9 @@ class GroupCommitter:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._inserts = BatchInsert(engine.dialect)
         self.batches = 0
+        # monotonic times of the last commit that succeeded and the last that failed (0: never)
+        self.last_success = 0.0
+        self.last_failure = 0.0
         self.rows = 0
         self._committed = threading.Event()
         self._closing = threading.Event()
@@ -199,6 +202,15 @@ class GroupCommitter:
         future: asyncio.Future[Receipt] = loop.create_future()
         self._queue.put((item, note_id, future, loop))
         return future
+
+    def failing(self, within: float) -> bool:
+        """The latest commit failed, less than ``within`` seconds ago.
+
+        Forgotten after ``within`` so that a load balancer that stopped sending traffic on our
+        503 sends some again: the next real commit is the probe, and sets it anew if it fails.
+        """
+        failed = self.last_failure > self.last_success
+        return failed and time.monotonic() - self.last_failure < within
 
     def close(self) -> None:
         self._queue.put(self._STOP)
@@ -297,6 +309,7 @@ class GroupCommitter:
                         receipts = commit_batch(conn, [(b[0], b[1]) for b in batch], self._inserts)
                     last_used = time.monotonic()
                     self._committed.set()
+                    self.last_success = time.monotonic()
                     outcome: list[Any] = receipts
                     self.batches += 1
                     self.rows += len(batch)
@@ -306,6 +319,7 @@ class GroupCommitter:
                         len(batch),
                         type(error).__name__,
                     )
+                    self.last_failure = time.monotonic()
                     outcome = [StoreUnavailable(f"store commit failed: {type(error).__name__}")] * (
                         len(batch)
                     )

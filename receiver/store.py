@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -94,8 +95,11 @@ def _make_sqlite_durable(engine: Engine) -> None:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def _give_up(future: asyncio.Future[Receipt], deadline: float) -> None:
+def _give_up(future: asyncio.Future[Receipt], deadline: float, committer: GroupCommitter) -> None:
     if not future.done():
+        # A commit stuck past the deadline (a lock held elsewhere, a stalled disk) is a failure
+        # too, for readiness, until a commit goes through.
+        committer.last_failure = time.monotonic()
         future.set_exception(StoreUnavailable(f"store did not commit within {deadline} s"))
 
 
@@ -171,7 +175,7 @@ class Store:
             return await future
         # One timer handle instead of asyncio.wait_for's waiter future and callbacks: this runs
         # for every request. A future that gave up is skipped by the writer (not stored).
-        timer = future.get_loop().call_later(deadline, _give_up, future, deadline)
+        timer = future.get_loop().call_later(deadline, _give_up, future, deadline, self._committer)
         try:
             return await future
         finally:
@@ -196,7 +200,14 @@ class Store:
     def reading(self) -> Connection:
         return self.engine.connect().execution_options(sqlite_readonly=True)
 
-    def ready(self) -> bool:
+    def ready(self, failure_memory: float = 5.0) -> bool:
+        """The store answers, and ingest's latest commit did not fail in the last seconds.
+
+        A reachable store can still refuse writes (a SQLite file locked by another process, a
+        full disk): the group commit's own outcome says so.
+        """
+        if self._committer is not None and self._committer.failing(failure_memory):
+            return False
         try:
             with self.reading() as conn:
                 conn.execute(select(1)).scalar()

@@ -203,6 +203,7 @@ def test_sqlite_locked_by_another_process(tmp_path: Path) -> None:
     port = free_port()
     holder: dict[str, sqlite3.Connection] = {}
     moments: dict[str, float] = {}
+    readiness: dict[str, int] = {}
     try:
         deployment.serve(port, "--no-worker")
 
@@ -213,6 +214,9 @@ def test_sqlite_locked_by_another_process(tmp_path: Path) -> None:
             moments["locked"] = time.monotonic()
 
         def unlock() -> None:
+            readiness["locked"] = httpx.get(
+                f"http://127.0.0.1:{port}/readyz", timeout=5
+            ).status_code
             moments["unlocked"] = time.monotonic()
             holder["connection"].execute("ROLLBACK")
             holder["connection"].close()
@@ -221,6 +225,7 @@ def test_sqlite_locked_by_another_process(tmp_path: Path) -> None:
         result = asyncio.run(
             stream(f"http://127.0.0.1:{port}/webhooks/pucomex", 5.0, {1.0: lock, 3.0: unlock})
         )
+        readiness["after"] = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code
     finally:
         deployment.stop_all()
     locked, unlocked = moments["locked"] - began, moments["unlocked"] - began
@@ -229,6 +234,7 @@ def test_sqlite_locked_by_another_process(tmp_path: Path) -> None:
     assert 503 in result.statuses_between(locked, unlocked + 0.6)
     recovery = result.first_200_after(unlocked)
     assert recovery is not None and recovery < 2.0
+    assert readiness == {"locked": 503, "after": 200}
     check_nothing_lost(deployment, result)
 
 
@@ -256,10 +262,12 @@ def test_disk_full(tmp_path: Path, small_filesystem: Path) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}/webhooks/pucomex"
     moments: dict[str, float] = {}
+    readiness: dict[str, int] = {}
     try:
         deployment.serve(port, "--no-worker")
 
         def free_space() -> None:
+            readiness["full"] = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code
             moments["freed"] = time.monotonic()
             filler.unlink()
 
@@ -275,4 +283,7 @@ def test_disk_full(tmp_path: Path, small_filesystem: Path) -> None:
     )
     assert result.first_200_after(freed) is not None, "no recovery after space was freed"
     assert statuses.count(200) == len(result.acked)
+    # (Readiness after recovery is shown by the lock test: here the stream soon fills the freed
+    # space again.)
+    assert readiness == {"full": 503}
     check_nothing_lost(deployment, result)

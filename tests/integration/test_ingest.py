@@ -280,11 +280,15 @@ async def test_store_that_cannot_commit_answers_503(ingest: AppClient) -> None:
         assert answer.status_code == 503
         assert answer.headers["retry-after"] == "5"
         assert ingest.store.count_notes() == 0
+        async with ingest.client() as client:
+            # The store still answers reads, but it is not ready: it cannot commit.
+            assert (await client.get("/readyz")).status_code == 503
     finally:
         event.remove(ingest.store.engine, "before_cursor_execute", refuse)
     async with ingest.client() as client:
         answer = await client.post("/webhooks/pucomex", content=BODY, headers=bearer())
-    assert answer.status_code == 200  # recovered by itself
+        assert answer.status_code == 200  # recovered by itself
+        assert (await client.get("/readyz")).status_code == 200
 
 
 async def test_slow_commit_answers_503_before_the_deadline(
