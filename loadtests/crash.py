@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import json
 import random
+import shutil
 import signal
 import sys
 import tempfile
@@ -191,6 +192,10 @@ def main() -> int:
         and len(acked) == len(bodies)
     )
     print("RESULT", "ok" if ok else "FAILED")
+    if ok:
+        shutil.rmtree(folder, ignore_errors=True)
+    else:
+        print(f"kept for inspection: {folder} (receiver.yaml, process logs, handlers.log)")
     return 0 if ok else 1
 
 
