@@ -184,6 +184,16 @@ def bury_abandoned(store: Store, max_attempts: int) -> int:
     return len(note_ids)
 
 
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one attempt ended, to be recorded."""
+
+    job: ClaimedJob
+    status: JobStatus
+    error: str | None = None
+    delay: float = 0.0  # seconds until the next attempt (failed jobs)
+
+
 def finish(
     store: Store,
     job: ClaimedJob,
@@ -192,23 +202,34 @@ def finish(
     delay: float = 0.0,
 ) -> bool:
     """Record an attempt's outcome; False if our lease was lost and another worker owns the job."""
+    [kept] = finish_many(store, [Outcome(job, status, error, delay)])
+    return kept
+
+
+def finish_many(store: Store, outcomes: Sequence[Outcome]) -> list[bool]:
+    """Record many attempts' outcomes in one transaction (one fsync for all of them).
+
+    For each: False if its lease was lost and another worker owns the job now.
+    """
     now = utcnow()
+    kept: list[bool] = []
     with store.engine.begin() as conn:
-        _lock_notes(conn, {job.note_id})
-        changed = conn.execute(
-            update(JOBS)
-            .where(_still_ours(job))
-            .values(
-                status=status,
-                lease_until=None,
-                last_error=error,
-                next_attempt_at=now + timedelta(seconds=delay),
-                updated_at=now,
-            )
-        ).rowcount
-        if changed:
-            _refresh(conn, {job.note_id})
-    return bool(changed)
+        _lock_notes(conn, {outcome.job.note_id for outcome in outcomes})
+        for outcome in outcomes:
+            changed = conn.execute(
+                update(JOBS)
+                .where(_still_ours(outcome.job))
+                .values(
+                    status=outcome.status,
+                    lease_until=None,
+                    last_error=outcome.error,
+                    next_attempt_at=now + timedelta(seconds=outcome.delay),
+                    updated_at=now,
+                )
+            ).rowcount
+            kept.append(bool(changed))
+        _refresh(conn, {o.job.note_id for o, ok in zip(outcomes, kept, strict=True) if ok})
+    return kept
 
 
 def _still_ours(job: ClaimedJob) -> ColumnElement[bool]:

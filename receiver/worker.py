@@ -44,6 +44,44 @@ class StoreResults:
         return await asyncio.to_thread(inbox.load_result, self._store, kind, key)
 
 
+class OutcomeWriter:
+    """Records finished attempts in batches: one transaction (one fsync) for every outcome that
+    arrived while the previous batch was being written, as ingest's group commit does."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._waiting: list[tuple[inbox.Outcome, asyncio.Future[bool]]] = []
+        self._writing: asyncio.Task[None] | None = None
+
+    async def record(self, outcome: inbox.Outcome) -> bool:
+        """True once recorded; False if the job's lease was lost to another worker."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._waiting.append((outcome, future))
+        if self._writing is None or self._writing.done():
+            self._writing = asyncio.create_task(self._write(), name="outcome-writer")
+        return await future
+
+    async def flush(self) -> None:
+        if self._writing is not None:
+            await asyncio.gather(self._writing, return_exceptions=True)
+
+    async def _write(self) -> None:
+        while self._waiting:
+            batch, self._waiting = self._waiting, []
+            try:
+                kept = await asyncio.to_thread(
+                    inbox.finish_many, self._store, [outcome for outcome, _ in batch]
+                )
+            except Exception as error:  # the store is down: those attempts will run again
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+            else:
+                for (_, future), ok in zip(batch, kept, strict=True):
+                    if not future.done():
+                        future.set_result(ok)
+
+
 class Worker:
     def __init__(
         self,
@@ -60,6 +98,7 @@ class Worker:
         self._portal = portal
         self._data_dir = data_dir if data_dir is not None else settings.store_dir
         self._results = StoreResults(store)
+        self._outcomes = OutcomeWriter(store)
         self._running: dict[asyncio.Task[None], ClaimedJob] = {}
         self._wake = asyncio.Event()
         self.name = f"{socket.gethostname()}:{os.getpid()}"
@@ -115,6 +154,7 @@ class Worker:
 
     async def _drain(self, grace_seconds: float | None) -> None:
         if not self._running:
+            await self._outcomes.flush()
             return
         grace = self._settings.handler_timeout_seconds if grace_seconds is None else grace_seconds
         log.info("worker stopping: waiting up to %.0f s for %d handlers", grace, len(self._running))
@@ -124,8 +164,10 @@ class Worker:
             for task in unfinished:
                 task.cancel()
             await asyncio.gather(*unfinished, return_exceptions=True)
+            await self._outcomes.flush()
             await asyncio.to_thread(inbox.release, self._store, jobs)
             log.info("worker released %d unfinished jobs", len(jobs))
+        await self._outcomes.flush()
 
     async def _run_job(self, job: ClaimedJob) -> None:
         route = self._routing.route(job.handler)
@@ -225,9 +267,7 @@ class Worker:
         self, job: ClaimedJob, status: JobStatus, error: str | None, delay: float = 0.0
     ) -> None:
         # Shielded: a stop request must not lose the record of a handler that already ran.
-        kept = await asyncio.shield(
-            asyncio.to_thread(inbox.finish, self._store, job, status, error, delay)
-        )
+        kept = await asyncio.shield(self._outcomes.record(inbox.Outcome(job, status, error, delay)))
         if not kept:
             log.warning("job %d: lease lost before it finished; another worker owns it", job.job_id)
 

@@ -17,7 +17,7 @@ from receiver.models import JobStatus
 from receiver.routing import Routing
 from receiver.sources import dedup_key
 from receiver.store import Incoming, NoteFilter, Store
-from receiver.worker import Worker
+from receiver.worker import OutcomeWriter, Worker
 from tests.conftest import BOTH_STORES
 
 pytestmark = pytest.mark.anyio
@@ -374,3 +374,37 @@ async def test_many_handlers_finishing_together_leave_the_notification_done(
     async with working(store, settings, router):
         await until(lambda: all(statuses(store)[r.id] == "done" for r in receipts))
     assert all(len(store.jobs_of(r.id)) == 10 for r in receipts)
+
+
+async def test_outcomes_are_written_together_and_fenced_one_by_one(
+    store: Store, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    router = Router()
+
+    @router.on_any("pucomex")
+    async def handler(note: Notification, ctx: Context) -> None:
+        return None
+
+    routing = Routing([router], settings.sources)
+    store.append_now([incoming(duimp(str(n))) for n in range(20)])
+    jobs.plan(store, routing)
+    claimed = jobs.claim(store, 20, lease_seconds=0.05)
+    await asyncio.sleep(0.1)
+    [stolen] = jobs.claim(store, 1, lease_seconds=30)  # one lease ran out and was taken again
+    writer = OutcomeWriter(store)
+    transactions = 0
+    finish_many = jobs.finish_many
+
+    def counting(*args: object) -> list[bool]:
+        nonlocal transactions
+        transactions += 1
+        return finish_many(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(jobs, "finish_many", counting)
+    kept = await asyncio.gather(
+        *(writer.record(jobs.Outcome(job, JobStatus.DONE)) for job in claimed)
+    )
+    assert transactions <= 2  # the first outcome's own write, then everyone who queued behind it
+    assert kept == [job.job_id != stolen.job_id for job in claimed]
+    done = [row for row in store.notes(NoteFilter()) if row["status"] == "done"]
+    assert len(done) == 19
