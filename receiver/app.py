@@ -312,15 +312,7 @@ def create_app(
     background: Sequence[BackgroundService] = (),
 ) -> Starlette:
     """The ingest app. ``background`` services (such as the in-process worker) run in its lifespan."""
-    store = (
-        store
-        if store is not None
-        else Store(
-            settings.database_url,
-            max_batch=settings.group_commit.max_batch,
-            max_wait_ms=settings.group_commit.max_wait_ms,
-        )
-    )
+    store = store if store is not None else Store.from_settings(settings)
     allowlist = allowlist if allowlist is not None else Allowlist.load(settings.allowlist)
     ingest = IngestEndpoint(settings, allowlist, store)
 

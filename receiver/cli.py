@@ -27,7 +27,7 @@ def _settings(config_path: Path | None) -> Settings:
 
 
 def _open_store(settings: Settings) -> Store:
-    store = Store(settings.database_url)
+    store = Store.from_settings(settings)
     store.create_schema()
     return store
 
@@ -43,9 +43,9 @@ SERVE_NO_WORKER_ENV = "RECEIVER_SERVE_NO_WORKER"
 
 def _ingest_app(settings: Settings, no_worker: bool) -> Any:
     from receiver.app import create_app
-    from receiver.services import open_store, serve_services
+    from receiver.services import serve_services
 
-    store = open_store(settings)
+    store = Store.from_settings(settings)
     services = serve_services(settings, store, worker=not no_worker)
     return create_app(settings, store=store, background=services)
 
@@ -105,7 +105,7 @@ def serve(config_path: Path | None, host: str, port: int, no_worker: bool, worke
         uvicorn.Server(uvicorn.Config(_ingest_app(settings, no_worker), **options)).run()
         return
 
-    from receiver.services import build_routing, open_store
+    from receiver.services import build_routing
 
     if not no_worker:
         if settings.database_url.startswith("sqlite"):
@@ -115,7 +115,7 @@ def serve(config_path: Path | None, host: str, port: int, no_worker: bool, worke
             )
         build_routing(settings)  # a bad handler module fails here, once, not in every process
     # The processes start together: create the tables once here, not racing each other.
-    store = open_store(settings)
+    store = Store.from_settings(settings)
     try:
         store.create_schema()
     finally:
@@ -230,11 +230,11 @@ def worker(config_path: Path | None) -> None:
     """Run handler workers only (several may share a PostgreSQL store)."""
     import asyncio
 
-    from receiver.services import build_routing, open_store, run_worker
+    from receiver.services import build_routing, run_worker
 
     settings = _settings(config_path)
     routing = build_routing(settings)
-    store = open_store(settings)
+    store = Store.from_settings(settings)
     try:
         asyncio.run(run_worker(settings, store, routing))
     finally:

@@ -36,7 +36,7 @@ from receiver.dispatcher.duimps import duimp_number, latest_version
 from receiver.dispatcher.tls import server_ssl_context
 from receiver.inbox import load_result
 from receiver.portal.client import PortalClient
-from receiver.services import build_routing, open_store, worker_service
+from receiver.services import build_routing, worker_service
 from receiver.sources import dedup_key
 from receiver.store import NoteFilter, Store
 
@@ -218,7 +218,7 @@ async def run_demo(
         async with run_dispatcher(simulator_settings) as simulator:
             say(f"Portal simulator on {simulator.url} (subscription API, Portal API, mutual TLS)")
             settings = demo_receiver_settings(folder, certs, simulator.url)
-            store = open_store(settings)
+            store = Store.from_settings(settings)
             app = create_app(
                 settings,
                 store=store,

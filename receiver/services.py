@@ -22,14 +22,6 @@ from receiver.worker import Worker, running_worker
 log = logging.getLogger("receiver.services")
 
 
-def open_store(settings: Settings) -> Store:
-    return Store(
-        settings.database_url,
-        max_batch=settings.group_commit.max_batch,
-        max_wait_ms=settings.group_commit.max_wait_ms,
-    )
-
-
 def build_routing(settings: Settings) -> Routing:
     """Import the configured handler modules and check them; errors name the module or handler."""
     routers = load_routers(settings.handlers)

@@ -19,6 +19,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import SQLModel
 
+from receiver.config import Settings
 from receiver.errors import ConfigError, StoreUnavailable
 from receiver.groupcommit import GroupCommitter, commit_batch
 from receiver.groupcommit import Incoming as Incoming
@@ -124,6 +125,15 @@ class Store:
         self._committer: GroupCommitter | None = None
         self._max_batch = max_batch
         self._max_wait_ms = max_wait_ms
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Store:
+        """The store ``receiver.yaml`` describes, group commit tuned as configured."""
+        return cls(
+            settings.database_url,
+            max_batch=settings.group_commit.max_batch,
+            max_wait_ms=settings.group_commit.max_wait_ms,
+        )
 
     def create_schema(self) -> None:
         try:

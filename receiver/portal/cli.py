@@ -163,7 +163,7 @@ def recover_command(config_path: Path | None, day: str | None) -> None:
     """Store the notifications the Portal failed to deliver on a day, that we never stored."""
     data = format_date(day)
     settings = _settings(config_path)
-    store = Store(settings.database_url)
+    store = Store.from_settings(settings)
     try:
         store.create_schema()
         client = _client(settings)

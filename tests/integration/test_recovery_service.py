@@ -11,8 +11,8 @@ from receiver.config import DispatcherSettings, Settings
 from receiver.demo import demo_receiver_settings, write_demo_certificates
 from receiver.dispatcher import run_dispatcher
 from receiver.portal.client import PortalClient
-from receiver.services import open_store, recovery_service
-from receiver.store import NoteFilter
+from receiver.services import recovery_service
+from receiver.store import NoteFilter, Store
 from tests.acceptance.conftest import free_port
 
 pytestmark = pytest.mark.anyio
@@ -36,7 +36,7 @@ async def test_failed_deliveries_are_recovered_by_serve(tmp_path: Path) -> None:
         settings = base.model_copy(
             update={"portal": base.portal.model_copy(update={"recover_every_seconds": 0.2})}
         )
-        assert recovery_service(base, open_store(base)) is None  # off unless configured
+        assert recovery_service(base, Store.from_settings(base)) is None  # off unless configured
         async with PortalClient(base.portal) as portal:
             # The receiver was down: nothing listens where the Portal delivers.
             down = f"https://127.0.0.1:{free_port()}/webhooks/pucomex/duimp.registro"
@@ -47,7 +47,7 @@ async def test_failed_deliveries_are_recovered_by_serve(tmp_path: Path) -> None:
         [state] = await portal_side.dispatcher.wait_for(emitted.delivery_ids, within=30)
         assert state.status == "failed" and state.attempts == 3
 
-        store = open_store(settings)
+        store = Store.from_settings(settings)
         store.create_schema()
         service = recovery_service(settings, store)
         assert service is not None
