@@ -194,18 +194,6 @@ class Outcome:
     delay: float = 0.0  # seconds until the next attempt (failed jobs)
 
 
-def finish(
-    store: Store,
-    job: ClaimedJob,
-    status: JobStatus,
-    error: str | None = None,
-    delay: float = 0.0,
-) -> bool:
-    """Record an attempt's outcome; False if our lease was lost and another worker owns the job."""
-    [kept] = finish_many(store, [Outcome(job, status, error, delay)])
-    return kept
-
-
 def finish_many(store: Store, outcomes: Sequence[Outcome]) -> list[bool]:
     """Record many attempts' outcomes in one transaction (one fsync for all of them).
 

@@ -291,8 +291,10 @@ async def test_expired_lease_is_claimed_again_and_the_old_owner_is_fenced(
     await asyncio.sleep(0.1)
     [second] = jobs.claim(store, 10, lease_seconds=30)
     assert (first.job_id, first.attempt, second.attempt) == (second.job_id, 1, 2)
-    assert jobs.finish(store, first, JobStatus.DONE) is False  # lost its lease
-    assert jobs.finish(store, second, JobStatus.DONE) is True
+    assert jobs.finish_many(store, [jobs.Outcome(first, JobStatus.DONE)]) == [
+        False
+    ]  # lost its lease
+    assert jobs.finish_many(store, [jobs.Outcome(second, JobStatus.DONE)]) == [True]
     assert statuses(store)[note_id] == "done"
 
 
@@ -312,7 +314,7 @@ async def test_replay_by_id_of_a_receipt_replays_the_original(
     routing, note_id = planned_job(store, settings)
     [receipt] = store.append_now([incoming(duimp("1"))])
     [job] = jobs.claim(store, 10, lease_seconds=30)
-    jobs.finish(store, job, JobStatus.DONE)
+    jobs.finish_many(store, [jobs.Outcome(job, JobStatus.DONE)])
     assert jobs.replay_notes(store, [receipt.id]) == [note_id]
     assert statuses(store)[note_id] == "pending"
     assert jobs.plan(store, routing) == 1
