@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import random
 import shutil
 import signal
@@ -30,17 +29,8 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.acceptance.conftest import TOKEN, Deployment, free_port, wait_ready  # noqa: E402
+from tests.acceptance.conftest import TOKEN, Deployment, duimp_body, free_port, wait_ready  # noqa: E402
 from tests.conftest import reset_postgres  # noqa: E402
-
-
-def body(n: int) -> bytes:
-    payload = {
-        "evento": "duimp.registro",
-        "dataHora": "2026-11-22T10:00:00-03:00",
-        "dados": {"numero": f"26BR{n:010d}", "versao": "1", "pad": "x" * 800},
-    }
-    return json.dumps(payload).encode()
 
 
 async def send_until_acknowledged(
@@ -99,7 +89,7 @@ def main() -> int:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     server = deployment.serve(port)
-    bodies = [body(n) for n in range(args.total)]
+    bodies = [duimp_body(n) for n in range(args.total)]
     acked: dict[bytes, str] = {}  # each body's first acknowledgement
     every_ack: set[str] = set()  # every id answered 200, repeats included
     kills = 0

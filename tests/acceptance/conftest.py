@@ -130,3 +130,13 @@ def deployment(tmp_path: Path, deployment_url: str) -> Iterator[Deployment]:
     deployment = Deployment(tmp_path, deployment_url)
     yield deployment
     deployment.stop_all()
+
+
+def duimp_body(n: int, event: str = "duimp.registro") -> bytes:
+    """A ~1 KiB PUCOMEX notification, unique per ``n``."""
+    payload = {
+        "evento": event,
+        "dataHora": "2026-11-22T10:00:00-03:00",
+        "dados": {"numero": f"26BR{n:010d}", "versao": "1", "observacao": "x" * 700},
+    }
+    return json.dumps(payload).encode()

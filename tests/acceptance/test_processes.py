@@ -17,21 +17,12 @@ import pytest
 
 from receiver.sources import dedup_key
 from receiver.store import Incoming, NoteFilter, Store
-from tests.acceptance.conftest import TOKEN, Deployment, free_port
+from tests.acceptance.conftest import TOKEN, Deployment, duimp_body, free_port
 from tests.conftest import PG_SKIP_REASON, postgres_url, reset_postgres
 
 pytestmark = pytest.mark.acceptance
 
 HEADERS = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
-
-
-def duimp_body(n: int, event: str = "duimp.registro") -> bytes:
-    payload = {
-        "evento": event,
-        "dataHora": "2026-11-22T10:00:00-03:00",
-        "dados": {"numero": f"26BR{n:010d}", "versao": "1", "observacao": "x" * 700},
-    }
-    return json.dumps(payload).encode()
 
 
 async def send_all(
