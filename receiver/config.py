@@ -79,6 +79,9 @@ class GroupCommitSettings(_Frozen):
     max_batch: int = Field(default=512, ge=1, le=100_000)
     # Extra wait for company once a commit is due; 0 means commit as soon as the disk is free.
     max_wait_ms: float = Field(default=0.0, ge=0, le=1000)
+    # process: commit in a process of its own, so the event loop keeps the GIL to itself (the
+    # fast choice); thread: in a thread of the serving process.
+    writer: Literal["process", "thread"] = "process"
 
 
 class PortalSettings(_Frozen):

@@ -15,8 +15,7 @@ import queue
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from itertools import chain
 from typing import Any, NamedTuple
@@ -25,7 +24,9 @@ from sqlalchemy import Engine, select
 from sqlalchemy.engine import Connection, Dialect
 
 from receiver.errors import StoreUnavailable
+from receiver.ids import new_id
 from receiver.models import NOTES, NoteStatus, utcnow
+from receiver.sources import dedup_key
 
 log = logging.getLogger("receiver.store")
 
@@ -42,14 +43,19 @@ class Incoming(NamedTuple):
     source: str
     event: str | None
     client_ip: str
-    headers: dict[str, str]
+    # As received (name and value bytes, credentials already removed), or already decoded.
+    # Ingest hands the raw pairs over: decoding them is the writer's work, not the event loop's.
+    headers: Sequence[tuple[bytes, bytes]] | Mapping[str, str]
     body: bytes
-    dedup_key: str  # sources.dedup_key: 64 hex digits, stored as the 32 bytes they spell
+    # sources.dedup_key (64 hex digits, stored as the 32 bytes they spell); None: the writer
+    # computes it, off the event loop.
+    dedup_key: str | None = None
     recovered: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Receipt:
+class Receipt(NamedTuple):
+    """Where a notification was stored; a named tuple for the same reason as ``Incoming``."""
+
     id: str
     duplicate_of: str | None
 
@@ -127,7 +133,7 @@ class BatchInsert:
         return self._received_at(when)
 
     def row(
-        self, item: Incoming, note_id: str, duplicate_of: str | None, now: Any
+        self, item: Incoming, key: str, note_id: str, duplicate_of: str | None, now: Any
     ) -> tuple[Any, ...]:
         """The column values of one notification, in COLUMNS order, ready for the driver."""
         return (
@@ -136,9 +142,9 @@ class BatchInsert:
             item.event,
             now,
             item.client_ip,
-            _headers_json(item.headers),
+            headers_json(item.headers),
             self._body(item.body) if self._body else item.body,
-            self._digest(item.dedup_key),
+            self._digest(key),
             duplicate_of,
             _DUPLICATE if duplicate_of else _PENDING,
             # A receipt has nothing to route: handlers run for the original only.
@@ -161,47 +167,31 @@ class BatchInsert:
         return inserted
 
 
-# json.dumps(value, ensure_ascii=False), minus building a JSONEncoder on every call: it runs for
-# every row in the writer thread, which holds the GIL the event loop needs meanwhile.
-_headers_json = json.JSONEncoder(ensure_ascii=False).encode
+# json.dumps(value, ensure_ascii=False), minus building a JSONEncoder on every call.
+_encode_json = json.JSONEncoder(ensure_ascii=False).encode
+
+
+def headers_json(headers: Sequence[tuple[bytes, bytes]] | Mapping[str, str]) -> str:
+    """The stored form of a notification's headers: a JSON object (a repeated name: the last)."""
+    if isinstance(headers, Mapping):
+        return _encode_json(headers)
+    return _encode_json(
+        {name.decode("latin-1"): value.decode("latin-1") for name, value in headers}
+    )
+
+
 _PENDING = str(NoteStatus.PENDING.value)
 _DUPLICATE = str(NoteStatus.DUPLICATE.value)
 
 
-class GroupCommitter:
-    """One writer thread; everything queued while it commits goes into its next transaction."""
+class CommitHealth:
+    """When ingest's commits last succeeded and failed, for readiness."""
 
-    _STOP = object()
-    IDLE_SECONDS = 1.0  # hold the connection across batches while busy; re-check it after this
-    CHECKPOINT_SECONDS = 0.1  # SQLite: background WAL checkpoints at most this often
-
-    def __init__(self, engine: Engine, max_batch: int = 512, max_wait_ms: float = 0.0) -> None:
-        self._engine = engine
-        self._max_batch = max_batch
-        self._max_wait = max_wait_ms / 1000
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._inserts = BatchInsert(engine.dialect)
-        self.batches = 0
+    def __init__(self) -> None:
         # monotonic times of the last commit that succeeded and the last that failed (0: never)
         self.last_success = 0.0
         self.last_failure = 0.0
-        self.rows = 0
-        self._committed = threading.Event()
-        self._closing = threading.Event()
-        self._checkpointer: threading.Thread | None = None
-        if engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
-            self._checkpointer = threading.Thread(
-                target=self._checkpoint_run, name="wal-checkpoint", daemon=True
-            )
-            self._checkpointer.start()
-        self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
-        self._thread.start()
-
-    def submit(self, item: Incoming, note_id: str) -> asyncio.Future[Receipt]:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Receipt] = loop.create_future()
-        self._queue.put((item, note_id, future, loop))
-        return future
+        self.started = True  # able to take notifications (a writer process says when it is)
 
     def failing(self, within: float) -> bool:
         """The latest commit failed, less than ``within`` seconds ago.
@@ -212,13 +202,85 @@ class GroupCommitter:
         failed = self.last_failure > self.last_success
         return failed and time.monotonic() - self.last_failure < within
 
+
+class BatchWriter:
+    """Commits batches on one held connection; SQLite's WAL is checkpointed beside it.
+
+    Used by one thread at a time: the group-commit thread, or the writer process's main thread.
+    """
+
+    IDLE_SECONDS = 1.0  # hold the connection across batches while busy; re-check it after this
+    CHECKPOINT_SECONDS = 0.1  # SQLite: background WAL checkpoints at most this often
+    AUTOCHECKPOINT_PAGES = 10_000  # SQLite: the writer's own checkpoints, a safety net only
+    CACHE_KIB = 32 * 1024  # SQLite: the writer connection's page cache
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._inserts = BatchInsert(engine.dialect)
+        self._conn: Connection | None = None
+        self._last_used = 0.0
+        self._committed = threading.Event()
+        self._closing = threading.Event()
+        self._checkpointer: threading.Thread | None = None
+        if engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
+            self._checkpointer = threading.Thread(
+                target=self._checkpoint_run, name="wal-checkpoint", daemon=True
+            )
+            self._checkpointer.start()
+
+    def commit(self, batch: Sequence[tuple[Incoming, str]]) -> list[Receipt] | StoreUnavailable:
+        """Store ``batch`` in one transaction: a receipt per notification, or why none was stored."""
+        # The connection is kept while busy (no pool round trip per batch) and given back when
+        # idle, so that the next checkout pings it (pool_pre_ping) before use.
+        try:
+            if self._conn is not None and time.monotonic() - self._last_used > self.IDLE_SECONDS:
+                self._conn.close()
+                self._conn = None
+            if self._conn is None:
+                self._conn = self._connect()
+            with self._conn.begin():
+                receipts = commit_batch(self._conn, batch, self._inserts)
+            self._last_used = time.monotonic()
+            self._committed.set()
+            return receipts
+        except Exception as error:  # any failure: nobody in this batch is acknowledged
+            log.error(
+                "store commit failed for %d notifications: %s", len(batch), type(error).__name__
+            )
+            if self._conn is not None:
+                # It may be broken: the next batch starts on a fresh connection.
+                with contextlib.suppress(Exception):
+                    self._conn.invalidate()
+                    self._conn.close()
+                self._conn = None
+            return StoreUnavailable(f"store commit failed: {type(error).__name__}")
+
     def close(self) -> None:
-        self._queue.put(self._STOP)
-        self._thread.join(timeout=30)
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+            self._conn = None
         self._closing.set()
         self._committed.set()  # wakes the checkpointer, which then sees it is closing
         if self._checkpointer is not None:
             self._checkpointer.join(timeout=30)
+
+    def _connect(self) -> Connection:
+        conn = self._engine.connect()
+        if self._engine.dialect.name == "sqlite":
+            # A multi-row INSERT keeps a statement journal (to undo itself half-way); past 64 KiB
+            # SQLite spills it to a temporary file, created and deleted on every commit. In
+            # memory it costs nothing. Crash safety is the WAL's job, not this journal's.
+            driver: Any = conn.connection.driver_connection
+            driver.execute("PRAGMA temp_store=MEMORY")
+            # Every insert reaches a random leaf of the dedup index; SQLite's default 2 MiB page
+            # cache makes most of those a read from the file once the table has grown.
+            driver.execute(f"PRAGMA cache_size=-{self.CACHE_KIB}")
+            # The checkpointer thread keeps the WAL short; the commit path checkpoints only if
+            # it falls far behind (SQLite's default would, every 1,000 pages, inside a COMMIT
+            # that a whole batch of requests waits for).
+            driver.execute(f"PRAGMA wal_autocheckpoint={self.AUTOCHECKPOINT_PAGES}")
+        return conn
 
     def _checkpoint_run(self) -> None:
         """SQLite: copy committed WAL frames into the database file beside the writer.
@@ -253,6 +315,37 @@ class GroupCommitter:
                 with contextlib.suppress(Exception):
                     raw.close()
 
+
+class GroupCommitter(CommitHealth):
+    """One writer thread; everything queued while it commits goes into its next transaction.
+
+    The writer for in-process use (tests that inject faults into the engine, ``:memory:``
+    databases); ``receiver serve`` commits in a writer process (``receiver.writerprocess``).
+    """
+
+    _STOP = object()
+
+    def __init__(self, engine: Engine, max_batch: int = 512, max_wait_ms: float = 0.0) -> None:
+        super().__init__()
+        self._engine = engine
+        self._max_batch = max_batch
+        self._max_wait = max_wait_ms / 1000
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
+        self._thread.start()
+
+    def submit(self, item: Incoming, expires_at: float = 0.0) -> asyncio.Future[Receipt]:
+        """Queue ``item`` for the next commit; ``expires_at`` is unused: the writer thread sees
+        directly whether the request has given up (its future is done)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Receipt] = loop.create_future()
+        self._queue.put((item, future, loop))
+        return future
+
+    def close(self) -> None:
+        self._queue.put(self._STOP)
+        self._thread.join(timeout=30)
+
     def _collect(self, first: Any) -> tuple[list[Any], bool]:
         batch, stopping = [first], False
         get = self._queue.get_nowait
@@ -271,20 +364,8 @@ class GroupCommitter:
             batch.append(item)
         return batch, stopping
 
-    def _connect(self) -> Connection:
-        conn = self._engine.connect()
-        if self._engine.dialect.name == "sqlite":
-            # A multi-row INSERT keeps a statement journal (to undo itself half-way); past 64 KiB
-            # SQLite spills it to a temporary file, created and deleted on every commit. In
-            # memory it costs nothing. Crash safety is the WAL's job, not this journal's.
-            conn.connection.driver_connection.execute("PRAGMA temp_store=MEMORY")  # type: ignore[union-attr]
-        return conn
-
     def _run(self) -> None:
-        # The writer keeps one connection while it is busy (no pool round trip per batch) and
-        # gives it back when idle, so that the next checkout pings it (pool_pre_ping) before use.
-        conn: Connection | None = None
-        last_used = 0.0
+        writer = BatchWriter(self._engine)
         try:
             while True:
                 first = self._queue.get()
@@ -294,44 +375,22 @@ class GroupCommitter:
                 # A request that already gave up (ack timeout, answered 503) is not stored behind
                 # its back: the sender will retry it. Racy by nature; a late give-up is a stored
                 # receipt.
-                batch = [entry for entry in batch if not entry[2].done()]
+                batch = [entry for entry in batch if not entry[1].done()]
                 if not batch:
                     if stopping:
                         return
                     continue
-                try:
-                    if conn is not None and time.monotonic() - last_used > self.IDLE_SECONDS:
-                        conn.close()
-                        conn = None
-                    if conn is None:
-                        conn = self._connect()
-                    with conn.begin():
-                        receipts = commit_batch(conn, [(b[0], b[1]) for b in batch], self._inserts)
-                    last_used = time.monotonic()
-                    self._committed.set()
-                    self.last_success = time.monotonic()
-                    outcome: list[Any] = receipts
-                    self.batches += 1
-                    self.rows += len(batch)
-                except Exception as error:  # any failure: nobody in this batch is acknowledged
-                    log.error(
-                        "store commit failed for %d notifications: %s",
-                        len(batch),
-                        type(error).__name__,
-                    )
+                result = writer.commit([(entry[0], new_id()) for entry in batch])
+                outcome: list[Any]
+                if isinstance(result, StoreUnavailable):
                     self.last_failure = time.monotonic()
-                    outcome = [StoreUnavailable(f"store commit failed: {type(error).__name__}")] * (
-                        len(batch)
-                    )
-                    if conn is not None:
-                        # It may be broken: the next batch starts on a fresh connection.
-                        with contextlib.suppress(Exception):
-                            conn.invalidate()
-                            conn.close()
-                        conn = None
+                    outcome = [result] * len(batch)
+                else:
+                    self.last_success = time.monotonic()
+                    outcome = result
                 by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, Any]]] = defaultdict(list)
-                for (_, _, future, loop), result in zip(batch, outcome, strict=True):
-                    by_loop[loop].append((future, result))
+                for (_, future, loop), receipt in zip(batch, outcome, strict=True):
+                    by_loop[loop].append((future, receipt))
                 for loop, pairs in by_loop.items():
                     # RuntimeError: that loop has closed, so nobody is waiting any more.
                     with contextlib.suppress(RuntimeError):
@@ -339,9 +398,7 @@ class GroupCommitter:
                 if stopping:
                     return
         finally:
-            if conn is not None:
-                with contextlib.suppress(Exception):
-                    conn.close()
+            writer.close()
 
 
 def _settle(pairs: list[tuple[asyncio.Future[Receipt], Any]]) -> None:
@@ -366,18 +423,19 @@ def commit_batch(
     if inserts is None:
         inserts = BatchInsert(conn.dialect)
     now = inserts.timestamp(utcnow())
+    keys = [item.dedup_key or dedup_key(item.source, item.body) for item, _ in batch]
     originals: dict[str, str] = {}
     fresh: list[tuple[Any, ...]] = []
-    for item, note_id in batch:
-        if item.dedup_key not in originals:
-            originals[item.dedup_key] = note_id
-            fresh.append(inserts.row(item, note_id, None, now))
+    for (item, note_id), key in zip(batch, keys, strict=True):
+        if key not in originals:
+            originals[key] = note_id
+            fresh.append(inserts.row(item, key, note_id, None, now))
     if inserts.insert(conn, fresh) != len(fresh):
         # Some keys were stored before (a retried delivery), or by another process just now
         # (PostgreSQL, several workers): the stored original wins, ours becomes a receipt.
-        keys = list(originals)
-        for start in range(0, len(keys), 500):
-            chunk = keys[start : start + 500]
+        distinct = list(originals)
+        for start in range(0, len(distinct), 500):
+            chunk = distinct[start : start + 500]
             originals.update(
                 conn.execute(
                     select(NOTES.c.dedup_key, NOTES.c.id).where(
@@ -387,12 +445,12 @@ def commit_batch(
             )
     receipts: list[Receipt] = []
     repeats: list[tuple[Any, ...]] = []
-    for item, note_id in batch:
-        original = originals[item.dedup_key]
+    for (item, note_id), key in zip(batch, keys, strict=True):
+        original = originals[key]
         if original == note_id:
             receipts.append(Receipt(note_id, None))
         else:
-            repeats.append(inserts.row(item, note_id, original, now))
+            repeats.append(inserts.row(item, key, note_id, original, now))
             receipts.append(Receipt(note_id, original))
     if repeats:
         inserts.insert(conn, repeats)

@@ -9,10 +9,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import ColumnElement, Engine, and_, create_engine, event, func, select
 from sqlalchemy.engine import Connection
@@ -20,8 +20,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import SQLModel
 
 from receiver.config import Settings
+from receiver.deadlines import Deadlines
 from receiver.errors import ConfigError, StoreUnavailable
-from receiver.groupcommit import GroupCommitter, commit_batch
+from receiver.groupcommit import CommitHealth, GroupCommitter, commit_batch
 from receiver.groupcommit import Incoming as Incoming
 from receiver.groupcommit import Receipt as Receipt
 from receiver.ids import id_floor, new_id
@@ -29,6 +30,7 @@ from receiver.models import JOBS as JOBS
 from receiver.models import NOTES as NOTES
 from receiver.models import RECEIVER_TABLES as RECEIVER_TABLES
 from receiver.models import RESULTS as RESULTS
+from receiver.writerprocess import WriterProcess
 
 log = logging.getLogger("receiver.store")
 
@@ -96,12 +98,15 @@ def _make_sqlite_durable(engine: Engine) -> None:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def _give_up(future: asyncio.Future[Receipt], deadline: float, committer: GroupCommitter) -> None:
-    if not future.done():
-        # A commit stuck past the deadline (a lock held elsewhere, a stalled disk) is a failure
-        # too, for readiness, until a commit goes through.
-        committer.last_failure = time.monotonic()
-        future.set_exception(StoreUnavailable(f"store did not commit within {deadline} s"))
+def _give_up(committer: CommitHealth, deadline: float) -> Callable[[asyncio.Future[Any]], None]:
+    def give_up(future: asyncio.Future[Any]) -> None:
+        if not future.done():
+            # A commit stuck past the deadline (a lock held elsewhere, a stalled disk) is a
+            # failure too, for readiness, until a commit goes through.
+            committer.last_failure = time.monotonic()
+            future.set_exception(StoreUnavailable(f"store did not commit within {deadline} s"))
+
+    return give_up
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,22 +122,33 @@ class Store:
     """The one store object a process holds: engine, schema, group commit, and reads."""
 
     def __init__(
-        self, url: str, *, max_batch: int = 512, max_wait_ms: float = 0.0, pool_size: int = 8
+        self,
+        url: str,
+        *,
+        max_batch: int = 512,
+        max_wait_ms: float = 0.0,
+        pool_size: int = 8,
+        writer: Literal["thread", "process"] = "thread",
     ) -> None:
         self.url = url
         self.engine = make_engine(url, pool_size=pool_size)
         self.dialect = self.engine.dialect.name
-        self._committer: GroupCommitter | None = None
+        self._committer: GroupCommitter | WriterProcess | None = None
+        self._ack_deadlines: dict[float, Deadlines[asyncio.Future[Any]]] = {}
         self._max_batch = max_batch
         self._max_wait_ms = max_wait_ms
+        in_memory = self.dialect == "sqlite" and self.engine.url.database in (None, "", ":memory:")
+        # A writer process cannot see this process's in-memory database.
+        self._writer = "thread" if in_memory else writer
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Store:
-        """The store ``receiver.yaml`` describes, group commit tuned as configured."""
+        """The store ``receiver.yaml`` describes, group commit set up as configured."""
         return cls(
             settings.database_url,
             max_batch=settings.group_commit.max_batch,
             max_wait_ms=settings.group_commit.max_wait_ms,
+            writer=settings.group_commit.writer,
         )
 
     def create_schema(self) -> None:
@@ -172,24 +188,38 @@ class Store:
     # --- ingest ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        if self._committer is None:
+        """Start the group commit; with a writer process, from the event loop that will use it."""
+        if self._committer is not None:
+            return
+        if self._writer == "process":
+            url = self.engine.url.render_as_string(hide_password=False)
+            self._committer = WriterProcess(url, self._max_batch, self._max_wait_ms)
+        else:
             self._committer = GroupCommitter(self.engine, self._max_batch, self._max_wait_ms)
+
+    @property
+    def writer_pid(self) -> int | None:
+        """The writer process's id, when the group commit runs in one (for operators and tests)."""
+        return self._committer.pid if isinstance(self._committer, WriterProcess) else None
 
     async def append(self, item: Incoming, deadline: float | None = None) -> Receipt:
         """Durably store ``item``; raise StoreUnavailable if that cannot be promised in time."""
         if self._committer is None:
             self.start()
         assert self._committer is not None
-        future = self._committer.submit(item, new_id())
         if deadline is None:
-            return await future
-        # One timer handle instead of asyncio.wait_for's waiter future and callbacks: this runs
-        # for every request. A future that gave up is skipped by the writer (not stored).
-        timer = future.get_loop().call_later(deadline, _give_up, future, deadline, self._committer)
+            return await self._committer.submit(item)
+        deadlines = self._ack_deadlines.get(deadline)
+        if deadlines is None:
+            deadlines = Deadlines(deadline, _give_up(self._committer, deadline))
+            self._ack_deadlines[deadline] = deadlines
+        # A request that gave up is skipped by the writer (not stored), if it has not begun.
+        future = self._committer.submit(item, time.monotonic() + deadline)
+        token = deadlines.add(future)
         try:
             return await future
         finally:
-            timer.cancel()
+            deadlines.discard(token)
 
     def append_now(self, items: Sequence[Incoming]) -> list[Receipt]:
         """Synchronous batch append, for recovery and tools that are not serving requests."""
@@ -203,6 +233,7 @@ class Store:
         if self._committer is not None:
             self._committer.close()
             self._committer = None
+            self._ack_deadlines.clear()  # they name the committer that is gone
         self.engine.dispose()
 
     # --- reads ----------------------------------------------------------------------------
@@ -214,9 +245,11 @@ class Store:
         """The store answers, and ingest's latest commit did not fail in the last seconds.
 
         A reachable store can still refuse writes (a SQLite file locked by another process, a
-        full disk): the group commit's own outcome says so.
+        full disk): the group commit's own outcome says so. A writer process that is still
+        starting (or starting again) is not ready either.
         """
-        if self._committer is not None and self._committer.failing(failure_memory):
+        committer = self._committer
+        if committer is not None and (not committer.started or committer.failing(failure_memory)):
             return False
         try:
             with self.reading() as conn:

@@ -1,0 +1,440 @@
+"""Group commit in a process of its own: the event loop and the writer stop sharing one GIL.
+
+With the writer as a thread, every driver call (BEGIN, INSERT, COMMIT and its fsync) hands the GIL
+back and forth with the event loop, which holds it for runs of requests; at 64 connections that
+ping-pong cost more event-loop time than the requests themselves. Here the serving process only
+frames each checked notification onto a Unix socket (one ``send`` per loop iteration for all of
+them) and reads the receipts back; the writer process makes the ids and dedup keys, commits
+batches through the same ``BatchWriter`` as the thread, and answers with one frame per batch.
+
+A request is still answered 200 only after the commit that holds its row has returned in the
+writer. If the writer dies, every request waiting on it gets ``StoreUnavailable`` (a 503, which
+the Portal retries), and a new writer is started.
+
+Frames on the socket: a 4-byte little-endian length, then a ``marshal`` payload. Both ends are the
+same interpreter running the same code, which is what marshal needs; nothing else writes there.
+
+- parent -> writer, first frame: the settings ``{"url", "max_batch", "max_wait_ms", "log_level"}``;
+- parent -> writer, then one per notification: ``(seq, expires_at, source, event, client_ip,
+  headers, body, recovered)``; ``expires_at`` is on ``time.monotonic()`` (CLOCK_MONOTONIC, the same
+  in every process), 0 for never: the writer skips a notification whose sender has already been
+  answered 503, as the thread does;
+- writer -> parent, first: ``{"pid": ...}`` once it can take notifications (readiness waits
+  for it: a serving process whose writer is still starting is not ready);
+- writer -> parent, then one per batch: ``(reason, [(seq, id, duplicate_of), ...])``, where ``reason``
+  is None (all stored) or why nobody in the batch was stored (then ``id`` is ""); "" for those
+  that expired before their commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import marshal
+import os
+import select
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from typing import Any
+
+from sqlalchemy import make_url
+
+from receiver import logs
+from receiver.errors import StoreUnavailable
+from receiver.groupcommit import BatchWriter, CommitHealth, Incoming, Receipt
+from receiver.ids import new_id
+from receiver.sources import dedup_key
+
+log = logging.getLogger("receiver.store")
+
+_LENGTH = 4
+_SOCKET_BUFFER = 4 * 1024 * 1024  # a burst of requests fits without the event loop waiting
+_RESTART_SECONDS = 0.5
+# The reason given for notifications whose sender was answered 503 before their commit began:
+# not stored, and not a store failure either.
+_EXPIRED = ""
+
+
+def _frame(payload: Any) -> bytes:
+    data = marshal.dumps(payload)
+    return len(data).to_bytes(_LENGTH, "little") + data
+
+
+def _frames(buffer: bytearray) -> list[Any]:
+    """Every complete frame at the start of ``buffer``, decoded; removes them from it."""
+    out: list[Any] = []
+    view = memoryview(buffer)
+    offset = 0
+    end = len(buffer)
+    try:
+        while end - offset >= _LENGTH:
+            size = int.from_bytes(view[offset : offset + _LENGTH], "little")
+            if end - offset - _LENGTH < size:
+                break
+            start = offset + _LENGTH
+            # Our own socketpair, written only by our own code: not untrusted input.
+            out.append(marshal.loads(view[start : start + size]))  # noqa: S302
+            offset = start + size
+    finally:
+        view.release()
+    if offset:
+        del buffer[:offset]
+    return out
+
+
+class WriterProcess(CommitHealth):
+    """The serving process's side: hands notifications to the writer process, awaits receipts.
+
+    Bound to the event loop that starts it (a serving process has one).
+    """
+
+    def __init__(self, url: str, max_batch: int = 512, max_wait_ms: float = 0.0) -> None:
+        super().__init__()
+        self._settings = {
+            "url": url,
+            "max_batch": max_batch,
+            "max_wait_ms": max_wait_ms,
+            "log_level": logging.getLevelName(logging.getLogger().getEffectiveLevel()),
+        }
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self._pending: dict[int, asyncio.Future[Receipt]] = {}
+        self._seq = 0
+        self._outbox: list[bytes] = []
+        self._unsent = b""
+        self._flush_scheduled = False
+        self._inbox = bytearray()
+        self._closing = False
+        self._sock: socket.socket | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._restart: asyncio.TimerHandle | None = None
+        self._spawn()
+
+    @property
+    def pid(self) -> int | None:
+        """The writer process's id (None while a new one is about to start)."""
+        return self._process.pid if self._process is not None else None
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def _spawn(self) -> None:
+        self._restart = None
+        try:
+            self._start_writer()
+        except OSError as error:  # no memory or processes left to fork: try again shortly
+            self.last_failure = time.monotonic()
+            log.error("cannot start the writer process: %s", error)
+            self._restart = self._loop.call_later(_RESTART_SECONDS, self._spawn)
+
+    def _start_writer(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        for sock in (ours, theirs):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SOCKET_BUFFER)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _SOCKET_BUFFER)
+        with theirs:
+            self._process = subprocess.Popen(  # noqa: S603 (our interpreter, our module)
+                [sys.executable, "-m", "receiver.writerprocess", str(theirs.fileno())],
+                pass_fds=[theirs.fileno()],
+                stdin=subprocess.DEVNULL,
+                # Out of the terminal's process group: a Ctrl-C must not interrupt a commit. The
+                # writer stops when this process closes the socket, or dies.
+                start_new_session=True,
+            )
+        ours.setblocking(False)
+        self._sock = ours
+        self._unsent = _frame(self._settings)
+        self._inbox.clear()
+        self.started = False
+        self._loop.add_reader(ours.fileno(), self._readable)
+        self._schedule_flush()
+
+    def close(self) -> None:
+        """Let the writer commit what it has, then wait for it to exit. Any thread may call it."""
+        self._closing = True
+        if self._restart is not None:
+            self._restart.cancel()
+        process, sock = self._process, self._sock
+        if sock is not None:
+            # The buffers belong to the loop's thread: the last send happens there if it runs.
+            sent = threading.Event()
+
+            def finish_sending() -> None:
+                with contextlib.suppress(OSError):
+                    self._send_now(blocking=True)
+                    sock.shutdown(socket.SHUT_WR)  # the writer reads EOF once it has everything
+                sent.set()
+
+            if threading.get_ident() != self._loop_thread and self._loop.is_running():
+                try:
+                    self._loop.call_soon_threadsafe(finish_sending)
+                except RuntimeError:  # closed meanwhile
+                    finish_sending()
+                sent.wait(timeout=30)
+            else:
+                finish_sending()
+        if process is not None:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if sock is not None:
+            if self._loop.is_closed():
+                sock.close()
+            else:
+                with contextlib.suppress(RuntimeError):
+                    self._loop.call_soon_threadsafe(self._detach, sock)
+
+    def _detach(self, sock: socket.socket) -> None:
+        with contextlib.suppress(Exception):
+            self._loop.remove_reader(sock.fileno())
+        sock.close()
+        if self._sock is sock:
+            self._sock = None
+
+    def _writer_gone(self, why: str) -> None:
+        sock, process = self._sock, self._process
+        self._sock = None
+        self._process = None
+        if sock is not None:
+            self._detach(sock)
+        code = None
+        if process is not None:
+            # It closed its end or broke it: either it has exited, or it is of no use any more.
+            if process.poll() is None:
+                process.kill()
+            code = process.wait()
+        failed = StoreUnavailable(f"the writer process stopped ({why})")
+        pending, self._pending = self._pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(failed)
+        self._outbox.clear()
+        self._unsent = b""
+        if self._closing:
+            return
+        self.last_failure = time.monotonic()
+        log.error("the writer process stopped (%s, exit code %s); starting another", why, code)
+        self._restart = self._loop.call_later(_RESTART_SECONDS, self._spawn)
+
+    # --- the hot path ------------------------------------------------------------------------
+
+    def submit(self, item: Incoming, expires_at: float = 0.0) -> asyncio.Future[Receipt]:
+        future: asyncio.Future[Receipt] = self._loop.create_future()
+        if self._sock is None:
+            future.set_exception(StoreUnavailable("the writer process is restarting"))
+            return future
+        self._seq += 1
+        self._pending[self._seq] = future
+        self._outbox.append(
+            _frame(
+                (
+                    self._seq,
+                    expires_at,
+                    item.source,
+                    item.event,
+                    item.client_ip,
+                    item.headers,
+                    item.body,
+                    item.recovered,
+                )
+            )
+        )
+        if not self._flush_scheduled:
+            self._schedule_flush()
+        return future
+
+    def _schedule_flush(self) -> None:
+        # One send for everything the requests of this loop iteration queued.
+        self._flush_scheduled = True
+        self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        self._send_now(blocking=False)
+
+    def _send_now(self, blocking: bool) -> None:
+        sock = self._sock
+        if sock is None:
+            return
+        if self._outbox:
+            self._unsent += b"".join(self._outbox)
+            self._outbox.clear()
+        while self._unsent:
+            try:
+                sent = sock.send(self._unsent)
+            except BlockingIOError:
+                if not blocking:
+                    # The writer is behind by megabytes: try again when the socket drains.
+                    self._loop.call_later(0.001, self._flush)
+                    self._flush_scheduled = True
+                    return
+                select.select([], [sock], [], 1.0)
+                continue
+            except OSError as error:
+                self._writer_gone(f"send failed: {type(error).__name__}")
+                return
+            self._unsent = self._unsent[sent:]
+
+    def _readable(self) -> None:
+        sock = self._sock
+        if sock is None:
+            return
+        try:
+            data = sock.recv(1 << 20)
+        except BlockingIOError:
+            return
+        except OSError as error:
+            self._writer_gone(f"receive failed: {type(error).__name__}")
+            return
+        if not data:
+            self._writer_gone("end of stream")
+            return
+        self._inbox += data
+        for frame in _frames(self._inbox):
+            if isinstance(frame, dict):  # the writer's hello
+                self.started = True
+                continue
+            reason, receipts = frame
+            if reason is None:
+                self.last_success = time.monotonic()
+            elif reason != _EXPIRED:
+                self.last_failure = time.monotonic()
+            failed = StoreUnavailable(reason) if reason else None
+            for seq, note_id, duplicate_of in receipts:
+                future = self._pending.pop(seq, None)
+                if future is None or future.done():  # gave up waiting: already answered 503
+                    continue
+                if failed is None:
+                    future.set_result(Receipt(note_id, duplicate_of))
+                else:
+                    future.set_exception(failed)
+
+
+# --- the writer process ----------------------------------------------------------------------
+
+
+class _Feed:
+    """The writer's end of the socket: notifications in, receipts out."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._buffer = bytearray()
+        self._ready: deque[Any] = deque()
+        self.ended = False
+
+    def settings(self) -> dict[str, Any]:
+        while not self._ready and self._read(block=True):
+            pass
+        if not self._ready:
+            raise SystemExit(0)  # the parent went away before saying anything
+        settings: dict[str, Any] = self._ready.popleft()
+        return settings
+
+    def _read(self, block: bool, timeout: float | None = None) -> bool:
+        """Read what the socket holds; False at end of stream or when nothing came in time."""
+        if self.ended:
+            return False
+        if not block or timeout is not None:
+            ready, _, _ = select.select([self._sock], [], [], 0 if not block else timeout)
+            if not ready:
+                return False
+        data = self._sock.recv(1 << 20)
+        if not data:
+            self.ended = True
+            return False
+        self._buffer += data
+        self._ready.extend(_frames(self._buffer))
+        return True
+
+    def batch(self, max_batch: int, max_wait: float) -> list[Any]:
+        """The next batch: waits for one notification, then takes what has arrived meanwhile."""
+        while not self._ready:
+            if not self._read(block=True):
+                return []
+        while self._read(block=False):
+            pass
+        if max_wait and len(self._ready) < max_batch:
+            deadline = time.monotonic() + max_wait
+            while len(self._ready) < max_batch:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._read(block=True, timeout=left):
+                    break
+        taken = min(max_batch, len(self._ready))
+        return [self._ready.popleft() for _ in range(taken)]
+
+    def hello(self) -> None:
+        self._sock.sendall(_frame({"pid": os.getpid()}))
+
+    def answer(self, error: str | None, receipts: list[tuple[int, str, str | None]]) -> None:
+        self._sock.sendall(_frame((error, receipts)))
+
+
+def serve_writer(sock: socket.socket) -> None:
+    """Commit what the serving process sends until it closes its end (or goes away)."""
+    from receiver.store import make_engine, normalise_url  # receiver.store imports this module
+
+    feed = _Feed(sock)
+    settings = feed.settings()
+    url = make_url(normalise_url(settings["url"]))
+    logs.configure(settings["log_level"], [url.password or ""])
+    engine = make_engine(settings["url"], pool_size=1)
+    writer = BatchWriter(engine)
+    feed.hello()
+    max_batch: int = settings["max_batch"]
+    max_wait: float = settings["max_wait_ms"] / 1000
+    try:
+        while True:
+            frames = feed.batch(max_batch, max_wait)
+            if not frames:
+                return
+            now = time.monotonic()
+            live: list[tuple[Incoming, str]] = []
+            seqs: list[int] = []
+            expired: list[tuple[int, str, str | None]] = []
+            for seq, expires_at, source, event, client_ip, headers, body, recovered in frames:
+                if expires_at and expires_at < now:
+                    expired.append((seq, "", None))
+                    continue
+                item = Incoming(
+                    source, event, client_ip, headers, body, dedup_key(source, body), recovered
+                )
+                live.append((item, new_id()))
+                seqs.append(seq)
+            if expired:
+                feed.answer(_EXPIRED, expired)
+            if not live:
+                continue
+            outcome = writer.commit(live)
+            if isinstance(outcome, StoreUnavailable):
+                feed.answer(str(outcome), [(seq, "", None) for seq in seqs])
+            else:
+                feed.answer(
+                    None,
+                    [
+                        (seq, receipt.id, receipt.duplicate_of)
+                        for seq, receipt in zip(seqs, outcome, strict=True)
+                    ],
+                )
+    except (BrokenPipeError, ConnectionResetError):
+        return  # the serving process is gone; what was committed stays committed
+    finally:
+        writer.close()
+        engine.dispose()
+
+
+def main(argv: list[str]) -> None:
+    sock = socket.socket(fileno=int(argv[1]))
+    sock.setblocking(True)
+    with contextlib.suppress(KeyboardInterrupt):
+        serve_writer(sock)
+    os._exit(0)  # no interpreter teardown: nothing is left to flush
+
+
+if __name__ == "__main__":
+    main(sys.argv)

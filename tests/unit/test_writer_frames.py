@@ -1,0 +1,34 @@
+"""The framing between a serving process and its writer process."""
+
+from __future__ import annotations
+
+import os
+
+from receiver.writerprocess import _frame, _frames
+
+
+def test_frames_round_trip_whatever_the_chunks_the_socket_gives() -> None:
+    payloads = [
+        {"url": "sqlite:///x.db", "max_batch": 512, "max_wait_ms": 0.0, "log_level": "INFO"},
+        (1, 12.5, "pucomex", None, "203.0.113.7", [(b"host", b"x")], os.urandom(1024), False),
+        (None, [(1, "01ABC", None), (2, "01ABD", "01ABC")]),
+        ("", []),
+    ]
+    stream = b"".join(_frame(p) for p in payloads)
+    for chunk_size in (1, 3, 7, 64, len(stream)):
+        buffer = bytearray()
+        received = []
+        for start in range(0, len(stream), chunk_size):
+            buffer += stream[start : start + chunk_size]
+            received += _frames(buffer)
+        assert received == payloads
+        assert buffer == bytearray()  # nothing left over once every frame is whole
+
+
+def test_an_incomplete_frame_stays_in_the_buffer_until_it_is_whole() -> None:
+    whole = _frame((7, 0.0, "sintegre", "produto.publicado", "::1", [], b"{}", True))
+    buffer = bytearray(whole[:-1])
+    assert _frames(buffer) == []
+    assert bytes(buffer) == whole[:-1]
+    buffer += whole[-1:]
+    assert _frames(buffer) == [(7, 0.0, "sintegre", "produto.publicado", "::1", [], b"{}", True)]
