@@ -307,15 +307,35 @@ def process_tree(pid: int) -> list[int]:
     return pids
 
 
+def is_writer(pid: int) -> bool:
+    with contextlib.suppress(OSError):
+        return b"receiver.writerprocess" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    return False
+
+
 def process_role(pid: int, main: int) -> str | None:
-    """'server', or 'supervisor'/'worker' with several processes; None for helpers to ignore."""
+    """'server', or 'supervisor'/'worker' with several processes, 'writer' for a serving
+    process's writer; None for helpers to ignore."""
     with contextlib.suppress(OSError):
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         if b"resource_tracker" in cmdline:
             return None
+    if is_writer(pid):
+        return "writer"
     if pid != main:
         return "worker"
-    return "supervisor" if len(process_tree(main)) > 1 else "server"
+    serving = [p for p in process_tree(main) if not is_writer(p)]
+    return "supervisor" if len(serving) > 1 else "server"
+
+
+def pss_mib(pid: int) -> float:
+    """Proportional set size now: resident memory with shared pages split among their users, so
+    that a serving process and its writer process are not both charged for the same libraries."""
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def peak_rss_mib(pid: int) -> float | None:
@@ -429,11 +449,20 @@ class Result:
 
     @property
     def serving_rss(self) -> float | None:
-        """The largest peak RSS among the processes that serve requests."""
-        sizes = [size for role, size in self.rss_mib if role != "supervisor"]
-        return max(sizes) if sizes else None
+        """The largest peak RSS among the processes that serve requests, plus the largest of
+        their writer processes': what one serving process costs with its writer."""
+        sizes = [size for role, size in self.rss_mib if role in ("server", "worker")]
+        writers = [size for role, size in self.rss_mib if role == "writer"]
+        if not sizes:
+            return None
+        return max(sizes) + (max(writers) if writers else 0.0)
 
     stored_check: str = ""
+
+    @property
+    def pss(self) -> float | None:
+        """All the target's processes together, shared pages counted once (at the run's end)."""
+        return next((size for role, size in self.rss_mib if role == "PSS of all"), None)
 
 
 def drive(
@@ -464,6 +493,7 @@ def drive(
             for pid in process_tree(proc.pid)
             if (role := process_role(pid, proc.pid)) and (r := peak_rss_mib(pid)) is not None
         ]
+        rss.append(("PSS of all", sum(pss_mib(pid) for pid in process_tree(proc.pid))))
     finally:
         stop(proc)
         log.close()
@@ -612,19 +642,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\nsummary")
     print(
         f"  {'target':<32} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} "
-        f"{'ratio':>6} {'RSS MiB':>8}"
+        f"{'ratio':>6} {'RSS MiB':>8} {'PSS MiB':>8}"
     )
     for r in results:
         bare = bare_by_procs.get(r.processes)
         ratio = f"{r.load.rps / bare.rps:.2f}" if bare and not r.name.startswith("(a)") else "-"
         rss_text = f"{r.serving_rss:.0f}" if r.serving_rss is not None else "?"
+        pss_text = f"{r.pss:.0f}" if r.pss is not None else "?"
         print(
             f"  {r.name:<32} {r.load.rps:>9.0f} {r.load.p50_ms:>8.2f} {r.load.p99_ms:>8.2f} "
-            f"{r.load.errors:>7} {ratio:>6} {rss_text:>8}"
+            f"{r.load.errors:>7} {ratio:>6} {rss_text:>8} {pss_text:>8}"
         )
     print(
         "\nratio: req/s over the bare Starlette endpoint with as many processes; RSS: the largest "
-        "peak resident set (VmHWM) among the processes serving requests"
+        "peak resident set (VmHWM) among the processes serving requests, plus the largest of "
+        "their writer processes'; PSS: every process of the target together at the end of the "
+        "run, shared pages counted once"
     )
     print(f"load generator: {generator}")
     if not ok_all:

@@ -212,7 +212,7 @@ class BatchWriter:
     IDLE_SECONDS = 1.0  # hold the connection across batches while busy; re-check it after this
     CHECKPOINT_SECONDS = 0.1  # SQLite: background WAL checkpoints at most this often
     AUTOCHECKPOINT_PAGES = 10_000  # SQLite: the writer's own checkpoints, a safety net only
-    CACHE_KIB = 32 * 1024  # SQLite: the writer connection's page cache
+    CACHE_KIB = 8 * 1024  # SQLite: the writer connection's page cache (the default is 2 MiB)
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
