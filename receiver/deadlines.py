@@ -19,7 +19,7 @@ Waiter = TypeVar("Waiter")
 class Deadlines(Generic[Waiter]):
     """Calls ``expire(waiter)`` for each waiter still registered ``delay`` seconds after ``add``.
 
-    Used from one event loop (the one running when the first waiter is added).
+    Used from one event loop at a time (the one running when a waiter is added).
     """
 
     def __init__(self, delay: float, expire: Callable[[Waiter], None]) -> None:
@@ -35,9 +35,10 @@ class Deadlines(Generic[Waiter]):
 
     def add(self, waiter: Waiter) -> int:
         """Register ``waiter``; the token returned takes it off again (``discard``)."""
-        loop = self._loop
-        if loop is None:
-            loop = self._loop = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            # A store or app used again from a new loop (tests, tools): its timers live there.
+            self._loop, self._timer = loop, None
         due = loop.time() + self.delay
         token = self._next_token = self._next_token + 1
         self._waiting[token] = (due, waiter)
