@@ -122,9 +122,9 @@ class IngestEndpoint:
         self._peer_cache: dict[
             tuple[str, str | None], tuple[netaddr.IPAddress | None, str, bool]
         ] = {}
-        self._received = {name: metrics.RECEIVED.labels(name) for name in settings.sources}
-        self._stored = {name: metrics.STORED.labels(name) for name in settings.sources}
-        self._duplicates = {name: metrics.DUPLICATES.labels(name) for name in settings.sources}
+        self._counts = metrics.INGEST
+        for name in settings.sources:
+            self._counts.add_source(name)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         status, headers, body = await self._handle(scope, receive)
@@ -143,7 +143,7 @@ class IngestEndpoint:
         if verifier is None:
             metrics.REJECTED.labels("(unknown)", "unknown_source").inc()
             return _error(404, "unknown source")
-        self._received[source].inc()
+        self._counts.received[source] += 1
 
         forwarded: list[str] = []
         authorization: bytes | None = None
@@ -238,9 +238,9 @@ class IngestEndpoint:
                 503, "store unavailable, retry later", [(b"retry-after", self._retry_after)]
             )
         if receipt.duplicate_of is None:
-            self._stored[source].inc()
+            self._counts.stored[source] += 1
             return _json(200, b'{"id":"' + receipt.id.encode() + b'","duplicate":false}')
-        self._duplicates[source].inc()
+        self._counts.duplicates[source] += 1
         return _json(200, b'{"id":"' + receipt.id.encode() + b'","duplicate":true}')
 
     async def _read_body(self, receive: Receive) -> bytes:

@@ -2,29 +2,57 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
-RECEIVED = Counter(
-    "receiver_requests_total", "Webhook requests received, by source", ["source"], registry=REGISTRY
-)
+
+class IngestCounts(Collector):
+    """What ingest counts on every request, kept as plain integers and read at scrape time.
+
+    A prometheus ``Counter.inc`` takes a lock and costs about 0.7 us; ingest counted twice per
+    request, on the event loop whose time bounds its throughput. Here a count is a dict increment.
+    Only the event loop's thread writes them (a serving process has one loop), and the scrape
+    reads them on that same loop, so no lock is needed.
+    """
+
+    def __init__(self) -> None:
+        self.received: dict[str, int] = {}
+        self.stored: dict[str, int] = {}
+        self.duplicates: dict[str, int] = {}
+
+    def add_source(self, source: str) -> None:
+        """Show ``source`` with zero counts until its first request, as labelled counters do."""
+        for counts in (self.received, self.stored, self.duplicates):
+            counts.setdefault(source, 0)
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        families = (
+            ("receiver_requests", "Webhook requests received, by source", self.received),
+            ("receiver_stored", "Notifications durably stored, by source", self.stored),
+            (
+                "receiver_duplicates",
+                "Stored receipts of notifications already received, by source",
+                self.duplicates,
+            ),
+        )
+        for name, documentation, counts in families:
+            family = CounterMetricFamily(name, documentation, labels=["source"])
+            for source, value in sorted(counts.items()):
+                family.add_metric([source], value)
+            yield family
+
+
+INGEST = IngestCounts()
+REGISTRY.register(INGEST)
 REJECTED = Counter(
     "receiver_rejected_total",
     "Webhook requests refused before storing, by source and reason",
     ["source", "reason"],
-    registry=REGISTRY,
-)
-STORED = Counter(
-    "receiver_stored_total",
-    "Notifications durably stored, by source",
-    ["source"],
-    registry=REGISTRY,
-)
-DUPLICATES = Counter(
-    "receiver_duplicates_total",
-    "Stored receipts of notifications already received, by source",
-    ["source"],
     registry=REGISTRY,
 )
 JOBS = Counter(

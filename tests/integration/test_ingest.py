@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import event
 
 from receiver.allowlist import Allowlist
@@ -334,6 +335,46 @@ async def test_health_and_readiness(ingest: AppClient) -> None:
         assert (await client.get("/webhooks/pucomex")).status_code == 405
         metrics = await client.get("/metrics")
     assert "receiver_requests_total" in metrics.text
+
+
+def scraped(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of a /metrics answer, by name and labels."""
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+async def test_metrics_count_what_ingest_received_stored_and_refused(ingest: AppClient) -> None:
+    # The counters belong to the process, which other tests share: compare before and after.
+    def counted(samples: dict[Any, float], name: str, **labels: str) -> float:
+        return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+    async with ingest.client() as client:
+        before = scraped((await client.get("/metrics")).text)
+        for n in range(3):
+            body = b'{"evento":"duimp.registro","dados":{"numero":"%d"}}' % n
+            assert (await client.post("/webhooks/pucomex", content=body, headers=bearer())).json()[
+                "duplicate"
+            ] is False
+        repeat = await client.post("/webhooks/pucomex", content=body, headers=bearer())
+        assert repeat.json()["duplicate"] is True
+        wrong = {"Authorization": "Bearer not-the-token"}
+        assert (
+            await client.post("/webhooks/pucomex", content=b"{}", headers=wrong)
+        ).status_code == 401
+        after = scraped((await client.get("/metrics")).text)
+
+    def delta(name: str, **labels: str) -> float:
+        return counted(after, name, **labels) - counted(before, name, **labels)
+
+    assert delta("receiver_requests_total", source="pucomex") == 5
+    assert delta("receiver_stored_total", source="pucomex") == 3
+    assert delta("receiver_duplicates_total", source="pucomex") == 1
+    assert delta("receiver_rejected_total", source="pucomex", reason="credentials") == 1
+    # A configured source shows before its first request, at zero or more.
+    assert ("receiver_requests_total", (("source", "invoicy"),)) in after
 
 
 async def test_slow_body_is_cut_off_with_408(make_settings: Any, store: Store) -> None:
