@@ -10,7 +10,10 @@ from receiver.writerprocess import _frame, _frames
 def test_frames_round_trip_whatever_the_chunks_the_socket_gives() -> None:
     payloads = [
         {"url": "sqlite:///x.db", "max_batch": 512, "max_wait_ms": 0.0, "log_level": "INFO"},
-        (1, 12.5, "pucomex", None, "203.0.113.7", [(b"host", b"x")], os.urandom(1024), False),
+        [
+            (1, 12.5, "pucomex", None, "203.0.113.7", [(b"host", b"x")], os.urandom(1024), False),
+            (2, 0.0, "invoicy", "nfe.documento-autorizado", "::1", [], b"", True),
+        ],
         (None, [(1, "01ABC", None), (2, "01ABD", "01ABC")]),
         ("", []),
     ]
