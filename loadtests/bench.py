@@ -7,6 +7,7 @@ memory, and whether every 200 it answered is in the store.
     .venv/bin/python loadtests/bench.py                      # bare + SQLite, 10 s each
     .venv/bin/python loadtests/bench.py --duration 20 \\
         --postgres postgresql://postgres@127.0.0.1:5432/test  # + PostgreSQL (2 processes)
+    .venv/bin/python loadtests/bench.py --rounds 3 ...         # alternate 3 times; medians
 
 The load generator is ``wrk`` (C, epoll), not locust: one locust process cannot saturate a uvicorn
 worker on a 2-core machine, so its figures would measure locust. A Lua script gives every request
@@ -37,11 +38,12 @@ import shutil
 import signal
 import socket
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -458,6 +460,7 @@ class Result:
         return max(sizes) + (max(writers) if writers else 0.0)
 
     stored_check: str = ""
+    ratio: float | None = None  # over the bare endpoint with as many processes, in the same round
 
     @property
     def pss(self) -> float | None:
@@ -516,9 +519,129 @@ def check_stored(load: Load, warm: Load, ids: set[str], ours: int, name: str) ->
     return text, ok
 
 
+def run_round(
+    args: argparse.Namespace,
+    round_number: int,
+    wanted: Callable[[str], bool],
+    pg_url: str,
+    workdir: Path,
+    script: Path,
+    env: dict[str, str],
+    token: str,
+    results: list[Result],
+) -> bool:
+    """Every target once, bare first, so each ratio compares runs made minutes apart at most.
+    False if a store check failed."""
+    ok_all = True
+    suffix = f"r{round_number}"
+    bare_by_procs: dict[int, Load] = {}
+    bare_procs = sorted(
+        {args.sqlite_workers if wanted("sqlite") else 1} | ({args.pg_workers} if pg_url else set())
+    )
+    for procs in bare_procs:
+        port = free_port()
+        cmd = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--serve-bare",
+            str(port),
+            "--bare-workers",
+            str(procs),
+        ]
+        print(f"(a) bare Starlette, {procs} process(es) ...", flush=True)
+        load, rss, _ = drive(args, f"bare{procs}p{suffix}", cmd, env, port, workdir, token, script)
+        bare_by_procs[procs] = load
+        results.append(Result(f"(a) bare, {procs}p", procs, load, rss))
+        report(results[-1], None)
+    if args.raw:
+        port = free_port()
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--serve-bare", str(port)]
+        print("(a') plain ASGI callable on uvicorn, no Starlette, 1 process ...", flush=True)
+        load, rss, _ = drive(
+            args, f"raw{suffix}", [*cmd, "--serve-raw"], env, port, workdir, token, script
+        )
+        results.append(Result("(a') plain ASGI, 1p (info)", 0, load, rss))
+        report(results[-1], None)
+
+    targets: list[tuple[str, str, int, str]] = []
+    if wanted("sqlite"):
+        targets.append(("sqlite", "(b) receiver, SQLite", args.sqlite_workers, ""))
+    if pg_url:
+        targets.append(("postgres", "(c) receiver, PostgreSQL", args.pg_workers, pg_url))
+    for name, label, procs, url in targets:
+        db_url = url or f"sqlite:///{workdir / 'bench.db'}"
+        config = write_config(workdir, db_url, name)
+        port = free_port()
+        cmd = [
+            *receiver_command(),
+            "serve",
+            "--config",
+            str(config),
+            "--port",
+            str(port),
+            "--no-worker",
+        ]
+        if procs != 1:
+            cmd += ["--workers", str(procs)]
+        print(f"{label}, {procs} process(es) ...", flush=True)
+        tag = f"{name}{suffix}"  # every run's bodies carry their own marker: checked apart
+        load, rss, warm = drive(args, tag, cmd, env, port, workdir, token, script)
+        if url:
+            ids, ours = stored_ids_postgres(url, tag)
+        else:
+            ids, ours = stored_ids_sqlite(workdir / "bench.db", tag)
+        text, ok = check_stored(load, warm, ids, ours, tag)
+        ok_all &= ok
+        bare = bare_by_procs.get(procs)
+        ratio = load.rps / bare.rps if bare and bare.rps else None
+        result = Result(f"{label}, {procs}p", procs, load, rss, text, ratio)
+        results.append(result)
+        report(result, bare)
+    return ok_all
+
+
+def summarise(results: Sequence[Result]) -> None:
+    """One line per target: medians over the rounds, and the range of the ratio."""
+    print(
+        "\nsummary"
+        + (
+            f" (medians over {len(results) // len({r.name for r in results})} rounds)"
+            if results
+            else ""
+        )
+    )
+    print(
+        f"  {'target':<32} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} "
+        f"{'ratio':>6} {'range':>11} {'RSS MiB':>8} {'PSS MiB':>8}"
+    )
+    by_name: dict[str, list[Result]] = {}
+    for result in results:
+        by_name.setdefault(result.name, []).append(result)
+    for name, runs in by_name.items():
+        ratios = [r.ratio for r in runs if r.ratio is not None]
+        ratio_text = f"{statistics.median(ratios):.2f}" if ratios else "-"
+        spread = f"{min(ratios):.2f}-{max(ratios):.2f}" if len(ratios) > 1 else ""
+        rss = [r.serving_rss for r in runs if r.serving_rss is not None]
+        pss = [r.pss for r in runs if r.pss is not None]
+        print(
+            f"  {name:<32} {statistics.median(r.load.rps for r in runs):>9.0f} "
+            f"{statistics.median(r.load.p50_ms for r in runs):>8.2f} "
+            f"{statistics.median(r.load.p99_ms for r in runs):>8.2f} "
+            f"{sum(r.load.errors for r in runs):>7} {ratio_text:>6} {spread:>11} "
+            f"{max(rss) if rss else float('nan'):>8.0f} {max(pss) if pss else float('nan'):>8.0f}"
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per target (10)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run every target this many times, alternating; the summary gives medians and the "
+        "median of each round's ratio (runs on one machine vary by 5-10%%)",
+    )
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up (2)")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (1: a core is 2)")
@@ -564,100 +687,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"per target: {args.warmup:g} s warm-up, then {args.duration:g} s measured\n")
 
     results: list[Result] = []
-    bare_by_procs: dict[int, Load] = {}
     ok_all = True
     with tempfile.TemporaryDirectory(prefix="receiver-bench-") as tmp:
         workdir = Path(tmp)
         script = workdir / "bench.lua"
         script.write_text(LUA)
         env = {**os.environ, "BENCH_PUCOMEX_TOKEN": token}
-
-        bare_procs = sorted(
-            {args.sqlite_workers if wanted("sqlite") else 1}
-            | ({args.pg_workers} if args.postgres and wanted("postgres") else set())
-        )
-        if wanted("bare") or only - {"bare"}:
-            for procs in bare_procs:
-                port = free_port()
-                name = f"bare-{procs}p"
-                cmd = [
-                    sys.executable,
-                    str(Path(__file__).resolve()),
-                    "--serve-bare",
-                    str(port),
-                    "--bare-workers",
-                    str(procs),
-                ]
-                print(f"(a) bare Starlette, {procs} process(es) ...", flush=True)
-                load, rss, _ = drive(args, name, cmd, env, port, workdir, token, script)
-                bare_by_procs[procs] = load
-                results.append(Result(f"(a) bare, {procs}p", procs, load, rss))
-                report(results[-1], None)
-        if args.raw:
-            port = free_port()
-            cmd = [sys.executable, str(Path(__file__).resolve()), "--serve-bare", str(port)]
-            print("(a') plain ASGI callable on uvicorn, no Starlette, 1 process ...", flush=True)
-            load, rss, _ = drive(
-                args, "raw", [*cmd, "--serve-raw"], env, port, workdir, token, script
-            )
-            results.append(Result("(a') plain ASGI, 1p (info)", 0, load, rss))
-            report(results[-1], None)
-
-        targets: list[tuple[str, str, int, str]] = []
-        if wanted("sqlite"):
-            targets.append(("sqlite", "(b) receiver, SQLite", args.sqlite_workers, ""))
         pg_context: contextlib.AbstractContextManager[str] = contextlib.nullcontext("")
         if args.postgres and wanted("postgres"):
             pg_context = scratch_database(args.postgres)
         with pg_context as pg_url:
-            if pg_url:
-                targets.append(("postgres", "(c) receiver, PostgreSQL", args.pg_workers, pg_url))
-            for name, label, procs, url in targets:
-                db_url = url or f"sqlite:///{workdir / 'bench.db'}"
-                config = write_config(workdir, db_url, name)
-                port = free_port()
-                cmd = [
-                    *receiver_command(),
-                    "serve",
-                    "--config",
-                    str(config),
-                    "--port",
-                    str(port),
-                    "--no-worker",
-                ]
-                if procs != 1:
-                    cmd += ["--workers", str(procs)]
-                print(f"{label}, {procs} process(es) ...", flush=True)
-                load, rss, warm = drive(args, name, cmd, env, port, workdir, token, script)
-                if url:
-                    ids, ours = stored_ids_postgres(url, name)
-                else:
-                    ids, ours = stored_ids_sqlite(workdir / "bench.db", name)
-                text, ok = check_stored(load, warm, ids, ours, name)
-                ok_all &= ok
-                result = Result(f"{label}, {procs}p", procs, load, rss, text)
-                results.append(result)
-                report(result, bare_by_procs.get(procs))
+            for round_number in range(1, args.rounds + 1):
+                if args.rounds > 1:
+                    print(f"round {round_number} of {args.rounds}\n", flush=True)
+                ok_all &= run_round(
+                    args, round_number, wanted, pg_url, workdir, script, env, token, results
+                )
 
-    print("\nsummary")
+    summarise(results)
     print(
-        f"  {'target':<32} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} "
-        f"{'ratio':>6} {'RSS MiB':>8} {'PSS MiB':>8}"
-    )
-    for r in results:
-        bare = bare_by_procs.get(r.processes)
-        ratio = f"{r.load.rps / bare.rps:.2f}" if bare and not r.name.startswith("(a)") else "-"
-        rss_text = f"{r.serving_rss:.0f}" if r.serving_rss is not None else "?"
-        pss_text = f"{r.pss:.0f}" if r.pss is not None else "?"
-        print(
-            f"  {r.name:<32} {r.load.rps:>9.0f} {r.load.p50_ms:>8.2f} {r.load.p99_ms:>8.2f} "
-            f"{r.load.errors:>7} {ratio:>6} {rss_text:>8} {pss_text:>8}"
-        )
-    print(
-        "\nratio: req/s over the bare Starlette endpoint with as many processes; RSS: the largest "
+        "\nratio: req/s over the bare Starlette endpoint with as many processes, in the same "
+        "round (range: lowest and highest round); RSS: the largest "
         "peak resident set (VmHWM) among the processes serving requests, plus the largest of "
-        "their writer processes'; PSS: every process of the target together at the end of the "
-        "run, shared pages counted once"
+        "their writer processes', highest round; PSS: every process of the target together at "
+        "the end of a run, shared pages counted once, highest round"
     )
     print(f"load generator: {generator}")
     if not ok_all:
