@@ -14,7 +14,7 @@ import click
 import uvicorn
 
 from receiver import logs
-from receiver.cliutil import config_option, friendly_errors
+from receiver.cliutil import LazyGroup, config_option, friendly_errors
 from receiver.config import CONFIG_ENV, Settings, load_settings
 from receiver.server import HeaderDeadlineProtocol
 from receiver.store import NoteFilter, Store
@@ -32,7 +32,13 @@ def _open_store(settings: Settings) -> Store:
     return store
 
 
-@click.group()
+@click.group(
+    cls=LazyGroup,
+    lazy_subcommands={
+        "dispatcher": "receiver.dispatcher.cli:dispatcher",
+        "portal": "receiver.portal.cli:portal",
+    },
+)
 @click.version_option(package_name="portal-receiver")
 def main() -> None:
     """Durable webhook receiver for the Portal Único, SINtegre and InvoiCy."""
@@ -315,12 +321,3 @@ def demo(duimps: int) -> None:
     click.echo("")
     click.echo(summary(report))
     sys.exit(0 if report.ok else 1)
-
-
-from receiver.dispatcher.cli import dispatcher  # noqa: E402
-
-main.add_command(dispatcher)
-
-from receiver.portal.cli import portal  # noqa: E402
-
-main.add_command(portal)
