@@ -4,8 +4,9 @@ With the writer as a thread, every driver call (BEGIN, INSERT, COMMIT and its fs
 back and forth with the event loop, which holds it for runs of requests; at 64 connections that
 ping-pong cost more event-loop time than the requests themselves. Here the serving process only
 frames the checked notifications onto a Unix socket (one ``send`` per loop iteration, or per
-``FLUSH_EVERY`` notifications, for all of them) and reads the receipts back; the writer process makes the ids and dedup keys, commits
-batches through the same ``BatchWriter`` as the thread, and answers with one frame per batch.
+``FLUSH_EVERY`` notifications, for all of them) and reads the receipts back; the writer process
+makes the ids and dedup keys, commits batches through the same ``BatchWriter`` as the thread, and
+answers with one frame per batch.
 
 A request is still answered 200 only after the commit that holds its row has returned in the
 writer. If the writer dies, every request waiting on it gets ``StoreUnavailable`` (a 503, which
@@ -113,7 +114,9 @@ class WriterProcess(CommitHealth):
         self._pending: dict[int, asyncio.Future[Receipt]] = {}
         self._seq = 0
         self._outbox: list[tuple[Any, ...]] = []  # notifications not framed yet
-        self._unsent = b""
+        # Frames not yet (wholly) on the socket, oldest first: a stalled writer fills the socket
+        # and the rest waits here, each frame kept as it is, never copied into one growing buffer.
+        self._unsent: deque[memoryview] = deque()
         self._flush_scheduled = False
         self._inbox = bytearray()
         self._closing = False
@@ -154,7 +157,7 @@ class WriterProcess(CommitHealth):
             )
         ours.setblocking(False)
         self._sock = ours
-        self._unsent = _frame(self._settings)
+        self._unsent = deque([memoryview(_frame(self._settings))])
         self._inbox.clear()
         self.started = False
         self._loop.add_reader(ours.fileno(), self._readable)
@@ -222,7 +225,7 @@ class WriterProcess(CommitHealth):
             if not future.done():
                 future.set_exception(failed)
         self._outbox.clear()
-        self._unsent = b""
+        self._unsent.clear()
         if self._closing:
             return
         self.last_failure = time.monotonic()
@@ -251,7 +254,8 @@ class WriterProcess(CommitHealth):
                 item.recovered,
             )
         )
-        if len(outbox) >= FLUSH_EVERY:
+        # Not while frames wait for the socket to drain: the flush already set for then sends them.
+        if len(outbox) >= FLUSH_EVERY and not self._unsent:
             self._send_now(blocking=False)
         elif not self._flush_scheduled:
             self._schedule_flush()
@@ -270,12 +274,13 @@ class WriterProcess(CommitHealth):
         sock = self._sock
         if sock is None:
             return
+        unsent = self._unsent
         if self._outbox:
-            self._unsent += _frame(self._outbox)
+            unsent.append(memoryview(_frame(self._outbox)))
             self._outbox = []
-        while self._unsent:
+        while unsent:
             try:
-                sent = sock.send(self._unsent)
+                sent = sock.send(unsent[0])
             except BlockingIOError:
                 if not blocking:
                     # The writer is behind by megabytes: try again when the socket drains.
@@ -287,7 +292,10 @@ class WriterProcess(CommitHealth):
             except OSError as error:
                 self._writer_gone(f"send failed: {type(error).__name__}")
                 return
-            self._unsent = self._unsent[sent:]
+            if sent == len(unsent[0]):
+                unsent.popleft()
+            else:
+                unsent[0] = unsent[0][sent:]
 
     def _readable(self) -> None:
         sock = self._sock

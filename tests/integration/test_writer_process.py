@@ -119,6 +119,39 @@ async def test_a_request_that_gave_up_is_not_stored_afterwards(store: Store) -> 
     assert await asyncio.to_thread(store.ready)
 
 
+async def test_a_backlog_larger_than_the_socket_waits_whole_and_drains(store: Store) -> None:
+    # A stalled writer: what is handed over fills the socket (4 MiB asked, 8 MiB as Linux doubles
+    # it), and the rest waits in the serving process, frame by frame, sent in order once the
+    # writer reads again.
+    pid = await started(store)
+    padding = "x" * 4096
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        waiting = [
+            asyncio.ensure_future(
+                store.append(
+                    Incoming(
+                        "pucomex",
+                        None,
+                        "203.0.113.7",
+                        HEADERS,
+                        b'{"n":%d,"p":"%s"}' % (n, padding.encode()),
+                    ),
+                    deadline=60,
+                )
+            )
+            for n in range(6000)  # 24 MiB: three times what the socket holds
+        ]
+        await asyncio.sleep(0.5)
+        assert not any(future.done() for future in waiting)  # nothing acknowledged while stopped
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    receipts = await asyncio.wait_for(asyncio.gather(*waiting), 60)
+    assert len({receipt.id for receipt in receipts}) == 6000
+    assert all(not receipt.duplicate for receipt in receipts)
+    assert store.count_notes() == 6000
+
+
 async def test_a_failing_commit_answers_unavailable_and_the_writer_recovers(
     store: Store, database_url: str
 ) -> None:
