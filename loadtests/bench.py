@@ -439,6 +439,22 @@ def scratch_database(url: str) -> Iterator[str]:
             conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
+@contextlib.contextmanager
+def fresh_store(
+    pg_server: str | None, sqlite_path: Path
+) -> Iterator[tuple[str, Callable[[str], tuple[set[str], int]]]]:
+    """An empty store for one run, and how to read back what a run stored in it.
+
+    Every run starts empty, so that rounds measure the same thing: a store grown by earlier rounds
+    commits more slowly (its dedup index outgrows the page cache), which a long run shows apart.
+    """
+    if pg_server is None:
+        yield f"sqlite:///{sqlite_path}", lambda tag: stored_ids_sqlite(sqlite_path, tag)
+        return
+    with scratch_database(pg_server) as url:
+        yield url, lambda tag: stored_ids_postgres(url, tag)
+
+
 # --- one target ---------------------------------------------------------------------------------
 
 
@@ -523,7 +539,7 @@ def run_round(
     args: argparse.Namespace,
     round_number: int,
     wanted: Callable[[str], bool],
-    pg_url: str,
+    pg_server: str | None,
     workdir: Path,
     script: Path,
     env: dict[str, str],
@@ -536,7 +552,8 @@ def run_round(
     suffix = f"r{round_number}"
     bare_by_procs: dict[int, Load] = {}
     bare_procs = sorted(
-        {args.sqlite_workers if wanted("sqlite") else 1} | ({args.pg_workers} if pg_url else set())
+        {args.sqlite_workers if wanted("sqlite") else 1}
+        | ({args.pg_workers} if pg_server else set())
     )
     for procs in bare_procs:
         port = free_port()
@@ -563,33 +580,33 @@ def run_round(
         results.append(Result("(a') plain ASGI, 1p (info)", 0, load, rss))
         report(results[-1], None)
 
-    targets: list[tuple[str, str, int, str]] = []
+    targets: list[tuple[str, str, int]] = []
     if wanted("sqlite"):
-        targets.append(("sqlite", "(b) receiver, SQLite", args.sqlite_workers, ""))
-    if pg_url:
-        targets.append(("postgres", "(c) receiver, PostgreSQL", args.pg_workers, pg_url))
-    for name, label, procs, url in targets:
-        db_url = url or f"sqlite:///{workdir / 'bench.db'}"
-        config = write_config(workdir, db_url, name)
-        port = free_port()
-        cmd = [
-            *receiver_command(),
-            "serve",
-            "--config",
-            str(config),
-            "--port",
-            str(port),
-            "--no-worker",
-        ]
-        if procs != 1:
-            cmd += ["--workers", str(procs)]
-        print(f"{label}, {procs} process(es) ...", flush=True)
+        targets.append(("sqlite", "(b) receiver, SQLite", args.sqlite_workers))
+    if pg_server:
+        targets.append(("postgres", "(c) receiver, PostgreSQL", args.pg_workers))
+    for name, label, procs in targets:
         tag = f"{name}{suffix}"  # every run's bodies carry their own marker: checked apart
-        load, rss, warm = drive(args, tag, cmd, env, port, workdir, token, script)
-        if url:
-            ids, ours = stored_ids_postgres(url, tag)
-        else:
-            ids, ours = stored_ids_sqlite(workdir / "bench.db", tag)
+        with fresh_store(pg_server if name == "postgres" else None, workdir / f"{tag}.db") as (
+            db_url,
+            stored_ids,
+        ):
+            config = write_config(workdir, db_url, name)
+            port = free_port()
+            cmd = [
+                *receiver_command(),
+                "serve",
+                "--config",
+                str(config),
+                "--port",
+                str(port),
+                "--no-worker",
+            ]
+            if procs != 1:
+                cmd += ["--workers", str(procs)]
+            print(f"{label}, {procs} process(es) ...", flush=True)
+            load, rss, warm = drive(args, tag, cmd, env, port, workdir, token, script)
+            ids, ours = stored_ids(tag)
         text, ok = check_stored(load, warm, ids, ours, tag)
         ok_all &= ok
         bare = bare_by_procs.get(procs)
@@ -693,16 +710,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         script = workdir / "bench.lua"
         script.write_text(LUA)
         env = {**os.environ, "BENCH_PUCOMEX_TOKEN": token}
-        pg_context: contextlib.AbstractContextManager[str] = contextlib.nullcontext("")
-        if args.postgres and wanted("postgres"):
-            pg_context = scratch_database(args.postgres)
-        with pg_context as pg_url:
-            for round_number in range(1, args.rounds + 1):
-                if args.rounds > 1:
-                    print(f"round {round_number} of {args.rounds}\n", flush=True)
-                ok_all &= run_round(
-                    args, round_number, wanted, pg_url, workdir, script, env, token, results
-                )
+        pg_server = args.postgres if args.postgres and wanted("postgres") else None
+        for round_number in range(1, args.rounds + 1):
+            if args.rounds > 1:
+                print(f"round {round_number} of {args.rounds}\n", flush=True)
+            ok_all &= run_round(
+                args, round_number, wanted, pg_server, workdir, script, env, token, results
+            )
 
     summarise(results)
     print(
