@@ -617,16 +617,9 @@ def run_round(
     return ok_all
 
 
-def summarise(results: Sequence[Result]) -> None:
+def summarise(results: Sequence[Result], rounds: int) -> None:
     """One line per target: medians over the rounds, and the range of the ratio."""
-    print(
-        "\nsummary"
-        + (
-            f" (medians over {len(results) // len({r.name for r in results})} rounds)"
-            if results
-            else ""
-        )
-    )
+    print(f"\nsummary (medians over {rounds} rounds)")
     print(
         f"  {'target':<32} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} "
         f"{'ratio':>6} {'range':>11} {'RSS MiB':>8} {'PSS MiB':>8}"
@@ -718,7 +711,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args, round_number, wanted, pg_server, workdir, script, env, token, results
             )
 
-    summarise(results)
+    summarise(results, args.rounds)
     print(
         "\nratio: req/s over the bare Starlette endpoint with as many processes, in the same "
         "round (range: lowest and highest round); RSS: the largest "
