@@ -39,6 +39,8 @@ from receiver.dispatcher.tables import FINAL_STATUSES
 from receiver.dispatcher.validation import BRASILIA, parse_evento
 from receiver.models import utcnow
 
+WAIT_FOR_COALESCE_SECONDS = 0.02
+
 log = logging.getLogger("receiver.dispatcher")
 
 USER_AGENT = "portal-receiver-dispatcher/0.1"
@@ -210,17 +212,33 @@ class Dispatcher:
     async def wait_for(
         self, delivery_ids: Collection[int], within: float | None = None
     ) -> list[DeliveryState]:
-        """Wait until every one of these deliveries is delivered, failed or cancelled."""
+        """Wait until every one of these deliveries is delivered, failed or cancelled.
+
+        Their states in the order of ``delivery_ids``; ids the store does not know are left out.
+        """
+        order = list(dict.fromkeys(delivery_ids))
+        settled: dict[int, DeliveryState] = {}
+        pending = set(order)
         async with asyncio.timeout(within):
             while True:
                 self._settled.clear()
-                states = await asyncio.to_thread(self.store.deliveries, ids=delivery_ids)
-                if all(state.status in FINAL_STATUSES for state in states):
-                    return states
+                # Only the ones still open are read again: in a burst, deliveries settle every
+                # millisecond, and re-reading all of them on each wake-up was quadratic.
+                states = await asyncio.to_thread(self.store.deliveries, ids=pending)
+                pending = set()
+                for state in states:
+                    if state.status in FINAL_STATUSES:
+                        settled[state.id] = state
+                    else:
+                        pending.add(state.id)
+                if not pending:
+                    return [settled[i] for i in order if i in settled]
                 # Another process may be the one sending: look again now and then regardless.
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.settings.poll_seconds):
                         await self._settled.wait()
+                # Many settle at once: one read for all of them, not one per wake-up.
+                await asyncio.sleep(WAIT_FOR_COALESCE_SECONDS)
 
     # --- the loop ---------------------------------------------------------------------------
 

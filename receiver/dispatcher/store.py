@@ -13,7 +13,7 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, Select, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import SQLModel
@@ -45,6 +45,8 @@ log = logging.getLogger("receiver.dispatcher.store")
 
 class DispatchStore:
     """The dispatcher's tables on one engine; ``create_schema`` first, ``close`` when done."""
+
+    IDS_PER_QUERY = 10_000
 
     def __init__(self, url: str, *, pool_size: int = 8) -> None:
         self.url = url
@@ -299,26 +301,39 @@ class DispatchStore:
         subscription_id: int | None = None,
         owner: str | None = None,
     ) -> list[DeliveryState]:
+        """Deliveries in id order: these ``ids``, or those of one subscription, or all."""
         query = select(DELIVERIES, EVENTS.c.evento).join(
             EVENTS, EVENTS.c.id == DELIVERIES.c.event_id
         )
-        if ids is not None:
-            query = query.where(DELIVERIES.c.id.in_(list(ids)))
-        if subscription_id is not None:
-            with self._reading() as conn:
-                self._active(conn, subscription_id, owner)
-            query = query.where(DELIVERIES.c.subscription_id == subscription_id)
         with self._reading() as conn:
+            if subscription_id is not None:
+                self._active(conn, subscription_id, owner)
+                query = query.where(DELIVERIES.c.subscription_id == subscription_id)
+            if ids is None:
+                return _delivery_states(conn, query)
+            # SQLite binds at most 32,766 parameters per statement: a long list goes in chunks.
+            wanted = sorted(ids)
+            step = self.IDS_PER_QUERY
             return [
-                DeliveryState(
-                    id=row["id"],
-                    subscription_id=row["subscription_id"],
-                    event_id=row["event_id"],
-                    evento=row["evento"],
-                    status=row["status"],
-                    attempts=row["attempts"],
-                    next_attempt_at=row["next_attempt_at"],
-                    delivered_at=row["delivered_at"],
+                state
+                for start in range(0, len(wanted), step)
+                for state in _delivery_states(
+                    conn, query.where(DELIVERIES.c.id.in_(wanted[start : start + step]))
                 )
-                for row in conn.execute(query.order_by(DELIVERIES.c.id)).mappings()
             ]
+
+
+def _delivery_states(conn: Connection, query: Select[Any]) -> list[DeliveryState]:
+    return [
+        DeliveryState(
+            id=row["id"],
+            subscription_id=row["subscription_id"],
+            event_id=row["event_id"],
+            evento=row["evento"],
+            status=row["status"],
+            attempts=row["attempts"],
+            next_attempt_at=row["next_attempt_at"],
+            delivered_at=row["delivered_at"],
+        )
+        for row in conn.execute(query.order_by(DELIVERIES.c.id)).mappings()
+    ]

@@ -165,6 +165,25 @@ async def test_at_most_n_at_a_time_per_endpoint(tmp_path: Path) -> None:
     assert recorder.most_active == 2
 
 
+async def test_waiting_for_many_deliveries_gives_each_final_state_in_the_order_asked(
+    tmp_path: Path,
+) -> None:
+    tls, recorder = TLS(), Recorder()
+    recorder.delay = 0.05  # they settle one by one while wait_for is reading
+    async with https_endpoint(tls, recorder) as endpoint, make(tmp_path, tls) as dispatcher:
+        await subscribe(dispatcher, endpoint.url + "/hook")
+        emitted = [
+            i
+            for n in range(40)
+            for i in (await dispatcher.emit("duimp.registro", {"n": n})).delivery_ids
+        ]
+        asked = [*reversed(emitted), emitted[0], max(emitted) + 1000]  # a repeat, an unknown id
+        states = await dispatcher.wait_for(asked, within=10)
+    assert [state.id for state in states] == list(reversed(emitted))
+    assert {(state.status, state.attempts) for state in states} == {("delivered", 1)}
+    assert len(recorder.requests) == 40
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"

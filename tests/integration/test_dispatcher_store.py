@@ -97,6 +97,30 @@ def test_an_event_and_its_deliveries_are_stored_together(store: DispatchStore) -
     )
 
 
+def test_a_long_list_of_ids_is_read_in_chunks(
+    store: DispatchStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = utcnow()
+    mine = store.add_subscription("a", SUB, now)
+    store.add_subscription("b", SUB, now)
+    ids = [
+        i
+        for n in range(5)
+        for i in store.record_event(
+            SUB.evento, b"%d" % n, "application/json", now, None
+        ).delivery_ids
+    ]
+    monkeypatch.setattr(DispatchStore, "IDS_PER_QUERY", 3)
+    unknown = max(ids) + 100
+    # Every known id once, in id order, whatever order and repeats they were asked in.
+    wanted = [*reversed(ids), ids[0], unknown]
+    assert [s.id for s in store.deliveries(ids=wanted)] == sorted(ids)
+    states = store.deliveries(ids=wanted, subscription_id=mine.id, owner="a")
+    assert [s.id for s in states] == sorted(s.id for s in states)
+    assert len(states) == 5
+    assert {s.subscription_id for s in states} == {mine.id}
+
+
 def test_a_delivery_is_claimed_by_one_taker_only(store: DispatchStore) -> None:
     now = utcnow()
     store.add_subscription("a", SUB, now)
