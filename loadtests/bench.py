@@ -535,6 +535,11 @@ def check_stored(load: Load, warm: Load, ids: set[str], ours: int, name: str) ->
     return text, ok
 
 
+def bare_process_counts(sqlite_workers: int | None, pg_workers: int | None) -> list[int]:
+    """The bare endpoint runs with each process count a receiver target uses: its ratio's base."""
+    return sorted({n for n in (sqlite_workers, pg_workers) if n is not None}) or [1]
+
+
 def run_round(
     args: argparse.Namespace,
     round_number: int,
@@ -551,9 +556,9 @@ def run_round(
     ok_all = True
     suffix = f"r{round_number}"
     bare_by_procs: dict[int, Load] = {}
-    bare_procs = sorted(
-        {args.sqlite_workers if wanted("sqlite") else 1}
-        | ({args.pg_workers} if pg_server else set())
+    bare_procs = bare_process_counts(
+        args.sqlite_workers if wanted("sqlite") else None,
+        args.pg_workers if pg_server else None,
     )
     for procs in bare_procs:
         port = free_port()
@@ -658,7 +663,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--postgres", metavar="URL", help="also run (c) on this server")
     parser.add_argument("--pg-workers", type=int, default=2, help="processes for (c) (2)")
     parser.add_argument("--sqlite-workers", type=int, default=1, help="processes for (b) (1)")
-    parser.add_argument("--only", default="", help="comma-separated subset of bare,sqlite,postgres")
+    parser.add_argument(
+        "--only",
+        default="",
+        help="comma-separated subset of bare,sqlite,postgres (bare runs whenever a ratio needs it)",
+    )
     parser.add_argument("--wrk", default=shutil.which("wrk"), help=argparse.SUPPRESS)
     parser.add_argument("--serve-bare", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--bare-workers", type=int, default=1, help=argparse.SUPPRESS)

@@ -28,7 +28,8 @@ SECRET = "tok-" + "7f3a9c1e" * 6
 
 def welch_t(a: list[float], b: list[float]) -> float:
     va, vb = statistics.variance(a), statistics.variance(b)
-    return (statistics.fmean(a) - statistics.fmean(b)) / ((va / len(a) + vb / len(b)) ** 0.5)
+    spread: float = (va / len(a) + vb / len(b)) ** 0.5
+    return (statistics.fmean(a) - statistics.fmean(b)) / spread
 
 
 def measure(verifier: Verifier, headers: dict[str, bytes], trials: int) -> dict[str, list[float]]:

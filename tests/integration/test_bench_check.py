@@ -1,0 +1,75 @@
+"""The benchmark's own verdict: its store check reads a real SQLite store and fails on a lost 200."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from loadtests.bench import Load, bare_process_counts, check_stored, stored_ids_sqlite
+from receiver.sources import dedup_key
+from receiver.store import Incoming, Store
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    store = Store(f"sqlite:///{tmp_path / 'bench.db'}")
+    store.create_schema()
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def stored(store: Store, tag: str, count: int) -> list[str]:
+    """Notifications with the bench Lua script's marker in their body; their ids."""
+    bodies = [b'{"bench":"%s-%d"}' % (tag.encode(), n) for n in range(count)]
+    items = [Incoming("pucomex", None, "127.0.0.1", {}, b, dedup_key("pucomex", b)) for b in bodies]
+    return [receipt.id for receipt in store.append_now(items)]
+
+
+def answered(ids: list[str], ok: int | None = None) -> Load:
+    """What wrk reports: ``ok`` 200s, whose ids the Lua script recorded."""
+    ok = len(ids) if ok is None else ok
+    return Load(len(ids), 1.0, ok, 1.0, 2.0, 3.0, 0, {"200": ok}, ids)
+
+
+def test_every_answered_id_in_the_store_passes(tmp_path: Path, store: Store) -> None:
+    warm, run = stored(store, "runw", 3), stored(store, "run", 5)
+    ids, ours = stored_ids_sqlite(tmp_path / "bench.db", "run")
+    text, ok = check_stored(answered(run), answered(warm), ids, ours, "run")
+    assert ok, text
+    assert ours == 5  # the warm-up's marker "runw-" is not this run's "run-"
+    assert text.startswith("OK: 5 200s in the measured run, 5 of their ids found")
+
+
+def test_a_200_missing_from_the_store_fails_the_run(tmp_path: Path, store: Store) -> None:
+    run = stored(store, "run", 5)
+    ids, ours = stored_ids_sqlite(tmp_path / "bench.db", "run")
+    lost = "01JZZZZZZZZZZZZZZZZZZZZZZZ"
+    text, ok = check_stored(answered([*run, lost]), answered([]), ids, ours, "run")
+    assert not ok
+    assert "(1 missing)" in text
+    # A warm-up 200 counts as much as a measured one.
+    text, ok = check_stored(answered(run), answered([lost]), ids, ours, "run")
+    assert not ok
+    assert "warm-up 1 200s, 1 missing" in text
+
+
+def test_200s_whose_ids_were_not_all_recorded_fail_the_run(tmp_path: Path, store: Store) -> None:
+    # If the Lua script lost ids, the check by id would silently check fewer: it must fail.
+    run = stored(store, "run", 5)
+    ids, ours = stored_ids_sqlite(tmp_path / "bench.db", "run")
+    text, ok = check_stored(answered(run[:4], ok=5), answered([]), ids, ours, "run")
+    assert not ok, text
+
+
+@pytest.mark.parametrize(
+    ("sqlite_workers", "pg_workers", "expected"),
+    [(1, None, [1]), (None, 2, [2]), (1, 2, [1, 2]), (2, 2, [2]), (None, None, [1])],
+)
+def test_the_bare_endpoint_runs_with_the_process_counts_the_targets_use(
+    sqlite_workers: int | None, pg_workers: int | None, expected: list[int]
+) -> None:
+    assert bare_process_counts(sqlite_workers, pg_workers) == expected
