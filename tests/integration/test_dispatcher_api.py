@@ -173,7 +173,8 @@ async def test_credentials_are_never_answered_back(api: Harness) -> None:
 async def emit_failing(api: Harness, evento: str = "duimp.registro") -> dict[str, Any]:
     """One event to A's subscription whose endpoint fails both attempts."""
     api.answers.extend([500, 500])
-    emitted = (await api.a.post("/sim/events", json={"evento": evento, "dados": {"n": 1}})).json()
+    answer = await api.a.post("/sim/events", json={"evento": evento, "dados": {"n": 1}})
+    emitted: dict[str, Any] = answer.json()
     await api.dispatcher.wait_for(emitted["deliveries"], within=10)
     return emitted
 

@@ -11,6 +11,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import event
+from starlette.types import Message
 
 from receiver.allowlist import Allowlist
 from receiver.app import create_app
@@ -173,7 +174,7 @@ async def test_basic_credentials(ingest: AppClient) -> None:
             "/webhooks/sintegre", content=b"{}", headers={"Authorization": "Basic %%%"}
         )
         non_ascii = await client.post(
-            "/webhooks/sintegre", content=b"{}", headers={"Authorization": "Basic çãé".encode()}
+            "/webhooks/sintegre", content=b"{}", headers={b"Authorization": "Basic çãé".encode()}
         )
     assert ok.status_code == 200
     assert (bad.status_code, garbage.status_code, non_ascii.status_code) == (401, 401, 401)
@@ -250,9 +251,9 @@ async def test_oversized_body_refused_without_reading_the_rest(
         chunks_read += 1
         return {"type": "http.request", "body": b"x" * 1024, "more_body": True}
 
-    sent: list[dict[str, Any]] = []
+    sent: list[Message] = []
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: Message) -> None:
         sent.append(message)
 
     scope = webhook_scope((b"content-length", b"10000000"))
@@ -388,9 +389,9 @@ async def test_slow_body_is_cut_off_with_408(make_settings: Any, store: Store) -
         await asyncio.sleep(0.1)  # a byte every 100 ms, never finishing in time
         return {"type": "http.request", "body": b"x", "more_body": True}
 
-    sent: list[dict[str, Any]] = []
+    sent: list[Message] = []
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: Message) -> None:
         sent.append(message)
 
     scope = webhook_scope()

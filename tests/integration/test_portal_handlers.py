@@ -237,6 +237,7 @@ def test_sintegre_downloads_once_with_checksum(
     (saved,) = (data / "sintegre").iterdir()
     assert saved.read_bytes() == PRODUCT and saved.name.endswith("-carga_horaria.zip")
     record = asyncio.run(results.load("sintegre-download", note.idempotency_key))
+    assert record is not None
     assert record["sha256"] == hashlib.sha256(PRODUCT).hexdigest()
     assert record["size"] == len(PRODUCT) and record["file"] == saved.name
     assert served.hits == ["/produtos/carga horaria.zip"]  # the replay did not download again
@@ -311,6 +312,7 @@ def test_invoicy_keeps_the_status_history_of_each_document(store: Store) -> None
 
     asyncio.run(run())
     history = asyncio.run(results.load("invoicy-document", KEY))
+    assert history is not None
     assert [(h["event"], h["status"]) for h in history] == [
         ("nfe.documento-emitido", "Emitido"),
         ("nfe.documento-autorizado", "Autorizado"),
@@ -319,7 +321,9 @@ def test_invoicy_keeps_the_status_history_of_each_document(store: Store) -> None
         emitted.idempotency_key,
         authorized.idempotency_key,
     ]
-    (entry,) = asyncio.run(results.load("invoicy-document", "A1-77"))
+    entries = asyncio.run(results.load("invoicy-document", "A1-77"))
+    assert entries is not None
+    (entry,) = entries
     assert entry["status"] == "nfse.status-atualizado"
 
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterator
 from datetime import date
 
 import pytest
 
 from receiver.config import PortalSettings
-from receiver.portal import PortalClient, recover
+from receiver.portal import PortalClient, RecoveryReport, recover
 from receiver.sources import dedup_key
 from receiver.store import Incoming, NoteFilter, Store
 from tests.integration.portal_support import FakePortal
@@ -34,10 +35,10 @@ def failure(record_id: int, content: str, day: str = DAY) -> dict[str, object]:
 
 
 @pytest.fixture
-def store(database_url: str) -> Store:
+def store(database_url: str) -> Iterator[Store]:
     store = Store(database_url)
     store.create_schema()
-    yield store  # type: ignore[misc]
+    yield store
     store.close()
 
 
@@ -58,8 +59,8 @@ def make_portal() -> tuple[FakePortal, list[str]]:
     return portal, contents
 
 
-def run_recovery(portal: FakePortal, store: Store, day: str | date | None = DAY):  # type: ignore[no-untyped-def]
-    async def go():  # type: ignore[no-untyped-def]
+def run_recovery(portal: FakePortal, store: Store, day: str | date | None = DAY) -> RecoveryReport:
+    async def go() -> RecoveryReport:
         settings = PortalSettings(base_url="https://portal.test", max_retries=0)
         async with PortalClient(settings, transport=portal.transport()) as client:
             return await recover(client.subscriptions, store, day)

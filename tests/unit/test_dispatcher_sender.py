@@ -7,7 +7,7 @@ import asyncio
 import json
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,8 @@ from tests.dispatcher_support import dispatcher_settings, eventually, sqlite_url
 
 pytestmark = pytest.mark.anyio
 
-Handler = Callable[[httpx.Request], Awaitable[httpx.Response]]
+# A coroutine function, not any awaitable: that is what httpx.MockTransport is typed to accept.
+Handler = Callable[[httpx.Request], Coroutine[None, None, httpx.Response]]
 
 
 class Script:

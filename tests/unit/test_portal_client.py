@@ -118,7 +118,7 @@ def test_a_non_ascii_secret_is_a_configuration_error() -> None:
 def test_concurrent_callers_share_one_authentication() -> None:
     portal = Portal()
 
-    async def many(client: PortalClient) -> list[Any]:
+    async def many(client: PortalClient) -> list[dict[str, Any]]:
         return await asyncio.gather(*(client.duimp(NUMERO, "1") for _ in range(50)))
 
     assert len(run(make(portal), many)) == 50

@@ -34,7 +34,10 @@ def test_routes_match_events_families_and_catch_alls() -> None:
     router.on("pucomex", "lpco.*")(lpco)
     router.on_any()(everything)
     routing = Routing([router], SOURCES)
-    names = lambda source, event: [r.handler.__name__ for r in routing.handlers_for(source, event)]  # noqa: E731
+
+    def names(source: str, event: str | None) -> list[str]:
+        return [r.handler.__name__ for r in routing.handlers_for(source, event)]
+
     assert names("pucomex", "duimp.registro") == ["noop", "everything"]
     assert names("pucomex", "lpco.registro") == ["lpco", "everything"]
     assert names("pucomex", "lpcox") == ["everything"]
@@ -75,7 +78,7 @@ def test_load_routers_errors_name_the_module(monkeypatch: pytest.MonkeyPatch) ->
     module.router = Router()  # type: ignore[attr-defined]
     module.other = "not a router"  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "fake_handlers", module)
-    assert load_routers(["fake_handlers"]) == [module.router]  # type: ignore[attr-defined]
+    assert load_routers(["fake_handlers"]) == [module.router]
     with pytest.raises(HandlerError, match=r"is not a receiver\.Router"):
         load_routers(["fake_handlers:other"])
 
