@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from loadtests.bench import Load, bare_process_counts, check_stored, stored_ids_sqlite
+from loadtests.bench import Load, answer_id, bare_process_counts, check_stored, stored_ids_sqlite
 from receiver.sources import dedup_key
 from receiver.store import Incoming, Store
 
@@ -73,3 +73,11 @@ def test_the_bare_endpoint_runs_with_the_process_counts_the_targets_use(
     sqlite_workers: int | None, pg_workers: int | None, expected: list[int]
 ) -> None:
     assert bare_process_counts(sqlite_workers, pg_workers) == expected
+
+
+def test_the_id_of_a_200_is_read_from_its_body_and_a_body_without_one_counts_as_missing() -> None:
+    assert answer_id('{"id":"01KB2Z8Q3M7YV9X0D4E5F6G7H8","duplicate":false}') == (
+        "01KB2Z8Q3M7YV9X0D4E5F6G7H8"
+    )
+    assert answer_id('{"error":"store unavailable"}') == ""
+    assert not check_stored(answered([""]), answered([]), {"01KB2Z8Q3M7YV9X0D4E5F6G7H8"}, 1, "r")[1]
