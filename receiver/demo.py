@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
 import tempfile
 import time
@@ -50,6 +51,8 @@ DUIMP_EVENTS = (
 )
 # The event whose extra subscriber always answers 500, so the failure search has something to show.
 FAILING_EVENT = "duimp.cancelamento"
+# Their handler keeps the Duimp itself, by number and version; the others keep a situation.
+REGISTRATION_EVENTS = ("duimp.registro", "duimp.retificacao")
 
 
 @dataclass
@@ -290,16 +293,21 @@ async def run_demo(
 
 
 def _kept_duimps(store: Store, events: list[tuple[str, dict[str, Any]]]) -> int:
+    # Situation records are keyed by their notification's idempotency key: each stored original
+    # found once, by event and Duimp number, in one pass (a scan per event was quadratic).
+    situation_keys: dict[tuple[str | None, str], str] = {}
+    for row in store.notes(NoteFilter()):
+        if row["duplicate_of"] is None and row["event"] not in REGISTRATION_EVENTS:
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                numero = json.loads(row["body"])["dados"]["numero"]
+                situation_keys[(row["event"], str(numero))] = dedup_key("pucomex", row["body"])
     kept = 0
     for evento, dados in events:
-        if evento in ("duimp.registro", "duimp.retificacao"):
+        if evento in REGISTRATION_EVENTS:
             value = load_result(store, "duimp", f"{dados['numero']}:{dados['versao']}")
             kept += value is not None and value.get("numeroDeclaracao") == dados["numero"]
         else:
-            body_key = None  # situation records are keyed by the notification's idempotency key
-            for row in store.notes(NoteFilter(event=evento)):
-                if row["duplicate_of"] is None and dados["numero"].encode() in row["body"]:
-                    body_key = dedup_key("pucomex", row["body"])
+            body_key = situation_keys.get((evento, dados["numero"]))
             kept += (
                 body_key is not None and load_result(store, "duimp-situacao", body_key) is not None
             )
