@@ -39,12 +39,14 @@ def main() -> int:
     parser.add_argument("--notifications", type=int, default=10_000)
     args = parser.parse_args()
     duimps = duimps_for(args.notifications)
+    started = time.monotonic()
     last = [0.0]
 
     def say(line: str) -> None:
+        # Timed, so the phases show: emitted, delivered (stored by the receiver), handled.
         if not line.startswith("  receiver:") or time.monotonic() - last[0] > 5:
             last[0] = time.monotonic()
-            print(line, flush=True)
+            print(f"[{last[0] - started:6.1f} s] {line}", flush=True)
 
     report = asyncio.run(run_demo(duimps, say=say, patience_seconds=900))
     print()

@@ -264,6 +264,10 @@ async def run_demo(
                 say(f"emitted {len(events)} events ({len(deliveries)} deliveries)")
                 states = await simulator.dispatcher.wait_for(deliveries, within=patience_seconds)
                 report.failed_deliveries = sum(1 for s in states if s.status != "delivered")
+                say(
+                    f"every delivery settled: {len(states) - report.failed_deliveries} delivered, "
+                    f"{report.failed_deliveries} failed (to the endpoint answering 500)"
+                )
 
                 deadline = time.monotonic() + patience_seconds
                 while True:

@@ -388,21 +388,43 @@ def job_counts(store: Store) -> tuple[dict[str, int], float]:
     return counts, age
 
 
-def save_result(store: Store, kind: str, key: str, value: Any) -> None:
+@dataclass(frozen=True, slots=True)
+class Result:
+    """A handler result to keep: ``value`` already in its stored form (JSON text)."""
+
+    kind: str
+    key: str
+    value_json: str
+
+    @classmethod
+    def of(cls, kind: str, key: str, value: Any) -> Result:
+        """Serialised here, in the handler's own call: a value JSON cannot hold fails that call,
+        not the batch it would have been written with."""
+        return cls(kind, key, json.dumps(value, ensure_ascii=False))
+
+
+def save_results(store: Store, results: Sequence[Result]) -> list[None]:
+    """Keep many results in one transaction; a later one for the same kind and key replaces an
+    earlier one, as if they had been saved one after the other."""
+    latest = {(r.kind, r.key): r for r in results}  # one row per key: PostgreSQL's upsert wants it
+    now = utcnow()
     dialect = postgresql if store.dialect == "postgresql" else sqlite
-    row = {
-        "kind": kind,
-        "key": key,
-        "value": json.dumps(value, ensure_ascii=False),
-        "updated_at": utcnow(),
-    }
-    statement = dialect.insert(RESULTS).values(**row)
+    statement = dialect.insert(RESULTS)
     statement = statement.on_conflict_do_update(
         index_elements=["kind", "key"],
         set_={"value": statement.excluded.value, "updated_at": statement.excluded.updated_at},
     )
+    rows = [
+        {"kind": r.kind, "key": r.key, "value": r.value_json, "updated_at": now}
+        for r in latest.values()
+    ]
     with store.engine.begin() as conn:
-        conn.execute(statement)
+        conn.execute(statement, rows)
+    return [None] * len(results)
+
+
+def save_result(store: Store, kind: str, key: str, value: Any) -> None:
+    save_results(store, [Result.of(kind, key, value)])
 
 
 def load_result(store: Store, kind: str, key: str) -> Any | None:

@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from receiver import inbox, metrics
 from receiver.config import Settings
@@ -30,35 +34,33 @@ log = logging.getLogger("receiver.worker")
 
 METRICS_EVERY_SECONDS = 2.0
 
-
-class StoreResults:
-    """``Context.save``/``load`` backed by the store's handler_results table."""
-
-    def __init__(self, store: Store) -> None:
-        self._store = store
-
-    async def save(self, kind: str, key: str, value: Any) -> None:
-        await asyncio.to_thread(inbox.save_result, self._store, kind, key, value)
-
-    async def load(self, kind: str, key: str) -> Any | None:
-        return await asyncio.to_thread(inbox.load_result, self._store, kind, key)
+T = TypeVar("T")
+R = TypeVar("R")
+# Errors of the store itself, not of one item in a batch: nothing is gained by writing the items
+# one by one (each would wait for the same unreachable server).
+STORE_DOWN = (OperationalError, InterfaceError, PoolTimeout, OSError)
 
 
-class OutcomeWriter:
-    """Records finished attempts in batches: one transaction (one fsync) for every outcome that
-    arrived while the previous batch was being written, as ingest's group commit does."""
+class GroupedWrites(Generic[T, R]):
+    """Writes items in batches: one transaction (one fsync) for every item that arrived while the
+    previous batch was being written, as ingest's group commit does.
 
-    def __init__(self, store: Store) -> None:
-        self._store = store
-        self._waiting: list[tuple[inbox.Outcome, asyncio.Future[bool]]] = []
+    Concurrent handlers otherwise each took SQLite's write lock in turn, with a commit apiece,
+    and waited for it in SQLite's busy handler (sleeps of 1, 2, 5 ... 100 ms).
+    """
+
+    def __init__(self, write_many: Callable[[list[T]], Sequence[R]], name: str) -> None:
+        self._write_many = write_many
+        self._name = name
+        self._waiting: list[tuple[T, asyncio.Future[R]]] = []
         self._writing: asyncio.Task[None] | None = None
 
-    async def record(self, outcome: inbox.Outcome) -> bool:
-        """True once recorded; False if the job's lease was lost to another worker."""
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._waiting.append((outcome, future))
+    async def submit(self, item: T) -> R:
+        """``item``'s result once it is committed; raises what its own write raised."""
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._waiting.append((item, future))
         if self._writing is None or self._writing.done():
-            self._writing = asyncio.create_task(self._write(), name="outcome-writer")
+            self._writing = asyncio.create_task(self._write(), name=self._name)
         return await future
 
     async def flush(self) -> None:
@@ -69,17 +71,54 @@ class OutcomeWriter:
         while self._waiting:
             batch, self._waiting = self._waiting, []
             try:
-                kept = await asyncio.to_thread(
-                    inbox.finish_many, self._store, [outcome for outcome, _ in batch]
-                )
-            except Exception as error:  # the store is down: those attempts will run again
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(error)
+                results = await asyncio.to_thread(self._write_many, [item for item, _ in batch])
+            except Exception as error:
+                if len(batch) == 1 or isinstance(error, STORE_DOWN):
+                    # The store is down: every one fails now, and its caller tries again later.
+                    for _, future in batch:
+                        _fail(future, error)
+                    continue
+                # One bad item (say, a key too long for PostgreSQL) must not fail the others:
+                # each is written again on its own, and only its own error reaches its caller.
+                for item, future in batch:
+                    try:
+                        (alone,) = await asyncio.to_thread(self._write_many, [item])
+                    except Exception as own:
+                        _fail(future, own)
+                    else:
+                        _resolve(future, alone)
             else:
-                for (_, future), ok in zip(batch, kept, strict=True):
-                    if not future.done():
-                        future.set_result(ok)
+                for (_, future), result in zip(batch, results, strict=True):
+                    _resolve(future, result)
+
+
+def _resolve(future: asyncio.Future[R], result: R) -> None:
+    if not future.done():  # done: its caller was cancelled meanwhile
+        future.set_result(result)
+
+
+def _fail(future: asyncio.Future[Any], error: Exception) -> None:
+    if not future.done():
+        future.set_exception(error)
+
+
+class StoreResults:
+    """``Context.save``/``load`` backed by the store's handler_results table."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._saves = GroupedWrites[inbox.Result, None](
+            functools.partial(inbox.save_results, store), name="result-writer"
+        )
+
+    async def save(self, kind: str, key: str, value: Any) -> None:
+        await self._saves.submit(inbox.Result.of(kind, key, value))
+
+    async def load(self, kind: str, key: str) -> Any | None:
+        return await asyncio.to_thread(inbox.load_result, self._store, kind, key)
+
+    async def flush(self) -> None:
+        await self._saves.flush()
 
 
 class Worker:
@@ -98,7 +137,10 @@ class Worker:
         self._portal = portal
         self._data_dir = data_dir if data_dir is not None else settings.store_dir
         self._results = StoreResults(store)
-        self._outcomes = OutcomeWriter(store)
+        # True once recorded; False if the job's lease was lost to another worker.
+        self._outcomes = GroupedWrites[inbox.Outcome, bool](
+            functools.partial(inbox.finish_many, store), name="outcome-writer"
+        )
         self._running: dict[asyncio.Task[None], ClaimedJob] = {}
         self._wake = asyncio.Event()
         self.name = f"{socket.gethostname()}:{os.getpid()}"
@@ -267,7 +309,7 @@ class Worker:
         self, job: ClaimedJob, status: JobStatus, error: str | None, delay: float = 0.0
     ) -> None:
         # Shielded: a stop request must not lose the record of a handler that already ran.
-        kept = await asyncio.shield(self._outcomes.record(inbox.Outcome(job, status, error, delay)))
+        kept = await asyncio.shield(self._outcomes.submit(inbox.Outcome(job, status, error, delay)))
         if not kept:
             log.warning("job %d: lease lost before it finished; another worker owns it", job.job_id)
 

@@ -7,8 +7,10 @@ import json
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from receiver import Context, Notification, Retry, Router
 from receiver import inbox as jobs
@@ -17,8 +19,8 @@ from receiver.models import JobStatus
 from receiver.routing import Routing
 from receiver.sources import dedup_key
 from receiver.store import Incoming, NoteFilter, Store
-from receiver.worker import OutcomeWriter, Worker
-from tests.conftest import BOTH_STORES
+from receiver.worker import GroupedWrites, StoreResults, Worker
+from tests.conftest import BOTH_STORES, fresh_database
 
 pytestmark = pytest.mark.anyio
 
@@ -379,7 +381,7 @@ async def test_many_handlers_finishing_together_leave_the_notification_done(
 
 
 async def test_outcomes_are_written_together_and_fenced_one_by_one(
-    store: Store, settings: Settings, monkeypatch: pytest.MonkeyPatch
+    store: Store, settings: Settings
 ) -> None:
     router = Router()
 
@@ -393,20 +395,106 @@ async def test_outcomes_are_written_together_and_fenced_one_by_one(
     claimed = jobs.claim(store, 20, lease_seconds=0.05)
     await asyncio.sleep(0.1)
     [stolen] = jobs.claim(store, 1, lease_seconds=30)  # one lease ran out and was taken again
-    writer = OutcomeWriter(store)
     transactions = 0
-    finish_many = jobs.finish_many
 
-    def counting(*args: object) -> list[bool]:
+    def counting(outcomes: list[jobs.Outcome]) -> list[bool]:
         nonlocal transactions
         transactions += 1
-        return finish_many(*args)  # type: ignore[arg-type]
+        return jobs.finish_many(store, outcomes)
 
-    monkeypatch.setattr(jobs, "finish_many", counting)
+    writer = GroupedWrites[jobs.Outcome, bool](counting, name="outcomes")
     kept = await asyncio.gather(
-        *(writer.record(jobs.Outcome(job, JobStatus.DONE)) for job in claimed)
+        *(writer.submit(jobs.Outcome(job, JobStatus.DONE)) for job in claimed)
     )
     assert transactions <= 2  # the first outcome's own write, then everyone who queued behind it
     assert kept == [job.job_id != stolen.job_id for job in claimed]
     done = [row for row in store.notes(NoteFilter()) if row["status"] == "done"]
     assert len(done) == 19
+
+
+async def test_concurrent_saves_share_a_transaction_and_the_last_save_of_a_key_wins(
+    store: Store,
+) -> None:
+    transactions: list[int] = []
+
+    def counting(results: list[jobs.Result]) -> list[None]:
+        transactions.append(len(results))
+        return jobs.save_results(store, results)
+
+    results = StoreResults(store)
+    results._saves = GroupedWrites(counting, name="saves")  # the same writer, counted
+    await asyncio.gather(
+        *(results.save("duimp", f"k{n}", {"n": n}) for n in range(30)),
+        results.save("duimp", "k0", {"n": "again"}),  # queued after the first k0: it wins
+    )
+    assert sum(transactions) == 31 and len(transactions) <= 2
+    assert await results.load("duimp", "k0") == {"n": "again"}
+    assert [await results.load("duimp", f"k{n}") for n in range(1, 30)] == [
+        {"n": n} for n in range(1, 30)
+    ]
+
+
+async def test_a_save_that_cannot_be_kept_fails_alone(store: Store) -> None:
+    results = StoreResults(store)
+    with pytest.raises(TypeError):  # not JSON: refused in the handler's own call
+        await results.save("duimp", "x", {"when": object()})
+
+    def refusing(batch: list[jobs.Result]) -> list[None]:
+        # As PostgreSQL refuses a key longer than its column: the batch's transaction fails.
+        if any(item.key == "refused" for item in batch):
+            raise ValueError("value too long for type character varying(200)")
+        return jobs.save_results(store, batch)
+
+    results._saves = GroupedWrites(refusing, name="saves")
+    outcomes = await asyncio.gather(
+        *(results.save("duimp", key, {"key": key}) for key in ("a", "refused", "b", "c")),
+        return_exceptions=True,
+    )
+    assert [type(outcome).__name__ for outcome in outcomes] == [
+        "NoneType",
+        "ValueError",
+        "NoneType",
+        "NoneType",
+    ]
+    assert [await results.load("duimp", key) for key in ("a", "refused", "b", "c")] == [
+        {"key": "a"},
+        None,
+        {"key": "b"},
+        {"key": "c"},
+    ]
+
+
+@pytest.mark.postgres
+async def test_a_key_postgresql_refuses_fails_only_its_own_save(tmp_path: Path) -> None:
+    store = Store(fresh_database("postgres", tmp_path))  # skips without a server
+    store.create_schema()
+    try:
+        results = StoreResults(store)
+        outcomes = await asyncio.gather(
+            results.save("duimp", "ok-1", 1),
+            results.save("duimp", "k" * 201, 2),  # the key column holds 200 characters
+            results.save("duimp", "ok-2", 3),
+            return_exceptions=True,
+        )
+        assert outcomes[0] is None and outcomes[2] is None
+        assert isinstance(outcomes[1], Exception)
+        assert await results.load("duimp", "ok-1") == 1
+        assert await results.load("duimp", "ok-2") == 3
+    finally:
+        store.close()
+
+
+async def test_when_the_store_is_down_a_batch_fails_at_once(store: Store) -> None:
+    calls: list[int] = []
+
+    def unreachable(batch: list[jobs.Result]) -> list[None]:
+        calls.append(len(batch))
+        raise OperationalError("INSERT", {}, ConnectionRefusedError("connection refused"))
+
+    results = StoreResults(store)
+    results._saves = GroupedWrites(unreachable, name="saves")
+    outcomes = await asyncio.gather(
+        *(results.save("duimp", f"k{n}", n) for n in range(5)), return_exceptions=True
+    )
+    assert all(isinstance(outcome, OperationalError) for outcome in outcomes)
+    assert sum(calls) == 5 and len(calls) <= 2  # not once more for each of them
