@@ -423,10 +423,6 @@ def save_results(store: Store, results: Sequence[Result]) -> list[None]:
     return [None] * len(results)
 
 
-def save_result(store: Store, kind: str, key: str, value: Any) -> None:
-    save_results(store, [Result.of(kind, key, value)])
-
-
 def load_result(store: Store, kind: str, key: str) -> Any | None:
     with store.reading() as conn:
         value = conn.execute(

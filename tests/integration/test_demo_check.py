@@ -10,7 +10,7 @@ import pytest
 
 from receiver.demo import REGISTRATION_EVENTS, _kept_duimps, demo_events
 from receiver.dispatcher.sender import pucomex_body
-from receiver.inbox import save_result
+from receiver.inbox import Result, save_results
 from receiver.models import utcnow
 from receiver.sources import dedup_key
 from receiver.store import Incoming, Store
@@ -24,6 +24,10 @@ def store(tmp_path: Path) -> Iterator[Store]:
         yield store
     finally:
         store.close()
+
+
+def save_result(store: Store, kind: str, key: str, value: object) -> None:
+    save_results(store, [Result.of(kind, key, value)])
 
 
 def test_every_kept_record_is_counted_and_a_missing_one_is_not(store: Store) -> None:
