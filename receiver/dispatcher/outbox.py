@@ -8,11 +8,13 @@ mid-attempt; the delivery is then due again.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, and_, func, insert, or_, select, update
+from sqlalchemy.engine import Connection
 
 from receiver.dispatcher.records import AttemptOutcome, DueDelivery
 from receiver.dispatcher.tables import (
@@ -36,6 +38,15 @@ def due_condition(now: datetime) -> Any:
         and_(DUE_PENDING, DELIVERIES.c.next_attempt_at <= now),
         and_(LEASED, DELIVERIES.c.lease_until < now),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """Take ``delivery_id`` for one attempt if it is due at ``now``, until ``lease_until``."""
+
+    delivery_id: int
+    now: datetime
+    lease_until: datetime
 
 
 class Outbox:
@@ -97,13 +108,24 @@ class Outbox:
 
     def claim(self, delivery_id: int, now: datetime, lease_until: datetime) -> bool:
         """Take the delivery for one attempt; False when it is not due or another process has it."""
+        return self.claim_many([Claim(delivery_id, now, lease_until)])[0]
+
+    def claim_many(self, claims: Sequence[Claim]) -> list[bool]:
+        """``claim`` for each, in one transaction."""
         with self.engine.begin() as conn:
-            result = conn.execute(
-                update(DELIVERIES)
-                .where(DELIVERIES.c.id == delivery_id, due_condition(now))
-                .values(status=DeliveryStatus.SENDING, lease_until=lease_until, updated_at=now)
-            )
-            return result.rowcount == 1
+            return [
+                conn.execute(
+                    update(DELIVERIES)
+                    .where(DELIVERIES.c.id == claim.delivery_id, due_condition(claim.now))
+                    .values(
+                        status=DeliveryStatus.SENDING,
+                        lease_until=claim.lease_until,
+                        updated_at=claim.now,
+                    )
+                ).rowcount
+                == 1
+                for claim in claims
+            ]
 
     def release(self, delivery_id: int, now: datetime) -> None:
         """Give back an attempt we interrupted ourselves (shutdown); it is due again at once."""
@@ -128,54 +150,72 @@ class Outbox:
         interval: timedelta,
     ) -> DeliveryStatus:
         """The attempt, a failure record if it failed, and what the delivery does next."""
+        return self.record_attempts([(delivery, outcome)], max_attempts, interval)[0]
+
+    def record_attempts(
+        self,
+        attempts: Sequence[tuple[DueDelivery, AttemptOutcome]],
+        max_attempts: int,
+        interval: timedelta,
+    ) -> list[DeliveryStatus]:
+        """``record_attempt`` for each, in one transaction."""
         with self.engine.begin() as conn:
-            state = conn.execute(
-                select(DELIVERIES.c.attempts, SUBSCRIPTIONS.c.deleted)
-                .join(SUBSCRIPTIONS, SUBSCRIPTIONS.c.id == DELIVERIES.c.subscription_id)
-                .where(DELIVERIES.c.id == delivery.id)
-            ).one()
-            number = state.attempts + 1
-            conn.execute(
-                insert(ATTEMPTS),
-                {
-                    "delivery_id": delivery.id,
-                    "number": number,
-                    "started_at": outcome.started_at,
-                    "finished_at": outcome.finished_at,
-                    "status_code": outcome.status_code,
-                    "ok": outcome.ok,
-                    "outcome": outcome.description,
-                    "response_excerpt": outcome.response_excerpt,
-                },
-            )
-            changes: dict[str, Any] = {
-                "attempts": number,
-                "lease_until": None,
-                "updated_at": outcome.finished_at,
-            }
-            if outcome.ok:
-                status = DeliveryStatus.DELIVERED
-                changes["delivered_at"] = outcome.finished_at
+            return [
+                self._record_attempt(conn, delivery, outcome, max_attempts, interval)
+                for delivery, outcome in attempts
+            ]
+
+    def _record_attempt(
+        self,
+        conn: Connection,
+        delivery: DueDelivery,
+        outcome: AttemptOutcome,
+        max_attempts: int,
+        interval: timedelta,
+    ) -> DeliveryStatus:
+        state = conn.execute(
+            select(DELIVERIES.c.attempts, SUBSCRIPTIONS.c.deleted)
+            .join(SUBSCRIPTIONS, SUBSCRIPTIONS.c.id == DELIVERIES.c.subscription_id)
+            .where(DELIVERIES.c.id == delivery.id)
+        ).one()
+        number = state.attempts + 1
+        conn.execute(
+            insert(ATTEMPTS),
+            {
+                "delivery_id": delivery.id,
+                "number": number,
+                "started_at": outcome.started_at,
+                "finished_at": outcome.finished_at,
+                "status_code": outcome.status_code,
+                "ok": outcome.ok,
+                "outcome": outcome.description,
+                "response_excerpt": outcome.response_excerpt,
+            },
+        )
+        changes: dict[str, Any] = {
+            "attempts": number,
+            "lease_until": None,
+            "updated_at": outcome.finished_at,
+        }
+        if outcome.ok:
+            status = DeliveryStatus.DELIVERED
+            changes["delivered_at"] = outcome.finished_at
+        else:
+            conn.execute(insert(FAILURES), self._failure(delivery, outcome, number, max_attempts))
+            if number >= max_attempts:
+                status = DeliveryStatus.FAILED
+            elif state.deleted:
+                status = DeliveryStatus.CANCELLED
             else:
-                conn.execute(
-                    insert(FAILURES), self._failure(delivery, outcome, number, max_attempts)
-                )
-                if number >= max_attempts:
-                    status = DeliveryStatus.FAILED
-                elif state.deleted:
-                    status = DeliveryStatus.CANCELLED
-                else:
-                    status = DeliveryStatus.PENDING
-                    # Attempts are spaced start to start, like the Portal's "one every 5 minutes".
-                    changes["next_attempt_at"] = max(
-                        outcome.started_at + interval, outcome.finished_at
-                    )
-            conn.execute(
-                update(DELIVERIES)
-                .where(DELIVERIES.c.id == delivery.id)
-                .values(status=status, **changes)
-            )
-            return status
+                status = DeliveryStatus.PENDING
+                # Attempts are spaced start to start, like the Portal's "one every 5 minutes".
+                changes["next_attempt_at"] = max(outcome.started_at + interval, outcome.finished_at)
+        conn.execute(
+            update(DELIVERIES)
+            .where(DELIVERIES.c.id == delivery.id)
+            .values(status=status, **changes)
+        )
+        return status
 
     @staticmethod
     def _failure(

@@ -78,6 +78,17 @@ class DeliveryState:
 
 
 @dataclass(frozen=True, slots=True)
+class EmitRequest:
+    """An event to store with its deliveries (``DispatchStore.record_events``)."""
+
+    evento: str
+    body: bytes
+    content_type: str
+    emitted_at: datetime
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class EmitResult:
     event_id: str
     delivery_ids: tuple[int, ...]

@@ -21,6 +21,7 @@ from sqlmodel import SQLModel
 from receiver.dispatcher.outbox import DUE_PENDING, Outbox
 from receiver.dispatcher.records import (
     DeliveryState,
+    EmitRequest,
     EmitResult,
     Subscription,
     UnknownSubscription,
@@ -173,49 +174,89 @@ class DispatchStore:
         idempotency_key: str | None = None,
     ) -> EmitResult:
         """The event and one delivery per matching subscription, in one transaction."""
-        if idempotency_key is not None:
-            seen = self._event_by_key(idempotency_key)
-            if seen is not None:
-                return seen
-        event_id = new_id()
+        request = EmitRequest(evento, body, content_type, now, idempotency_key)
+        return self.record_events([request])[0]
+
+    def record_events(self, requests: Sequence[EmitRequest]) -> list[EmitResult]:
+        """Many events and their deliveries in one transaction (one fsync), a result for each.
+
+        An idempotency key already stored, or earlier in ``requests``, is answered with that
+        event's result, marked duplicate, and stores nothing.
+        """
         try:
             with self.engine.begin() as conn:
-                conn.execute(
-                    insert(EVENTS),
-                    {
-                        "id": event_id,
-                        "evento": evento,
-                        "emitted_at": now,
-                        "body": body,
-                        "content_type": content_type,
-                        "idempotency_key": idempotency_key,
-                    },
-                )
-                targets = conn.execute(
-                    select(SUBSCRIPTIONS.c.id).where(
-                        SUBSCRIPTIONS.c.evento == evento, SUBSCRIPTIONS.c.deleted.is_(False)
-                    )
-                ).scalars()
-                ids = self._insert_deliveries(conn, event_id, list(targets), now)
+                return self._record(conn, requests)
         except IntegrityError:
-            # Another emit with the same key won the race; answer with what it stored.
-            seen = self._event_by_key(idempotency_key) if idempotency_key else None
-            if seen is None:
-                raise
-            return seen
-        return EmitResult(event_id, tuple(ids))
+            # Another process stored one of these keys meanwhile. Its commit is visible to a new
+            # transaction, which answers that key with what it stored and records the rest.
+            with self.engine.begin() as conn:
+                return self._record(conn, requests)
 
-    def _event_by_key(self, key: str) -> EmitResult | None:
-        with self._reading() as conn:
-            event_id = conn.execute(
-                select(EVENTS.c.id).where(EVENTS.c.idempotency_key == key)
-            ).scalar()
-            if event_id is None:
-                return None
-            ids = conn.execute(
-                select(DELIVERIES.c.id).where(DELIVERIES.c.event_id == event_id).order_by("id")
-            ).scalars()
-            return EmitResult(event_id, tuple(ids), duplicate=True)
+    def _record(self, conn: Connection, requests: Sequence[EmitRequest]) -> list[EmitResult]:
+        keys = {r.idempotency_key for r in requests if r.idempotency_key is not None}
+        seen = self._events_by_keys(conn, keys)
+        targets: dict[str, list[int]] = {}
+        results: list[EmitResult] = []
+        for request in requests:
+            key = request.idempotency_key
+            if key is not None and key in seen:
+                results.append(seen[key])
+                continue
+            if request.evento not in targets:
+                targets[request.evento] = list(
+                    conn.execute(
+                        select(SUBSCRIPTIONS.c.id).where(
+                            SUBSCRIPTIONS.c.evento == request.evento,
+                            SUBSCRIPTIONS.c.deleted.is_(False),
+                        )
+                    ).scalars()
+                )
+            event_id = new_id()
+            conn.execute(
+                insert(EVENTS),
+                {
+                    "id": event_id,
+                    "evento": request.evento,
+                    "emitted_at": request.emitted_at,
+                    "body": request.body,
+                    "content_type": request.content_type,
+                    "idempotency_key": key,
+                },
+            )
+            ids = self._insert_deliveries(
+                conn, event_id, targets[request.evento], request.emitted_at
+            )
+            results.append(EmitResult(event_id, tuple(ids)))
+            if key is not None:
+                seen[key] = EmitResult(event_id, tuple(ids), duplicate=True)
+        return results
+
+    @staticmethod
+    def _events_by_keys(conn: Connection, keys: Collection[str]) -> dict[str, EmitResult]:
+        """The stored events with these idempotency keys, as a repeated emit is answered."""
+        if not keys:
+            return {}
+        events: dict[str, str] = {
+            key: event_id
+            for key, event_id in conn.execute(
+                select(EVENTS.c.idempotency_key, EVENTS.c.id).where(
+                    EVENTS.c.idempotency_key.in_(list(keys))
+                )
+            )
+        }
+        deliveries: dict[str, list[int]] = {event_id: [] for event_id in events.values()}
+        if deliveries:
+            rows = conn.execute(
+                select(DELIVERIES.c.event_id, DELIVERIES.c.id)
+                .where(DELIVERIES.c.event_id.in_(list(deliveries)))
+                .order_by(DELIVERIES.c.id)
+            )
+            for event_id, delivery_id in rows:
+                deliveries[event_id].append(delivery_id)
+        return {
+            key: EmitResult(event_id, tuple(deliveries[event_id]), duplicate=True)
+            for key, event_id in events.items()
+        }
 
     @staticmethod
     def _insert_deliveries(

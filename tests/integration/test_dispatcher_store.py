@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import insert
 
 from receiver.dispatcher import Dispatcher, DispatchStore, OutboundAuth, UnknownSubscription
-from receiver.dispatcher.records import AttemptOutcome
+from receiver.dispatcher.records import AttemptOutcome, EmitRequest, EmitResult
 from receiver.dispatcher.tables import SUBSCRIPTIONS, AuthType, DeliveryStatus
 from receiver.dispatcher.validation import SubscriptionInput, brasilia_date
 from receiver.models import utcnow
@@ -95,6 +95,65 @@ def test_an_event_and_its_deliveries_are_stored_together(store: DispatchStore) -
         result.delivery_ids,
         True,
     )
+
+
+def test_many_events_are_stored_in_one_call_and_repeated_keys_answered_once(
+    store: DispatchStore,
+) -> None:
+    now = utcnow()
+    registro = store.add_subscription("a", SUB, now)
+    cancel = store.add_subscription(
+        "a", SubscriptionInput("duimp.cancelamento", SUB.endpoint, None), now
+    )
+    [before] = store.record_events([EmitRequest(SUB.evento, b"0", "application/json", now, "k0")])
+    results = store.record_events(
+        [
+            EmitRequest(SUB.evento, b"1", "application/json", now, "k1"),
+            EmitRequest("duimp.cancelamento", b"2", "application/json", now, None),
+            EmitRequest(SUB.evento, b"1", "application/json", now, "k1"),  # repeated in the call
+            EmitRequest(SUB.evento, b"0", "application/json", now, "k0"),  # stored before
+            EmitRequest("lpco.registro", b"3", "application/json", now, None),  # nobody listens
+        ]
+    )
+    first, cancelled, again, old, unheard = results
+    assert not first.duplicate and not cancelled.duplicate and not unheard.duplicate
+    assert (again.event_id, again.delivery_ids, again.duplicate) == (
+        first.event_id,
+        first.delivery_ids,
+        True,
+    )
+    assert (old.event_id, old.delivery_ids, old.duplicate) == (
+        before.event_id,
+        before.delivery_ids,
+        True,
+    )
+    assert unheard.delivery_ids == ()
+    states = {s.id: s for s in store.deliveries(ids=[*first.delivery_ids, *cancelled.delivery_ids])}
+    assert [states[i].subscription_id for i in first.delivery_ids] == [registro.id]
+    assert [states[i].subscription_id for i in cancelled.delivery_ids] == [cancel.id]
+    assert len({first.event_id, cancelled.event_id, unheard.event_id, before.event_id}) == 4
+
+
+def test_concurrent_emits_with_one_key_store_one_event(store: DispatchStore) -> None:
+    now = utcnow()
+    store.add_subscription("a", SUB, now)
+    results: list[EmitResult] = []
+    start = threading.Barrier(4)
+
+    def emit() -> None:
+        start.wait()
+        for n in range(10):
+            request = EmitRequest(SUB.evento, b"%d" % n, "application/json", now, f"race-{n}")
+            results.extend(store.record_events([request]))
+
+    threads = [threading.Thread(target=emit) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 40
+    assert len({r.event_id for r in results}) == 10  # one event per key, whoever won
+    assert sum(not r.duplicate for r in results) == 10
 
 
 def test_a_long_list_of_ids_is_read_in_chunks(
