@@ -441,6 +441,7 @@ def serve_writer(sock: socket.socket) -> None:
                         for seq, receipt in zip(seqs, outcome, strict=True)
                     ],
                 )
+                writer.finish_checkpoint()
     except (BrokenPipeError, ConnectionResetError):
         return  # the serving process is gone; what was committed stays committed
     finally:
