@@ -123,6 +123,17 @@ def store(settings: Settings) -> Iterator[Store]:
     store.close()
 
 
+@pytest.fixture
+def sqlite_store(tmp_path: Path) -> Iterator[Store]:
+    """A store on a real SQLite file, ``tmp_path / "receiver.db"``, for what reads the file."""
+    store = Store(f"sqlite:///{tmp_path / 'receiver.db'}")
+    store.create_schema()
+    try:
+        yield store
+    finally:
+        store.close()
+
+
 class AppClient:
     """An in-process ingest app with its store running, and a way to speak from any address."""
 

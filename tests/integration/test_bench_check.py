@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -10,16 +9,6 @@ import pytest
 from loadtests.bench import Load, answer_id, bare_process_counts, check_stored, stored_ids_sqlite
 from receiver.sources import dedup_key
 from receiver.store import Incoming, Store
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    store = Store(f"sqlite:///{tmp_path / 'bench.db'}")
-    store.create_schema()
-    try:
-        yield store
-    finally:
-        store.close()
 
 
 def stored(store: Store, tag: str, count: int) -> list[str]:
@@ -35,18 +24,18 @@ def answered(ids: list[str], ok: int | None = None) -> Load:
     return Load(len(ids), 1.0, ok, 1.0, 2.0, 3.0, 0, {"200": ok}, ids)
 
 
-def test_every_answered_id_in_the_store_passes(tmp_path: Path, store: Store) -> None:
-    warm, run = stored(store, "runw", 3), stored(store, "run", 5)
-    ids, ours = stored_ids_sqlite(tmp_path / "bench.db", "run")
+def test_every_answered_id_in_the_store_passes(tmp_path: Path, sqlite_store: Store) -> None:
+    warm, run = stored(sqlite_store, "runw", 3), stored(sqlite_store, "run", 5)
+    ids, ours = stored_ids_sqlite(tmp_path / "receiver.db", "run")
     text, ok = check_stored(answered(run), answered(warm), ids, ours, "run")
     assert ok, text
     assert ours == 5  # the warm-up's marker "runw-" is not this run's "run-"
     assert text.startswith("OK: 5 200s in the measured run, 5 of their ids found")
 
 
-def test_a_200_missing_from_the_store_fails_the_run(tmp_path: Path, store: Store) -> None:
-    run = stored(store, "run", 5)
-    ids, ours = stored_ids_sqlite(tmp_path / "bench.db", "run")
+def test_a_200_missing_from_the_store_fails_the_run(tmp_path: Path, sqlite_store: Store) -> None:
+    run = stored(sqlite_store, "run", 5)
+    ids, ours = stored_ids_sqlite(tmp_path / "receiver.db", "run")
     lost = "01JZZZZZZZZZZZZZZZZZZZZZZZ"
     text, ok = check_stored(answered([*run, lost]), answered([]), ids, ours, "run")
     assert not ok
@@ -57,10 +46,12 @@ def test_a_200_missing_from_the_store_fails_the_run(tmp_path: Path, store: Store
     assert "warm-up 1 200s, 1 missing" in text
 
 
-def test_200s_whose_ids_were_not_all_recorded_fail_the_run(tmp_path: Path, store: Store) -> None:
+def test_200s_whose_ids_were_not_all_recorded_fail_the_run(
+    tmp_path: Path, sqlite_store: Store
+) -> None:
     # If the Lua script lost ids, the check by id would silently check fewer: it must fail.
-    run = stored(store, "run", 5)
-    ids, ours = stored_ids_sqlite(tmp_path / "bench.db", "run")
+    run = stored(sqlite_store, "run", 5)
+    ids, ours = stored_ids_sqlite(tmp_path / "receiver.db", "run")
     text, ok = check_stored(answered(run[:4], ok=5), answered([]), ids, ours, "run")
     assert not ok, text
 

@@ -3,11 +3,6 @@ handler kept for each emitted event, and a missing record lowers the count."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
-
 from receiver.demo import REGISTRATION_EVENTS, _kept_duimps, demo_events
 from receiver.dispatcher.sender import pucomex_body
 from receiver.inbox import Result, save_results
@@ -16,26 +11,16 @@ from receiver.sources import dedup_key
 from receiver.store import Incoming, Store
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    store = Store(f"sqlite:///{tmp_path / 'demo.db'}")
-    store.create_schema()
-    try:
-        yield store
-    finally:
-        store.close()
-
-
 def save_result(store: Store, kind: str, key: str, value: object) -> None:
     save_results(store, [Result.of(kind, key, value)])
 
 
-def test_every_kept_record_is_counted_and_a_missing_one_is_not(store: Store) -> None:
+def test_every_kept_record_is_counted_and_a_missing_one_is_not(sqlite_store: Store) -> None:
     events = demo_events(6)
     situations = [(e, d) for e, d in events if e not in REGISTRATION_EVENTS]
     assert len(situations) >= 2  # the mix has situations to find
     now = utcnow()
-    stored = store.append_now(
+    stored = sqlite_store.append_now(
         [
             Incoming("pucomex", evento, "127.0.0.1", {}, body, dedup_key("pucomex", body))
             for evento, dados in events
@@ -45,7 +30,7 @@ def test_every_kept_record_is_counted_and_a_missing_one_is_not(store: Store) -> 
     # A repeat of the first situation, stored as a receipt: it must not count twice.
     evento, dados = situations[0]
     body = pucomex_body(evento, dados, now)
-    store.append_now(
+    sqlite_store.append_now(
         [Incoming("pucomex", evento, "127.0.0.1", {}, body, dedup_key("pucomex", body))]
     )
     assert len(stored) == len(events)
@@ -54,17 +39,21 @@ def test_every_kept_record_is_counted_and_a_missing_one_is_not(store: Store) -> 
     for evento, dados in events:
         if evento in REGISTRATION_EVENTS:
             key = f"{dados['numero']}:{dados['versao']}"
-            save_result(store, "duimp", key, {"numeroDeclaracao": dados["numero"]})
+            save_result(sqlite_store, "duimp", key, {"numeroDeclaracao": dados["numero"]})
         elif (evento, dados) != skipped:
             body = pucomex_body(evento, dados, now)
-            save_result(store, "duimp-situacao", dedup_key("pucomex", body), {"situacao": evento})
-    assert _kept_duimps(store, events) == len(events) - 1
+            save_result(
+                sqlite_store, "duimp-situacao", dedup_key("pucomex", body), {"situacao": evento}
+            )
+    assert _kept_duimps(sqlite_store, events) == len(events) - 1
 
     evento, dados = skipped
     key = dedup_key("pucomex", pucomex_body(evento, dados, now))
-    save_result(store, "duimp-situacao", key, {"situacao": evento})
-    assert _kept_duimps(store, events) == len(events)
+    save_result(sqlite_store, "duimp-situacao", key, {"situacao": evento})
+    assert _kept_duimps(sqlite_store, events) == len(events)
     # A registration record of another Duimp does not count for this one.
     first = events[0][1]
-    save_result(store, "duimp", f"{first['numero']}:{first['versao']}", {"numeroDeclaracao": "x"})
-    assert _kept_duimps(store, events) == len(events) - 1
+    save_result(
+        sqlite_store, "duimp", f"{first['numero']}:{first['versao']}", {"numeroDeclaracao": "x"}
+    )
+    assert _kept_duimps(sqlite_store, events) == len(events) - 1
