@@ -56,7 +56,7 @@ class GroupedWrites(Generic[T, R]):
                 results = await asyncio.to_thread(self._write_many, [item for item, _ in batch])
             except Exception as error:
                 if len(batch) == 1 or isinstance(error, STORE_DOWN):
-                    # The store is down: every one fails now, and its caller tries again later.
+                    # Its own error, or the store's: every caller gets it now and tries later.
                     for _, future in batch:
                         _fail(future, error)
                     continue
