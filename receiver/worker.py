@@ -48,9 +48,6 @@ class StoreResults:
     async def load(self, kind: str, key: str) -> Any | None:
         return await asyncio.to_thread(inbox.load_result, self._store, kind, key)
 
-    async def flush(self) -> None:
-        await self._saves.flush()
-
 
 class Worker:
     def __init__(
