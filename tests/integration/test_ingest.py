@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
+import threading
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import event
 from starlette.types import Message
 
 from receiver.allowlist import Allowlist
@@ -270,13 +273,58 @@ async def test_oversized_body_refused_without_reading_the_rest(
     assert store.count_notes() == 0
 
 
-async def test_store_that_cannot_commit_answers_503(ingest: AppClient) -> None:
-    def refuse(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if statement.lstrip().upper().startswith("INSERT"):
-            raise RuntimeError("disk full (injected)")
-
-    event.listen(ingest.store.engine, "before_cursor_execute", refuse)
+@contextlib.contextmanager
+def inserts_refused(store: Store) -> Iterator[None]:
+    """The database itself refuses every new notification (a trigger), until the block ends."""
+    if store.dialect == "sqlite":
+        create = [
+            "CREATE TRIGGER refuse_notes BEFORE INSERT ON notifications "
+            "BEGIN SELECT RAISE(ABORT, 'disk full (injected)'); END"
+        ]
+        drop = ["DROP TRIGGER refuse_notes"]
+    else:
+        create = [
+            "CREATE FUNCTION refuse_notes() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'disk full (injected)'; END $$",
+            "CREATE TRIGGER refuse_notes BEFORE INSERT ON notifications "
+            "FOR EACH ROW EXECUTE FUNCTION refuse_notes()",
+        ]
+        drop = ["DROP TRIGGER refuse_notes ON notifications", "DROP FUNCTION refuse_notes()"]
+    with store.engine.begin() as conn:
+        for statement in create:
+            conn.exec_driver_sql(statement)
     try:
+        yield
+    finally:
+        with store.engine.begin() as conn:
+            for statement in drop:
+                conn.exec_driver_sql(statement)
+
+
+def hold_write_lock(store: Store, seconds: float) -> threading.Thread:
+    """Another connection takes the lock that inserting a notification needs, for ``seconds``."""
+    locked = threading.Event()
+
+    def hold() -> None:
+        with store.engine.connect() as conn:
+            if store.dialect == "sqlite":
+                with conn.begin():  # BEGIN IMMEDIATE: SQLite's one write lock
+                    locked.set()
+                    time.sleep(seconds)
+            else:
+                with conn.begin():
+                    conn.exec_driver_sql("LOCK TABLE notifications IN SHARE ROW EXCLUSIVE MODE")
+                    locked.set()
+                    time.sleep(seconds)
+
+    holder = threading.Thread(target=hold, daemon=True)
+    holder.start()
+    assert locked.wait(10), "could not take the write lock"
+    return holder
+
+
+async def test_store_that_cannot_commit_answers_503(ingest: AppClient) -> None:
+    with inserts_refused(ingest.store):
         async with ingest.client() as client:
             answer = await client.post("/webhooks/pucomex", content=BODY, headers=bearer())
         assert answer.status_code == 503
@@ -285,8 +333,6 @@ async def test_store_that_cannot_commit_answers_503(ingest: AppClient) -> None:
         async with ingest.client() as client:
             # The store still answers reads, but it is not ready: it cannot commit.
             assert (await client.get("/readyz")).status_code == 503
-    finally:
-        event.remove(ingest.store.engine, "before_cursor_execute", refuse)
     async with ingest.client() as client:
         answer = await client.post("/webhooks/pucomex", content=BODY, headers=bearer())
         assert answer.status_code == 200  # recovered by itself
@@ -302,11 +348,7 @@ async def test_slow_commit_answers_503_before_the_deadline(
 
     # The commit stalls far longer than the deadline, so that "answered at the deadline" and
     # "answered when the commit ended" stay apart on a loaded machine.
-    def stall(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if statement.lstrip().upper().startswith("INSERT"):
-            __import__("time").sleep(1.5)
-
-    event.listen(store.engine, "before_cursor_execute", stall)
+    holder = hold_write_lock(store, 1.5)
     try:
         transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 1))
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
@@ -317,8 +359,7 @@ async def test_slow_commit_answers_503_before_the_deadline(
         assert "retry-after" in answer.headers
         assert elapsed < 1.0, f"answered after {elapsed:.2f} s: waited for the stalled commit"
     finally:
-        await asyncio.sleep(1.6)
-        event.remove(store.engine, "before_cursor_execute", stall)
+        await asyncio.to_thread(holder.join)
 
 
 async def test_unparseable_body_is_stored_anyway(ingest: AppClient) -> None:
