@@ -15,7 +15,7 @@ import queue
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from itertools import chain
 from typing import Any, NamedTuple
@@ -67,16 +67,16 @@ class Receipt(NamedTuple):
 class BatchInsert:
     """Multi-row ``INSERT ... ON CONFLICT DO NOTHING`` statements for one dialect.
 
-    One statement carries a whole batch (up to ``CHUNK`` rows), so a commit costs three driver
-    calls (BEGIN, INSERT, COMMIT) whatever its size. That matters on SQLite: every driver call
-    releases the GIL and must take it back from the event loop, which holds it most of the time.
-    Statements are kept by row count; there are at most ``CHUNK`` of them, within the driver's
-    statement cache (sqlite3 keeps 128). On PostgreSQL the driver waits without the GIL anyway,
-    and a one-row statement with executemany is cheaper there (see ``__init__``). The row count the driver reports tells whether any key
-    was already stored: when it equals the number of rows, none was, and no lookup is needed.
+    One statement carries a whole batch (up to ``chunk`` rows), so a commit costs three driver
+    calls (BEGIN, INSERT, COMMIT) whatever its size, and the database plans and runs one
+    statement, not one per row. Statements are kept by row count, at most ``chunk`` of them:
+    within sqlite3's statement cache (128), and on PostgreSQL prepared once per connection, within
+    psycopg's (100). The row count the driver reports tells whether any key was already stored:
+    when it equals the number of rows, none was, and no lookup is needed.
     """
 
-    CHUNK = 128  # rows per statement at most: 13 x 128 parameters, far below every limit
+    SQLITE_CHUNK = 128  # rows per statement at most: 13 x 128 parameters, far below every limit
+    POSTGRES_CHUNK = 64
 
     COLUMNS = (
         "id",
@@ -95,12 +95,20 @@ class BatchInsert:
     )
 
     def __init__(self, dialect: Dialect) -> None:
-        mark = "?" if dialect.paramstyle == "qmark" else "%s"
-        # psycopg parses a long query's placeholders again on every call (its cache keeps short
-        # ones only), which costs more than the rows; its executemany sends the short statement
-        # with every row in one pipelined round trip and reports the total row count.
-        self._executemany = dialect.name == "postgresql"
-        self._row_sql = "(" + ", ".join([mark] * len(self.COLUMNS)) + ")"
+        # PostgreSQL: numbered placeholders on psycopg's RawCursor, sent as they are, and one
+        # prepared statement per row count. With "%s", psycopg rewrites a statement longer than
+        # 4 KiB on every call (it caches short ones only); with a one-row statement and
+        # executemany (what this replaced), the server executes the rows one by one. Measured at
+        # 64 connections and 2 processes: writers 57-63 -> 43-45 us of CPU per notification,
+        # PostgreSQL 41 -> 33-38, requests per second +11%.
+        self._raw_cursor: Callable[[Any], Any] | None = None
+        if dialect.name == "postgresql":
+            from psycopg import RawCursor  # not for SQLite: its writer process stays smaller
+
+            self._raw_cursor = RawCursor
+        self.chunk = self.POSTGRES_CHUNK if self._raw_cursor else self.SQLITE_CHUNK
+        if self._raw_cursor is None and dialect.paramstyle != "qmark":
+            raise TypeError(f"no batch insert for the {dialect.name} driver's placeholders")
         # Table and column names are our constants; every value goes through a parameter.
         self._head = f"INSERT INTO {NOTES.name} ({', '.join(self.COLUMNS)}) VALUES "  # noqa: S608
         self._tail = " ON CONFLICT (dedup_key) WHERE duplicate_of IS NULL DO NOTHING"
@@ -126,7 +134,15 @@ class BatchInsert:
     def _statement(self, rows: int) -> str:
         sql = self._sql.get(rows)
         if sql is None:
-            sql = self._sql[rows] = self._head + ", ".join([self._row_sql] * rows) + self._tail
+            width = len(self.COLUMNS)
+            if self._raw_cursor:
+                values = ", ".join(
+                    "(" + ", ".join(f"${row * width + n}" for n in range(1, width + 1)) + ")"
+                    for row in range(rows)
+                )
+            else:
+                values = ", ".join(["(" + ", ".join(["?"] * width) + ")"] * rows)
+            sql = self._sql[rows] = self._head + values + self._tail
         return sql
 
     def timestamp(self, when: datetime) -> Any:
@@ -155,14 +171,16 @@ class BatchInsert:
 
     def insert(self, conn: Connection, rows: Sequence[tuple[Any, ...]]) -> int:
         """Insert ``rows``, skipping stored dedup keys; how many were inserted (-1: unknown)."""
-        if self._executemany:
-            count: int = conn.exec_driver_sql(self._statement(1), list(rows)).rowcount
-            return count if count >= 0 else -1
+        raw = self._raw_cursor(conn.connection.driver_connection) if self._raw_cursor else None
         inserted = 0
-        for start in range(0, len(rows), self.CHUNK):
-            chunk = rows[start : start + self.CHUNK]
+        for start in range(0, len(rows), self.chunk):
+            chunk = rows[start : start + self.chunk]
             params = tuple(chain.from_iterable(chunk))
-            count = conn.exec_driver_sql(self._statement(len(chunk)), params).rowcount
+            if raw is not None:  # in the transaction of ``conn``: the same connection
+                raw.execute(self._statement(len(chunk)), params, prepare=True)
+                count: int = raw.rowcount
+            else:
+                count = conn.exec_driver_sql(self._statement(len(chunk)), params).rowcount
             inserted = -1 if count < 0 or inserted < 0 else inserted + count
         return inserted
 

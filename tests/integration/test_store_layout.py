@@ -112,3 +112,42 @@ def test_listing_is_in_id_order_and_since_finds_late_commits(store: Store) -> No
     with store.reading() as conn:
         unrouted_ids = conn.execute(select(NOTES.c.id).where(NOTES.c.routed == false())).scalars()
         assert unrouted_ids.all() == [late]
+
+
+def test_a_batch_over_several_statements_keeps_every_row_and_every_duplicate(store: Store) -> None:
+    # 300 notifications: more than one statement's worth on both stores (64 rows each on
+    # PostgreSQL, 128 on SQLite). Keys stored before, and keys repeated within the batch, fall on
+    # both sides of the statement boundaries; each must become a receipt of its original.
+    stored = store.append_now([incoming(b'{"n": "old-%d"}' % n) for n in range(100)])
+    old_ids = [receipt.id for receipt in stored]
+    bodies: list[bytes] = []
+    expected: list[str | int | None] = []  # None: original; str: a stored id; int: batch index
+    first_new: dict[bytes, int] = {}
+    for n in range(300):
+        if n % 3 == 1:
+            bodies.append(b'{"n": "old-%d"}' % (n % 100))
+            expected.append(old_ids[n % 100])
+        elif n % 3 == 2 and n > 150:
+            body = bodies[n - 140]  # a new key first seen two statements earlier
+            bodies.append(body)
+            expected.append(first_new[body] if body in first_new else old_ids[(n - 140) % 100])
+        else:
+            body = b'{"n": "new-%d"}' % n
+            first_new[body] = n
+            bodies.append(body)
+            expected.append(None)
+
+    receipts = store.append_now([incoming(body) for body in bodies])
+
+    for n, (receipt, want) in enumerate(zip(receipts, expected, strict=True)):
+        if want is None:
+            assert receipt.duplicate_of is None, n
+        elif isinstance(want, int):
+            assert receipt.duplicate_of == receipts[want].id, n
+        else:
+            assert receipt.duplicate_of == want, n
+    assert len({receipt.id for receipt in receipts}) == 300
+    assert store.count_notes() == 400
+    for receipt in receipts[::37]:
+        row = store.note(receipt.id)
+        assert row is not None and row["duplicate_of"] == receipt.duplicate_of
