@@ -34,6 +34,7 @@ import contextlib
 import json
 import os
 import re
+import resource
 import secrets
 import shutil
 import signal
@@ -378,6 +379,54 @@ def peak_rss_mib(pid: int) -> float | None:
     return None
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time the process has used so far (0.0 once it is gone)."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        # The fields after the command name, which is in parentheses and may hold spaces.
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return 0.0
+
+
+def database_pids() -> list[int]:
+    """Every PostgreSQL server process on this machine (backends and background workers)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (entry / "comm").read_text().strip() == "postgres":
+                    pids.append(int(entry.name))
+    return pids
+
+
+def machine_busy() -> tuple[int, int, int]:
+    """Jiffies since boot, all CPUs: (busy, softirq, total). Busy counts softirq and steal."""
+    user, nice, system, idle, iowait, irq, softirq, steal = (
+        int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
+    )
+    busy = user + nice + system + irq + softirq + steal
+    return busy, softirq, busy + idle + iowait
+
+
+@dataclass
+class CpuUse:
+    """Where one measured run's CPU went, per request, and how busy the machine was."""
+
+    per_request_us: dict[str, float]
+    machine_busy: float  # share of all cores' time
+    softirq: float  # share of all cores' time spent in softirq (loopback TCP, mostly)
+
+    def describe(self) -> str:
+        roles = ", ".join(f"{role} {us:.1f}" for role, us in self.per_request_us.items())
+        return (
+            f"CPU per request (us): {roles}; machine {100 * self.machine_busy:.0f}% busy "
+            f"({100 * self.softirq:.0f}% softirq) on {os.cpu_count()} cores"
+        )
+
+
 def stop(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
@@ -506,6 +555,7 @@ class Result:
 
     stored_check: str = ""
     ratio: float | None = None  # over the bare endpoint with as many processes, in the same round
+    cpu: CpuUse | None = None
 
     @property
     def pss(self) -> float | None:
@@ -522,7 +572,9 @@ def drive(
     workdir: Path,
     token: str,
     script: Path,
-) -> tuple[Load, list[tuple[str, float]], Load]:
+    database: bool = False,
+) -> tuple[Load, list[tuple[str, float]], Load, CpuUse]:
+    """Start ``cmd``, warm it up, measure it; ``database``: count PostgreSQL's CPU too."""
     log = (workdir / f"{name}.log").open("wb")
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
     try:
@@ -535,7 +587,18 @@ def drive(
             "workdir": workdir,
         }
         warm = run_wrk(args.wrk, script, url, seconds=args.warmup, run_tag=f"{name}w", **common)
+        tree = process_tree(proc.pid)
+        roles = {
+            pid: ("writers" if role == "writer" else "serving")
+            for pid in tree
+            if (role := process_role(pid, proc.pid))
+        }
+        roles.update({pid: "database" for pid in (database_pids() if database else [])})
+        before = {pid: cpu_seconds(pid) for pid in roles}
+        machine_before = machine_busy()
+        children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         load = run_wrk(args.wrk, script, url, seconds=args.duration, run_tag=name, **common)
+        cpu = cpu_use(roles, before, machine_before, children_before, load.requests)
         rss = [
             (role, r)
             for pid in process_tree(proc.pid)
@@ -547,7 +610,32 @@ def drive(
         log.close()
     if proc.returncode not in (0, -signal.SIGTERM):
         print(f"  note: {name} server exited with {proc.returncode}; see {workdir / name}.log")
-    return load, rss, warm
+    return load, rss, warm, cpu
+
+
+def cpu_use(
+    roles: dict[int, str],
+    before: dict[int, float],
+    machine_before: tuple[int, int, int],
+    children_before: resource.struct_rusage,
+    requests: int,
+) -> CpuUse:
+    """CPU per request by role since ``before``; the load generator's is that of the children
+    this process waited for meanwhile (wrk, and nothing else runs as our child then)."""
+    spent: dict[str, float] = {}
+    for pid, role in roles.items():
+        spent[role] = spent.get(role, 0.0) + cpu_seconds(pid) - before[pid]
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    spent["load generator"] = (children.ru_utime - children_before.ru_utime) + (
+        children.ru_stime - children_before.ru_stime
+    )
+    busy, softirq, total = machine_busy()
+    elapsed = max(1, total - machine_before[2])
+    return CpuUse(
+        {role: 1e6 * seconds / max(1, requests) for role, seconds in spent.items()},
+        (busy - machine_before[0]) / elapsed,
+        (softirq - machine_before[1]) / elapsed,
+    )
 
 
 def check_stored(load: Load, warm: Load, ids: set[str], ours: int, name: str) -> tuple[str, bool]:
@@ -600,18 +688,20 @@ def run_round(
             str(procs),
         ]
         print(f"(a) bare Starlette, {procs} process(es) ...", flush=True)
-        load, rss, _ = drive(args, f"bare{procs}p{suffix}", cmd, env, port, workdir, token, script)
+        load, rss, _, cpu = drive(
+            args, f"bare{procs}p{suffix}", cmd, env, port, workdir, token, script
+        )
         bare_by_procs[procs] = load
-        results.append(Result(f"(a) bare, {procs}p", procs, load, rss))
+        results.append(Result(f"(a) bare, {procs}p", procs, load, rss, cpu=cpu))
         report(results[-1], None)
     if args.raw:
         port = free_port()
         cmd = [sys.executable, str(Path(__file__).resolve()), "--serve-bare", str(port)]
         print("(a') plain ASGI callable on uvicorn, no Starlette, 1 process ...", flush=True)
-        load, rss, _ = drive(
+        load, rss, _, cpu = drive(
             args, f"raw{suffix}", [*cmd, "--serve-raw"], env, port, workdir, token, script
         )
-        results.append(Result("(a') plain ASGI, 1p (info)", 0, load, rss))
+        results.append(Result("(a') plain ASGI, 1p (info)", 0, load, rss, cpu=cpu))
         report(results[-1], None)
 
     targets: list[tuple[str, str, int]] = []
@@ -639,13 +729,15 @@ def run_round(
             if procs != 1:
                 cmd += ["--workers", str(procs)]
             print(f"{label}, {procs} process(es) ...", flush=True)
-            load, rss, warm = drive(args, tag, cmd, env, port, workdir, token, script)
+            load, rss, warm, cpu = drive(
+                args, tag, cmd, env, port, workdir, token, script, database=name == "postgres"
+            )
             ids, ours = stored_ids(tag)
         text, ok = check_stored(load, warm, ids, ours, tag)
         ok_all &= ok
         bare = bare_by_procs.get(procs)
         ratio = load.rps / bare.rps if bare and bare.rps else None
-        result = Result(f"{label}, {procs}p", procs, load, rss, text, ratio)
+        result = Result(f"{label}, {procs}p", procs, load, rss, text, ratio, cpu)
         results.append(result)
         report(result, bare)
     return ok_all
@@ -778,6 +870,8 @@ def report(result: Result, bare: Load | None) -> None:
             "  peak RSS (VmHWM): "
             + ", ".join(f"{role} {size:.1f} MiB" for role, size in result.rss_mib)
         )
+    if result.cpu is not None:
+        print(f"  {result.cpu.describe()}")
     if result.stored_check:
         print(f"  store check: {result.stored_check}")
     print(flush=True)

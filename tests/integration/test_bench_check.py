@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import os
+import resource
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from loadtests.bench import Load, answer_id, bare_process_counts, check_stored, stored_ids_sqlite
+from loadtests.bench import (
+    Load,
+    answer_id,
+    bare_process_counts,
+    check_stored,
+    cpu_seconds,
+    cpu_use,
+    machine_busy,
+    stored_ids_sqlite,
+)
 from receiver.sources import dedup_key
 from receiver.store import Incoming, Store
 
@@ -72,3 +86,39 @@ def test_the_id_of_a_200_is_read_from_its_body_and_a_body_without_one_counts_as_
     )
     assert answer_id('{"error":"store unavailable"}') == ""
     assert not check_stored(answered([""]), answered([]), {"01KB2Z8Q3M7YV9X0D4E5F6G7H8"}, 1, "r")[1]
+
+
+def burn(seconds: float) -> None:
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
+
+
+def test_cpu_accounting_charges_each_role_what_it_spent() -> None:
+    me = os.getpid()
+    before = {me: cpu_seconds(me)}
+    machine_before = machine_busy()
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    burn(0.3)
+    # A child that burns CPU and is waited for stands for wrk: the load generator's share.
+    subprocess.run([sys.executable, "-c", BURN_CHILD], check=True)
+
+    use = cpu_use({me: "serving"}, before, machine_before, children_before, requests=1000)
+
+    # 0.3 s over 1000 requests is 300 us each; the child's 0.2 s, 200 us each.
+    assert 280 <= use.per_request_us["serving"] < 600
+    assert 180 <= use.per_request_us["load generator"] < 400
+    assert 0 < use.machine_busy <= 1
+    assert "serving" in use.describe() and "load generator" in use.describe()
+
+
+def test_a_process_that_is_gone_has_no_cpu_time() -> None:
+    assert cpu_seconds(999_999_999) == 0.0
+
+
+BURN_CHILD = """
+import time
+end = time.process_time() + 0.2
+while time.process_time() < end:
+    pass
+"""
