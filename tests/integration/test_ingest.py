@@ -306,16 +306,12 @@ def hold_write_lock(store: Store, seconds: float) -> threading.Thread:
     locked = threading.Event()
 
     def hold() -> None:
-        with store.engine.connect() as conn:
-            if store.dialect == "sqlite":
-                with conn.begin():  # BEGIN IMMEDIATE: SQLite's one write lock
-                    locked.set()
-                    time.sleep(seconds)
-            else:
-                with conn.begin():
-                    conn.exec_driver_sql("LOCK TABLE notifications IN SHARE ROW EXCLUSIVE MODE")
-                    locked.set()
-                    time.sleep(seconds)
+        # On SQLite the BEGIN IMMEDIATE that begin() issues is the write lock itself.
+        with store.engine.connect() as conn, conn.begin():
+            if store.dialect != "sqlite":
+                conn.exec_driver_sql("LOCK TABLE notifications IN SHARE ROW EXCLUSIVE MODE")
+            locked.set()
+            time.sleep(seconds)
 
     holder = threading.Thread(target=hold, daemon=True)
     holder.start()
