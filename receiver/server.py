@@ -35,9 +35,9 @@ class CoalescingTransport:
     on a TCP_NODELAY socket each is a ``send`` of its own and a segment of its own, which the
     client then reads apart. At 64 connections on SQLite the second send cost the serving process
     4-5 us of CPU per request, and the client and the kernel's loopback paid for the extra
-    segment too (A/B over 3 rounds: +6% requests per second). Writes are held until the response is complete, or at the latest
-    until the end of the event loop's iteration, so a streamed chunk or a ``100 Continue`` still
-    leaves at once. Everything else is the real transport's.
+    segment too (A/B over 3 rounds: +6% requests per second). Writes are held until the response
+    is complete, or at the latest until the end of the event loop's iteration, so a streamed
+    chunk or a ``100 Continue`` still leaves at once. Everything else is the real transport's.
     """
 
     __slots__ = ("_held", "_loop", "_transport")
@@ -105,7 +105,8 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        # uvicorn's request cycles write through self.transport; its flow control keeps the real one.
+        # uvicorn's request cycles write through self.transport; its flow control keeps the
+        # real one.
         self._writes = CoalescingTransport(transport, self.loop)
         self.transport = self._writes  # type: ignore[assignment]
         self._arm()
