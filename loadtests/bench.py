@@ -2,7 +2,11 @@
 
 One run starts each target in turn on this machine, drives it with the same load and prints
 requests/s, p50/p99 latency, errors, the receiver's ratio to the bare endpoint, its peak resident
-memory, and whether every 200 it answered is in the store.
+memory, and whether every 200 it answered is in the store. It also prints the CPU each role spent
+per request (serving, writers, PostgreSQL, the load generator), and from it the run's CPU ceiling:
+the rate those costs would allow had no process ever waited for another. A ratio short of a
+target while the ratio of the ceilings is above it is lost to waiting; a ceiling below the target
+means the target needs less CPU per request, or more cores.
 
     .venv/bin/python loadtests/bench.py                      # bare + SQLite, 10 s each
     .venv/bin/python loadtests/bench.py --duration 20 \\
@@ -48,7 +52,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
 HERE = Path(__file__).resolve().parent
@@ -411,6 +415,13 @@ def machine_busy() -> tuple[int, int, int]:
     return busy, softirq, busy + idle + iowait
 
 
+class Ceiling(NamedTuple):
+    """The most requests per second a run's CPU costs allow (``CpuUse.ceiling``)."""
+
+    rps: float
+    bound: str  # what sets it: "cores", "serving process" or "load generator"
+
+
 @dataclass
 class CpuUse:
     """Where one measured run's CPU went, per request, and how busy the machine was."""
@@ -425,6 +436,23 @@ class CpuUse:
             f"CPU per request (us): {roles}; machine {100 * self.machine_busy:.0f}% busy "
             f"({100 * self.softirq:.0f}% softirq) on {os.cpu_count()} cores"
         )
+
+    def ceiling(self, cores: int, serving_processes: int, generator_threads: int) -> Ceiling:
+        """The most requests per second these CPU costs allow, had no process ever waited.
+
+        Every role's CPU has to fit in the machine's cores; each serving process (one event loop)
+        in one core; the load generator in its threads. A run below its ceiling lost the rest to
+        waiting (for a commit, for its turn on a core); a target above the ceiling can only be
+        met by spending less CPU per request.
+        """
+        us = self.per_request_us
+        bounds = {"cores": cores * 1e6 / max(1e-9, sum(us.values()))}
+        if us.get("serving"):
+            bounds["serving process"] = serving_processes * 1e6 / us["serving"]
+        if us.get("load generator"):
+            bounds["load generator"] = generator_threads * 1e6 / us["load generator"]
+        bound = min(bounds, key=lambda name: bounds[name])
+        return Ceiling(bounds[bound], bound)
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -556,6 +584,8 @@ class Result:
     stored_check: str = ""
     ratio: float | None = None  # over the bare endpoint with as many processes, in the same round
     cpu: CpuUse | None = None
+    ceiling: Ceiling | None = None
+    ceiling_ratio: float | None = None  # over the bare endpoint's ceiling, in the same round
 
     @property
     def pss(self) -> float | None:
@@ -673,6 +703,7 @@ def run_round(
     ok_all = True
     suffix = f"r{round_number}"
     bare_by_procs: dict[int, Load] = {}
+    bare_ceilings: dict[int, Ceiling] = {}
     bare_procs = bare_process_counts(
         args.sqlite_workers if wanted("sqlite") else None,
         args.pg_workers if pg_server else None,
@@ -692,7 +723,9 @@ def run_round(
             args, f"bare{procs}p{suffix}", cmd, env, port, workdir, token, script
         )
         bare_by_procs[procs] = load
-        results.append(Result(f"(a) bare, {procs}p", procs, load, rss, cpu=cpu))
+        ceiling = cpu.ceiling(os.cpu_count() or 1, procs, args.threads)
+        bare_ceilings[procs] = ceiling
+        results.append(Result(f"(a) bare, {procs}p", procs, load, rss, cpu=cpu, ceiling=ceiling))
         report(results[-1], None)
     if args.raw:
         port = free_port()
@@ -737,7 +770,19 @@ def run_round(
         ok_all &= ok
         bare = bare_by_procs.get(procs)
         ratio = load.rps / bare.rps if bare and bare.rps else None
-        result = Result(f"{label}, {procs}p", procs, load, rss, text, ratio, cpu)
+        ceiling = cpu.ceiling(os.cpu_count() or 1, procs, args.threads)
+        bare_ceiling = bare_ceilings.get(procs)
+        result = Result(
+            f"{label}, {procs}p",
+            procs,
+            load,
+            rss,
+            text,
+            ratio,
+            cpu,
+            ceiling,
+            ceiling.rps / bare_ceiling.rps if bare_ceiling else None,
+        )
         results.append(result)
         report(result, bare)
     return ok_all
@@ -748,7 +793,7 @@ def summarise(results: Sequence[Result], rounds: int) -> None:
     print(f"\nsummary (medians over {rounds} rounds)")
     print(
         f"  {'target':<32} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} "
-        f"{'ratio':>6} {'range':>11} {'RSS MiB':>8} {'PSS MiB':>8}"
+        f"{'ratio':>6} {'range':>11} {'ceiling':>8} {'RSS MiB':>8} {'PSS MiB':>8}"
     )
     by_name: dict[str, list[Result]] = {}
     for result in results:
@@ -757,13 +802,15 @@ def summarise(results: Sequence[Result], rounds: int) -> None:
         ratios = [r.ratio for r in runs if r.ratio is not None]
         ratio_text = f"{statistics.median(ratios):.2f}" if ratios else "-"
         spread = f"{min(ratios):.2f}-{max(ratios):.2f}" if len(ratios) > 1 else ""
+        ceilings = [r.ceiling_ratio for r in runs if r.ceiling_ratio is not None]
+        ceiling_text = f"{statistics.median(ceilings):.2f}" if ceilings else "-"
         rss = [r.serving_rss for r in runs if r.serving_rss is not None]
         pss = [r.pss for r in runs if r.pss is not None]
         print(
             f"  {name:<32} {statistics.median(r.load.rps for r in runs):>9.0f} "
             f"{statistics.median(r.load.p50_ms for r in runs):>8.2f} "
             f"{statistics.median(r.load.p99_ms for r in runs):>8.2f} "
-            f"{sum(r.load.errors for r in runs):>7} {ratio_text:>6} {spread:>11} "
+            f"{sum(r.load.errors for r in runs):>7} {ratio_text:>6} {spread:>11} {ceiling_text:>8} "
             f"{max(rss) if rss else float('nan'):>8.0f} {max(pss) if pss else float('nan'):>8.0f}"
         )
 
@@ -844,7 +891,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     summarise(results, args.rounds)
     print(
         "\nratio: req/s over the bare Starlette endpoint with as many processes, in the same "
-        "round (range: lowest and highest round); RSS: the largest "
+        "round (range: lowest and highest round); ceiling: the ratio of the two CPU "
+        "ceilings, what these CPU costs per request would allow had no process ever waited for "
+        "another (a ratio below it is lost to waiting; a target above it needs less CPU per "
+        "request); RSS: the largest "
         "peak resident set (VmHWM) among the processes serving requests, plus the largest of "
         "their writer processes', highest round; PSS: every process of the target together at "
         "the end of a run, shared pages counted once, highest round"
@@ -872,6 +922,15 @@ def report(result: Result, bare: Load | None) -> None:
         )
     if result.cpu is not None:
         print(f"  {result.cpu.describe()}")
+    if result.ceiling is not None:
+        print(
+            f"  CPU ceiling: {result.ceiling.rps:,.0f} req/s, set by the {result.ceiling.bound}"
+            + (
+                f"; over the bare endpoint's: {result.ceiling_ratio:.2f}"
+                if result.ceiling_ratio is not None
+                else ""
+            )
+        )
     if result.stored_check:
         print(f"  store check: {result.stored_check}")
     print(flush=True)

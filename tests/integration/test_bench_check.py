@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from loadtests.bench import (
+    CpuUse,
     Load,
     answer_id,
     bare_process_counts,
@@ -110,6 +111,21 @@ def test_cpu_accounting_charges_each_role_what_it_spent() -> None:
     assert 180 <= use.per_request_us["load generator"] < 400
     assert 0 < use.machine_busy <= 1
     assert "serving" in use.describe() and "load generator" in use.describe()
+
+
+def test_the_cpu_ceiling_is_set_by_whatever_runs_out_first() -> None:
+    # A receiver as measured on 2 cores: 160 + 113 + 36 = 309 us a request would fit 6,472 a
+    # second in the cores, but one serving process at 160 us manages only 6,250.
+    receiver = CpuUse({"serving": 160, "writers": 113, "load generator": 36}, 0.75, 0.05)
+    assert receiver.ceiling(2, 1, 1).bound == "serving process"
+    assert receiver.ceiling(2, 1, 1).rps == pytest.approx(6_250)
+    # With two serving processes the cores run out first.
+    assert receiver.ceiling(2, 2, 1).bound == "cores"
+    assert receiver.ceiling(2, 2, 1).rps == pytest.approx(2e6 / 309)
+    # A load generator that costs more than the server caps the run at its own threads.
+    slow_generator = CpuUse({"serving": 50, "load generator": 100}, 0.9, 0.1)
+    assert slow_generator.ceiling(8, 1, 1) == (10_000, "load generator")
+    assert slow_generator.ceiling(8, 1, 4).bound == "serving process"
 
 
 def test_a_process_that_is_gone_has_no_cpu_time() -> None:
