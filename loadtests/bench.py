@@ -702,8 +702,7 @@ def run_round(
     False if a store check failed."""
     ok_all = True
     suffix = f"r{round_number}"
-    bare_by_procs: dict[int, Load] = {}
-    bare_ceilings: dict[int, Ceiling] = {}
+    bare_runs: dict[int, Result] = {}  # by process count: the base of the ratios
     bare_procs = bare_process_counts(
         args.sqlite_workers if wanted("sqlite") else None,
         args.pg_workers if pg_server else None,
@@ -722,10 +721,9 @@ def run_round(
         load, rss, _, cpu = drive(
             args, f"bare{procs}p{suffix}", cmd, env, port, workdir, token, script
         )
-        bare_by_procs[procs] = load
         ceiling = cpu.ceiling(os.cpu_count() or 1, procs, args.threads)
-        bare_ceilings[procs] = ceiling
-        results.append(Result(f"(a) bare, {procs}p", procs, load, rss, cpu=cpu, ceiling=ceiling))
+        bare_runs[procs] = Result(f"(a) bare, {procs}p", procs, load, rss, cpu=cpu, ceiling=ceiling)
+        results.append(bare_runs[procs])
         report(results[-1], None)
     if args.raw:
         port = free_port()
@@ -768,10 +766,10 @@ def run_round(
             ids, ours = stored_ids(tag)
         text, ok = check_stored(load, warm, ids, ours, tag)
         ok_all &= ok
-        bare = bare_by_procs.get(procs)
-        ratio = load.rps / bare.rps if bare and bare.rps else None
+        bare = bare_runs.get(procs)
+        ratio = load.rps / bare.load.rps if bare and bare.load.rps else None
         ceiling = cpu.ceiling(os.cpu_count() or 1, procs, args.threads)
-        bare_ceiling = bare_ceilings.get(procs)
+        bare_ceiling = bare.ceiling if bare else None
         result = Result(
             f"{label}, {procs}p",
             procs,
@@ -784,7 +782,7 @@ def run_round(
             ceiling.rps / bare_ceiling.rps if bare_ceiling else None,
         )
         results.append(result)
-        report(result, bare)
+        report(result, bare.load if bare else None)
     return ok_all
 
 
