@@ -95,6 +95,32 @@ def _frames(buffer: bytearray) -> list[Any]:
     return out
 
 
+class _Inbound:
+    """Bytes read from the socket until they make whole frames.
+
+    Read through one scratch buffer made once: ``sock.recv(n)`` allocates n bytes on every call
+    and shrinks them after, and for n = 1 MiB that is an mmap and a munmap each time: 29 us per
+    40 KB frame, against 5 us with ``recv_into`` and a copy.
+    """
+
+    SCRATCH = 256 * 1024
+
+    def __init__(self) -> None:
+        self._pending = bytearray()
+        self._scratch = memoryview(bytearray(self.SCRATCH))
+
+    def receive(self, sock: socket.socket) -> list[Any] | None:
+        """Read once from ``sock`` (its errors propagate): the frames now whole; None at its end."""
+        count = sock.recv_into(self._scratch)
+        if not count:
+            return None
+        self._pending += self._scratch[:count]
+        return _frames(self._pending)
+
+    def clear(self) -> None:
+        self._pending.clear()
+
+
 class WriterProcess(CommitHealth):
     """The serving process's side: hands notifications to the writer process, awaits receipts.
 
@@ -118,7 +144,7 @@ class WriterProcess(CommitHealth):
         # and the rest waits here, each frame kept as it is, never copied into one growing buffer.
         self._unsent: deque[memoryview] = deque()
         self._flush_scheduled = False
-        self._inbox = bytearray()
+        self._inbox = _Inbound()
         self._closing = False
         self._sock: socket.socket | None = None
         self._process: subprocess.Popen[bytes] | None = None
@@ -302,17 +328,16 @@ class WriterProcess(CommitHealth):
         if sock is None:
             return
         try:
-            data = sock.recv(1 << 20)
+            frames = self._inbox.receive(sock)
         except BlockingIOError:
             return
         except OSError as error:
             self._writer_gone(f"receive failed: {type(error).__name__}")
             return
-        if not data:
+        if frames is None:
             self._writer_gone("end of stream")
             return
-        self._inbox += data
-        for frame in _frames(self._inbox):
+        for frame in frames:
             if isinstance(frame, dict):  # the writer's hello
                 self.started = True
                 continue
@@ -340,7 +365,7 @@ class _Feed:
 
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
-        self._buffer = bytearray()
+        self._inbox = _Inbound()
         self._ready: deque[Any] = deque()
         self.ended = False
 
@@ -360,12 +385,11 @@ class _Feed:
             ready, _, _ = select.select([self._sock], [], [], 0 if not block else timeout)
             if not ready:
                 return False
-        data = self._sock.recv(1 << 20)
-        if not data:
+        frames = self._inbox.receive(self._sock)
+        if frames is None:
             self.ended = True
             return False
-        self._buffer += data
-        for frame in _frames(self._buffer):
+        for frame in frames:
             if isinstance(frame, list):  # notifications
                 self._ready.extend(frame)
             else:  # the settings, first and alone

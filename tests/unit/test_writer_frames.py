@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import socket
+import threading
 
-from receiver.writerprocess import _frame, _frames
+from receiver.writerprocess import _frame, _frames, _Inbound
 
 
 def test_frames_round_trip_whatever_the_chunks_the_socket_gives() -> None:
@@ -35,3 +37,28 @@ def test_an_incomplete_frame_stays_in_the_buffer_until_it_is_whole() -> None:
     assert bytes(buffer) == whole[:-1]
     buffer += whole[-1:]
     assert _frames(buffer) == [(7, 0.0, "sintegre", "produto.publicado", "::1", [], b"{}", True)]
+
+
+def test_frames_longer_than_the_scratch_buffer_arrive_whole_over_several_reads() -> None:
+    headers: list[tuple[bytes, bytes]] = []
+    big = [(n, 0.0, "pucomex", None, "::1", headers, os.urandom(4096), False) for n in range(200)]
+    small = (None, [(1, "01ABC", None)])
+    assert len(_frame(big)) > 3 * _Inbound.SCRATCH
+    inbound = _Inbound()
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+
+        def send() -> None:
+            ours.sendall(_frame(big) + _frame(small))
+            ours.shutdown(socket.SHUT_WR)
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        received: list[object] = []
+        reads = 0
+        while (frames := inbound.receive(theirs)) is not None:
+            reads += 1
+            received += frames
+        sender.join()
+    assert received == [big, small]
+    assert reads > 3  # at most SCRATCH bytes per read: the big frame needed several
