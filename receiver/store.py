@@ -226,7 +226,8 @@ class Store:
         try:
             with self.engine.begin() as conn:
                 return commit_batch(conn, [(item, new_id()) for item in items])
-        except SQLAlchemyError as error:
+        # The batch's statements run on the driver's connection: its errors come unwrapped.
+        except (SQLAlchemyError, self.engine.dialect.loaded_dbapi.Error) as error:
             raise StoreUnavailable(f"store commit failed: {error.__class__.__name__}") from error
 
     def close(self) -> None:

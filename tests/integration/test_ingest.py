@@ -19,7 +19,9 @@ from starlette.types import Message
 from receiver.allowlist import Allowlist
 from receiver.app import create_app
 from receiver.config import Settings
-from receiver.store import Store
+from receiver.errors import StoreUnavailable
+from receiver.sources import dedup_key
+from receiver.store import Incoming, Store
 from tests.conftest import (
     ALLOWLIST,
     PUCOMEX_OLD_TOKEN,
@@ -333,6 +335,15 @@ async def test_store_that_cannot_commit_answers_503(ingest: AppClient) -> None:
         answer = await client.post("/webhooks/pucomex", content=BODY, headers=bearer())
         assert answer.status_code == 200  # recovered by itself
         assert (await client.get("/readyz")).status_code == 200
+
+
+def test_a_batch_append_the_database_refuses_is_store_unavailable(store: Store) -> None:
+    item = Incoming("pucomex", None, "203.0.113.7", {}, BODY, dedup_key("pucomex", BODY))
+    with inserts_refused(store), pytest.raises(StoreUnavailable, match="commit failed"):
+        store.append_now([item])
+    assert store.count_notes() == 0
+    (receipt,) = store.append_now([item])  # the same store takes it once the database does
+    assert store.note(receipt.id) is not None
 
 
 async def test_slow_commit_answers_503_before_the_deadline(
