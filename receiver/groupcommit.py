@@ -317,11 +317,11 @@ class BatchWriter:
             driver.execute("BEGIN IMMEDIATE")  # what the engine's begin hook issues for writes
         try:
             receipts = commit_batch(conn, batch, self._inserts)
+            driver.commit()
         except BaseException:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception):  # the caller drops this connection anyway
                 driver.rollback()
             raise
-        driver.commit()
         return receipts
 
     def finish_checkpoint(self) -> None:

@@ -9,6 +9,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,6 +21,8 @@ from receiver.allowlist import Allowlist
 from receiver.app import create_app
 from receiver.config import Settings
 from receiver.errors import StoreUnavailable
+from receiver.groupcommit import BatchWriter
+from receiver.ids import new_id
 from receiver.sources import dedup_key
 from receiver.store import Incoming, Store
 from tests.conftest import (
@@ -30,6 +33,7 @@ from tests.conftest import (
     SINTEGRE_USER,
     AppClient,
     bearer,
+    fresh_database,
 )
 
 pytestmark = pytest.mark.anyio
@@ -344,6 +348,39 @@ def test_a_batch_append_the_database_refuses_is_store_unavailable(store: Store) 
     assert store.count_notes() == 0
     (receipt,) = store.append_now([item])  # the same store takes it once the database does
     assert store.note(receipt.id) is not None
+
+
+@pytest.mark.postgres
+def test_a_batch_whose_commit_fails_is_acknowledged_to_nobody(tmp_path: Path) -> None:
+    """PostgreSQL checks a deferred constraint at COMMIT: the insert went through, the commit not."""
+    store = Store(fresh_database("postgres", tmp_path))
+    store.create_schema()
+    writer = BatchWriter(store.engine)
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE FUNCTION refuse_at_commit() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'no space at commit (injected)'; END $$"
+        )
+        conn.exec_driver_sql(
+            "CREATE CONSTRAINT TRIGGER refuse_at_commit AFTER INSERT ON notifications "
+            "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse_at_commit()"
+        )
+    try:
+        first = Incoming("pucomex", None, "203.0.113.7", {}, BODY, dedup_key("pucomex", BODY))
+        outcome = writer.commit([(first, new_id())])
+        assert isinstance(outcome, StoreUnavailable)
+        assert store.count_notes() == 0
+        with store.engine.begin() as conn:
+            conn.exec_driver_sql("DROP TRIGGER refuse_at_commit ON notifications")
+            conn.exec_driver_sql("DROP FUNCTION refuse_at_commit()")
+        # The same writer commits the next batch, on a fresh connection.
+        receipts = writer.commit([(first, new_id())])
+        assert not isinstance(receipts, StoreUnavailable)
+        assert [store.note(receipt.id) is not None for receipt in receipts] == [True]
+        assert store.count_notes() == 1
+    finally:
+        writer.close()
+        store.close()
 
 
 async def test_slow_commit_answers_503_before_the_deadline(
