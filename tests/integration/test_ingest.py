@@ -325,6 +325,51 @@ def hold_write_lock(store: Store, seconds: float) -> threading.Thread:
     return holder
 
 
+def test_the_sqlite_writer_asks_again_for_the_write_lock_until_it_is_free(
+    sqlite_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every millisecond, not on SQLite's busy handler, which sleeps up to 100 ms between tries."""
+    polls: list[float] = []
+    real_sleep = time.sleep
+
+    def counting_sleep(seconds: float) -> None:
+        if threading.current_thread() is threading.main_thread():  # the writer's, not the holder's
+            polls.append(seconds)
+        real_sleep(seconds)
+
+    monkeypatch.setattr(time, "sleep", counting_sleep)
+    writer = BatchWriter(sqlite_store.engine)
+    try:
+        holder = hold_write_lock(sqlite_store, 0.3)
+        item = Incoming("pucomex", None, "203.0.113.7", {}, BODY, dedup_key("pucomex", BODY))
+        receipts = writer.commit([(item, new_id())])
+        holder.join()
+    finally:
+        writer.close()
+    assert not isinstance(receipts, StoreUnavailable)
+    assert sqlite_store.note(receipts[0].id) is not None
+    assert len(polls) >= 10  # asked again and again while the lock was held elsewhere
+    assert set(polls) == {BatchWriter.LOCK_POLL_SECONDS}
+
+
+def test_the_sqlite_writer_gives_up_on_a_write_lock_held_past_its_wait(
+    sqlite_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(BatchWriter, "LOCK_WAIT_SECONDS", 0.05)
+    writer = BatchWriter(sqlite_store.engine)
+    item = Incoming("pucomex", None, "203.0.113.7", {}, BODY, dedup_key("pucomex", BODY))
+    try:
+        holder = hold_write_lock(sqlite_store, 0.5)
+        outcome = writer.commit([(item, new_id())])
+        assert isinstance(outcome, StoreUnavailable)
+        holder.join()
+        receipts = writer.commit([(item, new_id())])  # free again: the next batch goes through
+    finally:
+        writer.close()
+    assert not isinstance(receipts, StoreUnavailable)
+    assert sqlite_store.count_notes() == 1
+
+
 async def test_store_that_cannot_commit_answers_503(ingest: AppClient) -> None:
     with inserts_refused(ingest.store):
         async with ingest.client() as client:
