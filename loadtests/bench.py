@@ -27,6 +27,10 @@ Targets:
     synchronous=FULL), with the address allowlist (127.0.0.1) and the Bearer check on.
 (c) ``postgres``: the same on a fresh database created on the given server (dropped afterwards),
     with ``--workers 2``.
+(b') ``worker`` (with ``--worker``): plain ``receiver serve`` on SQLite, its handler worker in the
+    serving process as a user who starts only that command has it: the worker routes (here,
+    quarantines: no handlers) what ingest stores, in write transactions of its own, while ingest
+    commits. Its CPU counts as the serving process's.
 
 This is a measuring tool, not a test: nothing here passes or fails on speed.
 """
@@ -738,6 +742,8 @@ def run_round(
     targets: list[tuple[str, str, int]] = []
     if wanted("sqlite"):
         targets.append(("sqlite", "(b) receiver, SQLite", args.sqlite_workers))
+    if args.worker:
+        targets.append(("worker", "(b') SQLite, worker in process", 1))
     if pg_server:
         targets.append(("postgres", "(c) receiver, PostgreSQL", args.pg_workers))
     for name, label, procs in targets:
@@ -755,8 +761,9 @@ def run_round(
                 str(config),
                 "--port",
                 str(port),
-                "--no-worker",
             ]
+            if name != "worker":
+                cmd.append("--no-worker")
             if procs != 1:
                 cmd += ["--workers", str(procs)]
             print(f"{label}, {procs} process(es) ...", flush=True)
@@ -838,6 +845,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--serve-bare", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--bare-workers", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--serve-raw", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--worker",
+        action="store_true",
+        help="also run (b'): plain `receiver serve` on SQLite, its handler worker in process",
+    )
     parser.add_argument(
         "--raw",
         action="store_true",
