@@ -63,24 +63,31 @@ def plan(store: Store, routing: Routing, limit: int = 100) -> int:
     with store.engine.begin() as conn:
         rows = conn.execute(unrouted(limit)).all()
         jobs: list[dict[str, Any]] = []
+        # Notes that end up with the same values share one UPDATE: a burst's notifications are
+        # mostly of a few events, and one statement per note held SQLite's write lock (which
+        # ingest's commits wait for) through a statement and a GIL hand-over per note.
+        same: dict[tuple[str, str | None, str | None], list[str]] = {}
         for note_id, source, event, body in rows:
-            values: dict[str, Any] = {"routed": True, "error": None}
+            outcome: tuple[str, str | None, str | None]
             try:
                 parsed = parse(source, body, event)
             except ParseError as error:
-                values.update(status=NoteStatus.QUARANTINED, error=f"unreadable: {error}")
+                outcome = (NoteStatus.QUARANTINED.value, event, f"unreadable: {error}")
             else:
-                values["event"] = parsed.event
                 routes = routing.handlers_for(source, parsed.event)
                 if routes:
-                    values["status"] = NoteStatus.PENDING
+                    outcome = (NoteStatus.PENDING.value, parsed.event, None)
                     jobs.extend(_new_job(note_id, route.name, now) for route in routes)
                 else:
-                    values.update(
-                        status=NoteStatus.QUARANTINED,
-                        error=f"no handler for {source} event {parsed.event!r}",
-                    )
-            conn.execute(update(NOTES).where(NOTES.c.id == note_id).values(**values))
+                    unrouted_why = f"no handler for {source} event {parsed.event!r}"
+                    outcome = (NoteStatus.QUARANTINED.value, parsed.event, unrouted_why)
+            same.setdefault(outcome, []).append(note_id)
+        for (status, routed_event, reason), note_ids in same.items():
+            conn.execute(
+                update(NOTES)
+                .where(NOTES.c.id.in_(note_ids))
+                .values(routed=True, status=status, event=routed_event, error=reason)
+            )
         if jobs:
             conn.execute(insert(JOBS), jobs)
     return len(rows)

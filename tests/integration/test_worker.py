@@ -272,6 +272,53 @@ async def test_missing_handler_is_a_dead_letter_with_advice(
     assert "not configured any more" in job["last_error"]
 
 
+def test_one_plan_gives_each_note_of_a_mixed_batch_its_own_outcome(
+    store: Store, settings: Settings
+) -> None:
+    router = Router()
+
+    @router.on("pucomex", "duimp.registro")
+    async def fetch(note: Notification, ctx: Context) -> None:
+        return None
+
+    @router.on_any("pucomex")
+    async def audit(note: Notification, ctx: Context) -> None:
+        return None
+
+    @router.on("sintegre", "produto.publicado")
+    async def download(note: Notification, ctx: Context) -> None:
+        return None
+
+    registered = store.append_now([incoming(duimp("1")), incoming(duimp("2"))])
+    [lpco] = store.append_now([incoming('{"evento": "lpco.registro"}')])
+    product = '{"Nome": "%s.zip", "Uri": "https://sintegre.example/%s.zip"}'
+    [published] = store.append_now([incoming(product % ("a", "a"), source="sintegre")])
+    removed = incoming(product % ("b", "b"), "sintegre", event="produto.removido")
+    [unknown] = store.append_now([removed])
+    [unreadable] = store.append_now([incoming(b"{not json")])
+    [from_path] = store.append_now([incoming(b"{}", event="duimp.desembaraco")])
+    assert jobs.plan(store, Routing([router], settings.sources)) == 7
+
+    def outcome(note_id: str) -> tuple[str, str | None, str | None, list[str]]:
+        note = store.note(note_id)
+        assert note is not None and note["routed"]
+        handlers = sorted(job["handler"].rsplit(".", 1)[-1] for job in store.jobs_of(note_id))
+        return note["status"], note["event"], note["error"], handlers
+
+    for receipt in registered:
+        assert outcome(receipt.id) == ("pending", "duimp.registro", None, ["audit", "fetch"])
+    assert outcome(lpco.id) == ("pending", "lpco.registro", None, ["audit"])
+    assert outcome(published.id) == ("pending", "produto.publicado", None, ["download"])
+    status, event, error, handlers = outcome(unknown.id)
+    assert (status, event, handlers) == ("quarantined", "produto.removido", [])
+    assert error == "no handler for sintegre event 'produto.removido'"
+    status, event, error, handlers = outcome(unreadable.id)
+    assert (status, event, handlers) == ("quarantined", None, [])
+    assert error is not None and error.startswith("unreadable: ")
+    assert outcome(from_path.id)[:2] == ("pending", "duimp.desembaraco")  # the path's event
+    assert jobs.plan(store, Routing([router], settings.sources)) == 0  # all routed: none again
+
+
 def planned_job(store: Store, settings: Settings) -> tuple[Routing, str]:
     router = Router()
 
