@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -94,8 +95,18 @@ class Deployment:
         assert result.returncode == 0, result.stderr
         return [json.loads(line) for line in result.stdout.splitlines()]
 
-    def stop_all(self) -> None:
+    def stop_all(self, graceful: bool = False) -> None:
+        """Kill every process started here; ``graceful``: ask them to stop (SIGTERM) first.
+
+        A serving process that stops cleanly has also waited for its writer process, which is
+        not our child: killed, it leaves the writer to notice alone, and the writer may still be
+        closing the store (and removing SQLite's -wal and -shm files) when this returns.
+        """
         for process in self.processes:
+            if process.poll() is None and graceful:
+                process.terminate()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(timeout=30)
             if process.poll() is None:
                 process.kill()
             process.wait(timeout=10)

@@ -61,7 +61,9 @@ def test_no_secret_reaches_logs_or_store(tmp_path: Path) -> None:
         listing = deployment.cli("inbox", "list", "--json")
         assert listing.returncode == 0
     finally:
-        deployment.stop_all()
+        deployment.stop_all(graceful=True)  # the store's files are read next: all closed first
+    # Every connection closed cleanly, the writer process's too: SQLite removed its WAL files.
+    assert sorted(p.name for p in tmp_path.glob("receiver.db*")) == ["receiver.db"]
     logs = deployment.output()
     assert "refused pucomex" in logs  # the audit line is there, without the secret
     stored = b"".join(p.read_bytes() for p in tmp_path.glob("receiver.db*"))
