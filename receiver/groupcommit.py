@@ -275,7 +275,7 @@ class BatchWriter:
         self._closing = threading.Event()
         self._tail_due = threading.Event()  # a background checkpoint copied all it saw
         self._checkpointer: threading.Thread | None = None
-        if engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
+        if self._sqlite and engine.url.database not in (None, "", ":memory:"):
             self._checkpointer = threading.Thread(
                 target=self._checkpoint_run, name="wal-checkpoint", daemon=True
             )
@@ -376,7 +376,7 @@ class BatchWriter:
 
     def _connect(self) -> Connection:
         conn = self._engine.connect()
-        if self._engine.dialect.name == "sqlite":
+        if self._sqlite:
             # A multi-row INSERT keeps a statement journal (to undo itself half-way); past 64 KiB
             # SQLite spills it to a temporary file, created and deleted on every commit. In
             # memory it costs nothing. Crash safety is the WAL's job, not this journal's.
