@@ -40,6 +40,9 @@ pytestmark = pytest.mark.anyio
 
 BODY = b'{"evento":"duimp.registro","dataHora":"2026-11-22T10:00:00-03:00","dados":{"numero":"24BR0000012345","versao":"1"}}'
 
+# BODY as the writer receives it once ingest has checked it, for the tests that commit directly.
+ITEM = Incoming("pucomex", None, "203.0.113.7", {}, BODY, dedup_key("pucomex", BODY))
+
 
 def webhook_scope(*extra_headers: tuple[bytes, bytes]) -> dict[str, Any]:
     """The ASGI scope of an authorised POST to /webhooks/pucomex, for driving the app by hand."""
@@ -341,8 +344,7 @@ def test_the_sqlite_writer_asks_again_for_the_write_lock_until_it_is_free(
     writer = BatchWriter(sqlite_store.engine)
     try:
         holder = hold_write_lock(sqlite_store, 0.3)
-        item = Incoming("pucomex", None, "203.0.113.7", {}, BODY, dedup_key("pucomex", BODY))
-        receipts = writer.commit([(item, new_id())])
+        receipts = writer.commit([(ITEM, new_id())])
         holder.join()
     finally:
         writer.close()
@@ -357,13 +359,12 @@ def test_the_sqlite_writer_gives_up_on_a_write_lock_held_past_its_wait(
 ) -> None:
     monkeypatch.setattr(BatchWriter, "LOCK_WAIT_SECONDS", 0.05)
     writer = BatchWriter(sqlite_store.engine)
-    item = Incoming("pucomex", None, "203.0.113.7", {}, BODY, dedup_key("pucomex", BODY))
     try:
         holder = hold_write_lock(sqlite_store, 0.5)
-        outcome = writer.commit([(item, new_id())])
+        outcome = writer.commit([(ITEM, new_id())])
         assert isinstance(outcome, StoreUnavailable)
         holder.join()
-        receipts = writer.commit([(item, new_id())])  # free again: the next batch goes through
+        receipts = writer.commit([(ITEM, new_id())])  # free again: the next batch goes through
     finally:
         writer.close()
     assert not isinstance(receipts, StoreUnavailable)
@@ -387,11 +388,10 @@ async def test_store_that_cannot_commit_answers_503(ingest: AppClient) -> None:
 
 
 def test_a_batch_append_the_database_refuses_is_store_unavailable(store: Store) -> None:
-    item = Incoming("pucomex", None, "203.0.113.7", {}, BODY, dedup_key("pucomex", BODY))
     with inserts_refused(store), pytest.raises(StoreUnavailable, match="commit failed"):
-        store.append_now([item])
+        store.append_now([ITEM])
     assert store.count_notes() == 0
-    (receipt,) = store.append_now([item])  # the same store takes it once the database does
+    (receipt,) = store.append_now([ITEM])  # the same store takes it once the database does
     assert store.note(receipt.id) is not None
 
 
@@ -411,15 +411,14 @@ def test_a_batch_whose_commit_fails_is_acknowledged_to_nobody(tmp_path: Path) ->
             "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse_at_commit()"
         )
     try:
-        first = Incoming("pucomex", None, "203.0.113.7", {}, BODY, dedup_key("pucomex", BODY))
-        outcome = writer.commit([(first, new_id())])
+        outcome = writer.commit([(ITEM, new_id())])
         assert isinstance(outcome, StoreUnavailable)
         assert store.count_notes() == 0
         with store.engine.begin() as conn:
             conn.exec_driver_sql("DROP TRIGGER refuse_at_commit ON notifications")
             conn.exec_driver_sql("DROP FUNCTION refuse_at_commit()")
         # The same writer commits the next batch, on a fresh connection.
-        receipts = writer.commit([(first, new_id())])
+        receipts = writer.commit([(ITEM, new_id())])
         assert not isinstance(receipts, StoreUnavailable)
         assert [store.note(receipt.id) is not None for receipt in receipts] == [True]
         assert store.count_notes() == 1
