@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
@@ -25,7 +24,7 @@ from starlette.types import Receive, Scope, Send
 from receiver import metrics
 from receiver.allowlist import Allowlist, ClientResolver
 from receiver.auth import Verifier
-from receiver.config import Settings
+from receiver.config import EVENT_ID, Settings
 from receiver.deadlines import Deadlines
 from receiver.errors import StoreUnavailable
 from receiver.store import Incoming, Store
@@ -33,12 +32,23 @@ from receiver.store import Incoming, Store
 log = logging.getLogger("receiver.ingest")
 audit = logging.getLogger("receiver.audit")
 
-# Never stored or logged: they carry credentials or session state.
-SECRET_HEADERS = frozenset({b"authorization", b"proxy-authorization", b"cookie", b"x-api-key"})
-EVENT_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:*-]{0,119}$")
+# Never stored or logged: they carry credentials or session state. ``secret`` is the Portal's
+# chaveSecreta; the endpoint adds the name of every configured header credential.
+SECRET_HEADERS = frozenset(
+    {b"authorization", b"proxy-authorization", b"cookie", b"x-api-key", b"secret"}
+)
+# The event id of a notification, as PUCOMEX names it (DESIGN.md: first the header, then the path).
+EVENT_TYPE_HEADER = b"event-type"
 PEER_CACHE_SIZE = 4096
+EVENT_CACHE_SIZE = 1024
 
 BackgroundService = Callable[[], contextlib.AbstractAsyncContextManager[Any]]
+
+
+def _event_id(value: bytes) -> str:
+    """The event id an ``event-type`` header names, or "" when it names none."""
+    text = value.decode("latin-1").strip()
+    return text if EVENT_ID.fullmatch(text) and "*" not in text else ""
 
 
 class _TooLarge(Exception):
@@ -112,6 +122,11 @@ class IngestEndpoint:
             name: Verifier(source.credentials, realm=name)
             for name, source in settings.sources.items()
         }
+        # Header credentials of any source are kept out of every source's stored headers.
+        self._credential_headers = frozenset(
+            name for verifier in self._verifiers.values() for name in verifier.header_names
+        )
+        self._secret_headers = SECRET_HEADERS | self._credential_headers
         self._max_body = settings.max_body_bytes
         self._body_deadlines = Deadlines[_BodyWait](settings.read_timeout_seconds, _cut_off)
         self._ack_timeout = settings.ack_timeout_seconds
@@ -122,6 +137,8 @@ class IngestEndpoint:
         self._peer_cache: dict[
             tuple[str, str | None], tuple[netaddr.IPAddress | None, str, bool]
         ] = {}
+        # event-type value -> its event id ("" when it is not one): a sender uses a few dozen.
+        self._event_ids: dict[bytes, str] = {}
         self._counts = metrics.INGEST
         for name in settings.sources:
             self._counts.add_source(name)
@@ -147,18 +164,29 @@ class IngestEndpoint:
 
         forwarded: list[str] = []
         authorization: bytes | None = None
+        presented: dict[bytes, bytes | None] | None = None  # header credentials, by name
         content_length: bytes | None = None
+        event_type: bytes | None = None
         kept: list[tuple[bytes, bytes]] = []  # stored as they came, less the credentials
+        secret_headers = self._secret_headers
         for header in scope["headers"]:
             name = header[0]
-            if name in SECRET_HEADERS:
+            if name in secret_headers:
                 if name == b"authorization":
                     authorization = header[1]
+                elif name in self._credential_headers:
+                    if presented is None:
+                        presented = {name: header[1]}
+                    else:
+                        # Twice is ambiguous: it matches nothing.
+                        presented[name] = None if name in presented else header[1]
                 continue
             if name == b"x-forwarded-for":
                 forwarded.append(header[1].decode("latin-1"))
             elif name == b"content-length":
                 content_length = header[1]
+            elif name == EVENT_TYPE_HEADER:
+                event_type = header[1]
             kept.append(header)
 
         peer = scope.get("client")
@@ -185,7 +213,7 @@ class IngestEndpoint:
             )
             return _error(403, "address not allowed")
 
-        if not verifier.verify(authorization):
+        if not verifier.verify(authorization, presented):
             self._reject(source, "credentials")
             audit.warning("refused %s from %s: missing or wrong credentials", source, client)
             return _error(
@@ -195,9 +223,22 @@ class IngestEndpoint:
             )
 
         path_event: str | None = params.get("event")
-        if path_event is not None and not EVENT_PATTERN.match(path_event):
+        if path_event is not None and not EVENT_ID.fullmatch(path_event):
             self._reject(source, "event")
             return _error(404, "invalid event id in path")
+        event = path_event
+        if event_type is not None:
+            # The sender's own name for the event wins over the path. One that is not an event
+            # id is not refused (invariant 2): it stays in the stored headers, and the event
+            # falls back to the path, then the body, when the notification is routed.
+            header_event = self._event_ids.get(event_type)
+            if header_event is None:
+                header_event = _event_id(event_type)
+                if len(self._event_ids) >= EVENT_CACHE_SIZE:
+                    self._event_ids.clear()
+                self._event_ids[event_type] = header_event
+            if header_event:
+                event = header_event
 
         if content_length is not None:
             try:
@@ -228,7 +269,7 @@ class IngestEndpoint:
             self._body_deadlines.discard(token)
 
         # The dedup key and the stored form of the headers are the writer's work.
-        item = Incoming(source, path_event, client_ip, kept, body)
+        item = Incoming(source, event, client_ip, kept, body)
         try:
             receipt = await self._store.append(item, deadline=self._ack_timeout)
         except StoreUnavailable as error:

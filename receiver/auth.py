@@ -1,8 +1,14 @@
-"""Basic and Bearer verification in constant time, with several secrets active per source.
+"""Basic, Bearer and header-secret verification in constant time, several secrets per source.
 
 Secrets are kept only as SHA-256 digests and compared digest to digest, so neither content nor
-length leaks through timing, and every configured credential is checked on every request (no
-early exit), so a rotation with old and new secrets costs the same whichever one matches.
+length leaks through timing, and every configured credential of the kind presented is checked on
+every request (no early exit), so a rotation with old and new secrets costs the same whichever
+one matches.
+
+A header credential (``{type: header, name: secret, value: ...}``, the Portal's ``chaveSecreta``)
+is a shared secret in a named request header. Several entries with the same name are a rotation.
+Its 401 carries ``WWW-Authenticate: Header realm="<source>", name="<header>"``: no registered
+scheme fits, and the challenge tells a human which header is expected, not its value.
 """
 
 from __future__ import annotations
@@ -11,9 +17,9 @@ import base64
 import binascii
 import hashlib
 import hmac
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
-from receiver.config import BasicCredential, BearerCredential, Credential
+from receiver.config import BasicCredential, BearerCredential, Credential, HeaderCredential
 
 MAX_AUTHORIZATION_BYTES = 4096
 
@@ -36,15 +42,58 @@ class Verifier:
             for c in credentials
             if isinstance(c, BasicCredential)
         ]
+        self._headers = [
+            (c.name.encode("ascii"), _digest(c.value.get_secret_value().encode("ascii")))
+            for c in credentials
+            if isinstance(c, HeaderCredential)
+        ]
+        # The request headers ingest must pick out for this source (and never store).
+        self.header_names = frozenset(name for name, _ in self._headers)
         self.open = not credentials
-        schemes = (["Bearer"] if self._bearer else []) + (["Basic"] if self._basic else [])
         safe_realm = realm.replace('"', "")
-        self.challenge = ", ".join(f'{scheme} realm="{safe_realm}"' for scheme in schemes)
+        challenges = [
+            f'{scheme} realm="{safe_realm}"'
+            for scheme, used in (("Bearer", self._bearer), ("Basic", self._basic))
+            if used
+        ]
+        challenges += [
+            f'Header realm="{safe_realm}", name="{name.decode()}"'
+            for name in sorted(self.header_names)
+        ]
+        self.challenge = ", ".join(challenges)
 
-    def verify(self, authorization: bytes | None) -> bool:
-        """True when the header carries any one of the configured credentials."""
+    def verify(
+        self,
+        authorization: bytes | None,
+        presented: Mapping[bytes, bytes | None] | None = None,
+    ) -> bool:
+        """True when the request carries any one of the configured credentials.
+
+        ``presented`` maps the configured header names found in the request to their value
+        (None when the header came more than once: ambiguous, so it matches nothing).
+        """
         if self.open:
             return True
+        matched = self._headers_match(presented) if self._headers else False
+        return self._authorization_match(authorization) | matched
+
+    def _headers_match(self, presented: Mapping[bytes, bytes | None] | None) -> bool:
+        given: dict[bytes, bytes | None] = {}
+        for name in self.header_names:
+            value = presented.get(name) if presented else None
+            ok = value is not None and 0 < len(value) <= MAX_AUTHORIZATION_BYTES
+            given[name] = _digest(value) if ok and value is not None else None
+        matched = False
+        for name, known in self._headers:
+            candidate = given[name]
+            if candidate is None:
+                # Same work as a comparison, so an absent header costs what a wrong one does.
+                hmac.compare_digest(known, known)
+                continue
+            matched |= hmac.compare_digest(candidate, known)
+        return matched
+
+    def _authorization_match(self, authorization: bytes | None) -> bool:
         if not authorization or len(authorization) > MAX_AUTHORIZATION_BYTES:
             return False
         scheme, _, value = authorization.strip().partition(b" ")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import sys
 from datetime import UTC, datetime
@@ -15,7 +16,7 @@ import uvicorn
 
 from receiver import logs
 from receiver.cliutil import LazyGroup, config_option, friendly_errors
-from receiver.config import CONFIG_ENV, Settings, load_settings
+from receiver.config import CONFIG_ENV, Settings, load_settings, startup_warnings
 from receiver.server import HeaderDeadlineProtocol
 from receiver.store import NoteFilter, Store
 
@@ -87,6 +88,8 @@ def serve_app() -> Any:
 def serve(config_path: Path | None, host: str, port: int, no_worker: bool, workers: int) -> None:
     """Run the ingest app (and, unless --no-worker, an in-process handler worker)."""
     settings = _settings(config_path)
+    for warning in startup_warnings(settings):
+        logging.getLogger("receiver.config").warning("%s", warning)
     options: dict[str, Any] = {
         "host": host,
         "port": port,

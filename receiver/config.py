@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -50,7 +51,68 @@ class BasicCredential(_Frozen):
         return value
 
 
-Credential = Annotated[BearerCredential | BasicCredential, Field(discriminator="type")]
+# An event id, in the path, the event-type header or a config key. Always fullmatch: `$` would
+# let a trailing newline through.
+EVENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:*-]{0,119}")
+# RFC 9110 token: what a header name may be.
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+# Names that carry something else (framing, routing, the event id, other credentials): a secret
+# there would be parsed, logged or rewritten by someone else along the way.
+RESERVED_HEADER_NAMES = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "set-cookie",
+        "host",
+        "content-length",
+        "content-type",
+        "content-encoding",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "upgrade",
+        "te",
+        "trailer",
+        "expect",
+        "forwarded",
+        "x-forwarded-for",
+        "event-type",
+    }
+)
+
+
+class HeaderCredential(_Frozen):
+    """A shared secret in a named request header, compared in constant time: the Portal sends the
+    ``chaveSecreta`` given at subscription in a header named ``secret`` (DESIGN.md)."""
+
+    type: Literal["header"]
+    name: str = Field(min_length=1, max_length=100)
+    value: SecretStr = Field(min_length=1, max_length=4096)
+
+    @field_validator("name")
+    @classmethod
+    def _header_name(cls, value: str) -> str:
+        if not _HEADER_NAME.fullmatch(value):
+            raise ValueError(f"{value!r} is not an HTTP header name (letters, digits, '-', ...)")
+        name = value.lower()  # header names are case-insensitive; ASGI hands them lowercased
+        if name in RESERVED_HEADER_NAMES:
+            raise ValueError(f"header {name!r} carries something else; name another one")
+        return name
+
+    @field_validator("value")
+    @classmethod
+    def _header_value(cls, value: SecretStr) -> SecretStr:
+        text = value.get_secret_value()
+        # A sender can only put visible ASCII in a header; spaces around it would be stripped.
+        if not all(" " <= char <= "~" for char in text) or text != text.strip():
+            raise ValueError("a header secret must be visible ASCII without surrounding spaces")
+        return value
+
+
+Credential = Annotated[
+    BearerCredential | BasicCredential | HeaderCredential, Field(discriminator="type")
+]
 
 
 class SourceSettings(_Frozen):
@@ -100,6 +162,11 @@ class PortalSettings(_Frozen):
     max_retries: int = Field(default=3, ge=0, le=10)
     token_lifetime_seconds: float = Field(default=3000.0, gt=0)
     recover_every_seconds: float | None = Field(default=None, gt=0)
+    # The secret the Portal sends back in the ``secret`` header of every notification: given as
+    # ``chaveSecreta`` by `receiver portal subscriptions add|update|sync`.
+    chave_secreta: SecretStr | None = Field(default=None, min_length=1, max_length=4096)
+    # serve checks the subscriptions and the failure search this often (0 or null: never).
+    watch_every_seconds: float | None = Field(default=600.0, ge=0)
 
 
 class SubscriptionSpec(_Frozen):
@@ -131,6 +198,11 @@ class DispatcherSettings(_Frozen):
     tls_ca_file: Path | None = None
     # Extra CA bundle trusted when delivering to endpoints (a local receiver with its own CA).
     outbound_ca_file: Path | None = None
+    # The Portal cancels a subscription after this many days of only failed deliveries.
+    cancel_after_days: float = Field(default=30.0, gt=0)
+    # The recipient headers of PUCOMEX deliveries (values unpublished: these are guesses).
+    destinatario_tipo: str = Field(default="CNPJ", min_length=1, max_length=20)
+    destinatario_id: str = Field(default="00000000000191", min_length=1, max_length=20)
 
     @field_validator("allowed_networks")
     @classmethod
@@ -162,6 +234,31 @@ class DispatcherSettings(_Frozen):
         return list(self.clients)
 
 
+class EventSettings(_Frozen):
+    """``events.aliases``: per source, an id a sender uses -> the catalog id handlers are routed
+    on, so an id the Portal publishes later needs a line here, not a new release."""
+
+    aliases: dict[str, dict[str, str]] = {}
+
+    @field_validator("aliases")
+    @classmethod
+    def _alias_ids(cls, value: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        for source, mapping in value.items():
+            for alias, target in mapping.items():
+                for event in (alias, target):
+                    if not EVENT_ID.fullmatch(event) or "*" in event:
+                        raise ValueError(f"{source}: {event!r} is not an event id")
+                if alias == target:
+                    raise ValueError(f"{source}: {alias!r} is an alias of itself")
+            loops = set(mapping) & set(mapping.values())
+            if loops:
+                raise ValueError(
+                    f"{source}: {sorted(loops)[0]!r} is both an alias and a target; "
+                    "aliases map straight to catalog ids"
+                )
+        return value
+
+
 class Settings(_Frozen):
     database_url: str = "sqlite:///receiver.db"
     allowlist: Path = Path("allowlist.yaml")
@@ -182,6 +279,7 @@ class Settings(_Frozen):
     group_commit: GroupCommitSettings = GroupCommitSettings()
     portal: PortalSettings | None = None
     subscriptions: list[SubscriptionSpec] = []
+    events: EventSettings = EventSettings()
     dispatcher: DispatcherSettings = DispatcherSettings()
     store_dir: Path = Path("data")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -208,13 +306,60 @@ class Settings(_Frozen):
             for cred in source.credentials:
                 if isinstance(cred, BearerCredential):
                     found.append(cred.token.get_secret_value())
-                else:
+                elif isinstance(cred, BasicCredential):
                     found.append(cred.password.get_secret_value())
+                else:
+                    found.append(cred.value.get_secret_value())
         if self.portal is not None:
-            for secret in (self.portal.pfx_password, self.portal.client_secret):
+            portal = self.portal
+            for secret in (portal.pfx_password, portal.client_secret, portal.chave_secreta):
                 if secret is not None:
                     found.append(secret.get_secret_value())
         return found
+
+
+SHORT_SECRET = 16
+
+
+def startup_warnings(settings: Settings) -> list[str]:
+    """What ``serve`` warns about, once, at start: settings that are valid but will not work as
+    the Portal delivers (it can send neither Basic nor Bearer), or a weak secret."""
+    warnings: list[str] = []
+    pucomex = settings.sources.get("pucomex")
+    if pucomex is not None:
+        kinds = sorted({c.type for c in pucomex.credentials if c.type in ("basic", "bearer")})
+        if kinds:
+            warnings.append(
+                f"sources.pucomex has {' and '.join(kinds)} credentials, which the Portal cannot "
+                "send: its subscription API has no field for them, so every delivery would get "
+                "401 and be lost after 3 tries. Protect pucomex with the allowlist and "
+                "{type: header, name: secret, value: env:PUCOMEX_CHAVE_SECRETA}, the "
+                "chaveSecreta given at subscription."
+            )
+    chave = settings.portal.chave_secreta if settings.portal is not None else None
+    if chave is not None:
+        secret = chave.get_secret_value()
+        if len(secret) < SHORT_SECRET:
+            warnings.append(
+                f"portal.chave_secreta has {len(secret)} characters; use a random one of at "
+                "least 16 (the Portal's example is 32 hex digits)"
+            )
+        expected = [
+            c.value.get_secret_value()
+            for c in (pucomex.credentials if pucomex is not None else [])
+            if isinstance(c, HeaderCredential) and c.name == "secret"
+        ]
+        if pucomex is not None and not pucomex.credentials:
+            warnings.append(
+                "portal.chave_secreta is set but sources.pucomex checks no credentials: add "
+                "{type: header, name: secret, value: ...} with the same value"
+            )
+        elif pucomex is not None and secret not in expected:
+            warnings.append(
+                "portal.chave_secreta is not among the values of sources.pucomex's "
+                "{type: header, name: secret} credentials: deliveries made with it would get 401"
+            )
+    return warnings
 
 
 def _resolve_env(value: Any, path: str, origin: str) -> Any:

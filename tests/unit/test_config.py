@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from receiver.config import BearerCredential, load_settings, settings_from_mapping
+from receiver.config import (
+    BearerCredential,
+    Settings,
+    load_settings,
+    settings_from_mapping,
+    startup_warnings,
+)
 from receiver.errors import ConfigError
 
 
@@ -107,3 +113,71 @@ def test_basic_username_cannot_hold_a_colon() -> None:
                 }
             }
         )
+
+
+# --- the Portal's secret and what serve warns about --------------------------------------------
+
+CHAVE = "0484a6e22cf66a2d3da8953789f8c6b3"
+
+
+def _pucomex(*credentials: dict[str, str], **portal: str) -> Settings:
+    raw: dict[str, object] = {"sources": {"pucomex": {"credentials": list(credentials)}}}
+    if portal:
+        raw["portal"] = portal
+    return settings_from_mapping(raw)
+
+
+@pytest.mark.parametrize(
+    ("credential", "kind"),
+    [
+        ({"type": "bearer", "token": "t0k3n"}, "bearer"),
+        ({"type": "basic", "username": "portal", "password": "p"}, "basic"),
+    ],
+)
+def test_basic_or_bearer_on_pucomex_is_warned_about(credential: dict[str, str], kind: str) -> None:
+    warnings = startup_warnings(_pucomex(credential))
+    assert len(warnings) == 1
+    assert f"sources.pucomex has {kind} credentials, which the Portal cannot send" in warnings[0]
+    assert "{type: header, name: secret" in warnings[0]
+
+
+def test_the_readme_way_gives_no_warning() -> None:
+    settings = _pucomex(
+        {"type": "header", "name": "secret", "value": CHAVE},
+        base_url="https://p",
+        chave_secreta=CHAVE,
+    )
+    assert startup_warnings(settings) == []
+    assert CHAVE in settings.secrets()
+
+
+def test_basic_on_other_sources_is_fine() -> None:
+    settings = settings_from_mapping(
+        {"sources": {"sintegre": {"credentials": [{"type": "bearer", "token": "t"}]}}}
+    )
+    assert startup_warnings(settings) == []
+
+
+def test_a_short_or_unchecked_chave_secreta_is_warned_about() -> None:
+    short = _pucomex({"type": "header", "name": "secret", "value": "abc"}, chave_secreta="abc")
+    assert [w for w in startup_warnings(short) if "3 characters" in w]
+    unchecked = _pucomex(chave_secreta=CHAVE)
+    assert [w for w in startup_warnings(unchecked) if "checks no credentials" in w]
+    other = _pucomex(
+        {"type": "header", "name": "secret", "value": CHAVE[::-1]}, chave_secreta=CHAVE
+    )
+    assert [w for w in startup_warnings(other) if "not among the values" in w]
+
+
+@pytest.mark.parametrize(
+    ("aliases", "message"),
+    [
+        ({"pucomex": {"dimp registro": "duimp.registro"}}, "is not an event id"),
+        ({"pucomex": {"dimp-*": "duimp.registro"}}, "is not an event id"),
+        ({"pucomex": {"a": "a"}}, "alias of itself"),
+        ({"pucomex": {"a": "b", "b": "c"}}, "both an alias and a target"),
+    ],
+)
+def test_event_aliases_are_checked(aliases: dict[str, dict[str, str]], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        settings_from_mapping({"events": {"aliases": aliases}})
