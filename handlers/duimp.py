@@ -1,9 +1,20 @@
 """Reference handlers: when a Duimp is registered or rectified, fetch it from the Portal and keep
-it; when it moves on (delivery authorised, cleared, cancelled), keep its new situation.
+it; when its situation changes (channel, clearance, delivery) or a diagnosis comes, keep that with
+what the Portal answers about the Duimp now.
 
-The Portal's notification says only that something happened (it is told not to carry sensitive
-data); the Duimp itself comes from the Portal API, over mutual TLS, through ``ctx.portal``.
-Copy this module, change what you do with the Duimp, and list it under ``handlers:``.
+The Portal names the event in the ``event-type`` header with its published ids
+(``dimp-registro-import``, ``dimp-retifica-import``, ``dimp-situacao-import``,
+``dimp-diag-import``) and sends a body like::
+
+    {"identificacao": {"numero": "26BR00000000198", "versao": 2},
+     "situacaoDuimp": "DESEMBARACADA_AGUARDANDO_ENTREGA_CARGA", "canal": "VERDE",
+     "dataEvento": "2026-11-30T10:15:00-03:00", "message": "..."}
+
+The earlier ids of the Sefaz events (``duimp.registro``...) with ``{"evento", "dataHora",
+"dados": {"numero", "versao"}}`` still work. The notification only says that something happened
+(it is told not to carry sensitive data); the Duimp itself comes from the Portal API, over mutual
+TLS, through ``ctx.portal``. Copy this module, change what you do with the Duimp, and list it
+under ``handlers:``.
 """
 
 from __future__ import annotations
@@ -14,22 +25,46 @@ from receiver import Context, Notification, Router
 
 router = Router()
 
+REGISTRATION_EVENTS = (
+    "dimp-registro-import",
+    "dimp-retifica-import",
+    "duimp.registro",
+    "duimp.retificacao",
+)
+SITUATION_EVENTS = (
+    "dimp-situacao-import",
+    "dimp-diag-import",
+    "duimp.entrega-com-prosseguimento",
+    "duimp.entrega-sem-prosseguimento",
+    "duimp.desembaraco",
+    "duimp.cancelamento",
+)
 
-def duimp_reference(payload: Any) -> tuple[str, str]:
-    """``numero`` and ``versao`` from the notification body ``{"evento", "dataHora", "dados"}``."""
-    dados = payload.get("dados") if isinstance(payload, dict) else None
-    if not isinstance(dados, dict) or not dados.get("numero") or dados.get("versao") is None:
-        # Not worth retrying: the same body will never carry them. The worker keeps it as failed.
-        raise ValueError("Duimp notification without dados.numero and dados.versao")
-    return str(dados["numero"]), str(dados["versao"])
+
+def duimp_reference(payload: Any) -> tuple[str, str | None]:
+    """``numero`` and ``versao`` (None when the notification does not say) from either body shape:
+    ``identificacao`` (the Portal's) or ``dados`` (the earlier one)."""
+    found = None
+    if isinstance(payload, dict):
+        for key in ("identificacao", "dados"):
+            if isinstance(payload.get(key), dict) and payload[key].get("numero"):
+                found = payload[key]
+                break
+    if found is None:
+        # Not worth retrying: the same body will never carry it. The worker keeps it as failed.
+        raise ValueError("Duimp notification without identificacao.numero (or dados.numero)")
+    versao = found.get("versao")
+    return str(found["numero"]), None if versao is None or versao == "" else str(versao)
 
 
-@router.on("pucomex", "duimp.registro", "duimp.retificacao")
+@router.on("pucomex", *REGISTRATION_EVENTS)
 async def fetch_duimp(note: Notification, ctx: Context) -> None:
     numero, versao = duimp_reference(note.payload)
     # Connection errors and 5xx are retried inside the client; if it still fails, the exception
-    # makes the worker retry this handler later, with backoff.
+    # makes the worker retry this handler later, with backoff. Without a version the client asks
+    # the Portal for the Duimp's versions first and takes the latest.
     duimp = await ctx.portal.duimp(numero, versao)
+    versao = versao or str(duimp.get("versaoDeclaracao") or "")
     # Keyed by number and version: a replay or a repeated notification overwrites, never doubles.
     await ctx.save("duimp", key=f"{numero}:{versao}", value=duimp)
     ctx.logger.info(
@@ -37,25 +72,26 @@ async def fetch_duimp(note: Notification, ctx: Context) -> None:
     )
 
 
-@router.on(
-    "pucomex",
-    "duimp.entrega-com-prosseguimento",
-    "duimp.entrega-sem-prosseguimento",
-    "duimp.desembaraco",
-    "duimp.cancelamento",
-)
+@router.on("pucomex", *SITUATION_EVENTS)
 async def track_situation(note: Notification, ctx: Context) -> None:
     numero, versao = duimp_reference(note.payload)
     duimp = await ctx.portal.duimp(numero, versao)
+    payload: dict[str, Any] = note.payload
     # One entry per notification (its idempotency key), so a re-run replaces rather than adds.
     await ctx.save(
         "duimp-situacao",
         key=note.idempotency_key,
         value={
             "numero": numero,
-            "versao": versao,
+            "versao": versao or str(duimp.get("versaoDeclaracao") or ""),
             "evento": note.event,
-            "situacao": duimp.get("situacaoDeclaracao"),
+            # What the notification says, when it says it (the Portal's shape), else what the
+            # consultation answers now.
+            "situacao": payload.get("situacaoDuimp") or duimp.get("situacaoDeclaracao"),
+            "situacaoConsultada": duimp.get("situacaoDeclaracao"),
+            "canal": payload.get("canal"),
+            "dataEvento": payload.get("dataEvento") or payload.get("dataHora"),
+            "mensagem": payload.get("message"),
             "recebido": note.received_at.isoformat(),
         },
     )

@@ -1,7 +1,8 @@
 """Reference handler: when SINtegre publishes a product, download its file, once.
 
 SINtegre's notification carries ``Uri``, a direct download link that needs no authentication
-(seed ``sintegre-webhook-guia.txt``). The file is streamed to disk under ``ctx.data_dir`` (the
+(seed ``sintegre-webhook-guia.txt``; ONS's own example receivers read ``Url``, so either name is
+taken, in any case). The file is streamed to disk under ``ctx.data_dir`` (the
 ``store_dir`` of ``receiver.yaml``) with a size limit and a SHA-256 checksum, written to a
 temporary file and renamed into place, so a crash never leaves half a file under the real name.
 A record of what was downloaded makes a replay of the same notification a no-op.
@@ -35,9 +36,9 @@ RECORD_KIND = "sintegre-download"
 
 def product_uri(payload: Any) -> str:
     fields = {str(k).lower(): v for k, v in payload.items()} if isinstance(payload, dict) else {}
-    uri = fields.get("uri")
+    uri = fields.get("uri", fields.get("url"))
     if not isinstance(uri, str) or urlsplit(uri).scheme not in ("https", "http"):
-        raise ValueError(f"SINtegre notification without a usable Uri: {uri!r}")
+        raise ValueError(f"SINtegre notification without a usable Uri (or Url): {uri!r}")
     return uri
 
 

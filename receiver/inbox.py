@@ -74,13 +74,16 @@ def plan(store: Store, routing: Routing, limit: int = 100) -> int:
             except ParseError as error:
                 outcome = (NoteStatus.QUARANTINED.value, event, f"unreadable: {error}")
             else:
-                routes = routing.handlers_for(source, parsed.event)
+                # The event column ends up holding the id the handlers were routed on (an
+                # alias's target); the sender's own word stays in the stored headers.
+                routed_as = routing.canonical(source, parsed.event)
+                routes = routing.handlers_for(source, routed_as)
                 if routes:
-                    outcome = (NoteStatus.PENDING.value, parsed.event, None)
+                    outcome = (NoteStatus.PENDING.value, routed_as, None)
                     jobs.extend(_new_job(note_id, route.name, now) for route in routes)
                 else:
-                    unrouted_why = f"no handler for {source} event {parsed.event!r}"
-                    outcome = (NoteStatus.QUARANTINED.value, parsed.event, unrouted_why)
+                    unrouted_why = f"no handler for {source} event {routed_as!r}"
+                    outcome = (NoteStatus.QUARANTINED.value, routed_as, unrouted_why)
             same.setdefault(outcome, []).append(note_id)
         for (status, routed_event, reason), note_ids in same.items():
             conn.execute(

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from receiver.catalog import family_known, is_known_event
 from receiver.errors import HandlerError
-from receiver.sources import CATALOGS, is_known_event
 
 log = logging.getLogger("receiver.routing")
 
@@ -145,12 +145,25 @@ class Router:
 
 
 class Routing:
-    """The table built from every configured router, checked once at start-up."""
+    """The table built from every configured router, checked once at start-up.
+
+    ``aliases`` (``events.aliases`` of ``receiver.yaml``): per source, an id a sender uses -> the
+    catalog id it is routed on. ``canonical`` applies them; the planner stores the canonical id
+    as the notification's event, while the sender's own word stays in its stored headers.
+    """
 
     def __init__(
-        self, routers: Sequence[Router], sources: Iterable[str], strict: bool = False
+        self,
+        routers: Sequence[Router],
+        sources: Iterable[str],
+        strict: bool = False,
+        aliases: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
         known = set(sources)
+        self.aliases: dict[str, dict[str, str]] = {
+            source: dict(mapping) for source, mapping in (aliases or {}).items() if mapping
+        }
+        self._check_aliases(known, strict)
         self.routes: list[Route] = []
         self.error_hooks: list[ErrorHook] = []
         seen: dict[str, Route] = {}
@@ -169,20 +182,49 @@ class Routing:
             self.error_hooks.extend(router.error_hooks)
         self._by_name = seen
 
-    @staticmethod
-    def _check_events(route: Route, strict: bool) -> None:
+    def _check_aliases(self, sources: set[str], strict: bool) -> None:
+        for source, mapping in self.aliases.items():
+            if source not in sources:
+                raise HandlerError(
+                    f"events.aliases names source {source!r}, which receiver.yaml does not "
+                    f"configure (sources: {', '.join(sorted(sources))})"
+                )
+            for alias, target in mapping.items():
+                if is_known_event(source, target) is False:
+                    message = (
+                        f"events.aliases.{source}: {alias!r} maps to {target!r}, which is not in "
+                        f"the {source} catalog (see `receiver events`)"
+                    )
+                    if strict:
+                        raise HandlerError(message)
+                    log.warning("%s", message)
+
+    def canonical(self, source: str, event: str) -> str:
+        """The id ``event`` is routed on: its alias target, or itself."""
+        mapping = self.aliases.get(source)
+        if mapping is None:
+            return event
+        return mapping.get(event, event)
+
+    def _check_events(self, route: Route, strict: bool) -> None:
         if route.source is None:
             return
         for pattern in route.patterns:
+            target = self.aliases.get(route.source, {}).get(pattern)
+            if target is not None:
+                # It would never run: notifications under the alias are routed as the target.
+                raise HandlerError(
+                    f"handler {route.name}: event {pattern!r} is an alias of {target!r} in "
+                    f"events.aliases.{route.source}; register the handler on {target!r}"
+                )
             if pattern.endswith(".*"):
-                catalog = CATALOGS.get(route.source, {})
-                known = not catalog or any(event.startswith(pattern[:-1]) for event in catalog)
+                known = family_known(route.source, pattern)
             else:
                 known = is_known_event(route.source, pattern) is not False
             if not known:
                 message = (
                     f"handler {route.name}: event {pattern!r} is not in the {route.source} "
-                    "catalog (see receiver.sources)"
+                    "catalog (see `receiver events`)"
                 )
                 if strict:
                     raise HandlerError(message)

@@ -25,7 +25,12 @@ log = logging.getLogger("receiver.services")
 def build_routing(settings: Settings) -> Routing:
     """Import the configured handler modules and check them; errors name the module or handler."""
     routers = load_routers(settings.handlers)
-    return Routing(routers, settings.sources, strict=settings.worker.strict_events)
+    return Routing(
+        routers,
+        settings.sources,
+        strict=settings.worker.strict_events,
+        aliases=settings.events.aliases,
+    )
 
 
 @contextlib.asynccontextmanager

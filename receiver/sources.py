@@ -13,33 +13,33 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-# Seed pucomex-proposta-sefaz.txt lists the events; the Portal has published no ids (seed 000 says
-# "There is no available events yet"), so these ids are the project's contract (DESIGN.md).
-PUCOMEX_EVENTS: Mapping[str, str] = {
-    "duimp.registro": "Registro de Duimp",
-    "duimp.retificacao": "Retificação de Duimp",
-    "duimp.entrega-com-prosseguimento": "Autorização de Entrega com prosseguimento do Despacho",
-    "duimp.entrega-sem-prosseguimento": "Autorização de Entrega sem prosseguimento do Despacho",
-    "duimp.cancelamento": "Cancelamento de Duimp",
-    "duimp.desembaraco": "Desembaraço de Duimp",
-    "pcce.icms-solicitacao": "Solicitação de Cálculo do Pagamento ou Exoneração do ICMS",
-    "pcce.icms-cancelamento": "Notificação de cancelamento de solicitação de ICMS",
-    "anexacao.documentos-disponiveis": "Notificação da disponibilização de documentos para a Sefaz",
-    "lpco.registro": "Registro de LPCO",
-    "lpco.vinculo-inclusao": "Inclusão de vínculo de LPCO com operação",
-    "lpco.vinculo-cancelamento": "Cancelamento de vínculo de LPCO com operação",
-    "lpco.situacao-importador": "Alteração de situação do LPCO feita pelo exportador/importador",
-    "lpco.situacao-anuente": "Alteração de situação do LPCO feita pelo órgão anuente",
-    "lpco.exigencia-inclusao": "Inclusão de exigência no LPCO",
-    "lpco.retificacao-resultado": "Resultado de análise de solicitação de retificação de LPCO",
-    "lpco.prorrogacao-resultado": "Resultado de análise de solicitação de prorrogação de LPCO",
-    "lpco.retificacao-solicitacao": "Inclusão de solicitação de retificação de LPCO",
-    "lpco.prorrogacao-solicitacao": "Inclusão de solicitação de prorrogação de LPCO",
-    "lpco.exigencia-resposta": "Resposta a exigência do LPCO",
-    "lpco.pendencia-due-averbada": "Pendência de LPCO em DU-E averbada",
-}
+from receiver.catalog import (
+    CATALOGS,
+    INVOICY_CATALOG,
+    INVOICY_MODULES,
+    INVOICY_NOTIFICATION_TYPES,
+    PUCOMEX_CATALOG,
+    SINTEGRE_CATALOG,
+    is_known_event,
+)
 
-SINTEGRE_EVENTS: Mapping[str, str] = {"produto.publicado": "Publicação de produto no SINtegre"}
+__all__ = [
+    "CATALOGS",
+    "INVOICY_EVENTS",
+    "PUCOMEX_EVENTS",
+    "SINTEGRE_EVENTS",
+    "ParseError",
+    "Parsed",
+    "dedup_key",
+    "is_known_event",
+    "parse",
+    "parse_json",
+]
+
+# The catalogs live in receiver.catalog; these names stay for existing imports.
+PUCOMEX_EVENTS: Mapping[str, str] = {i: e.description for i, e in PUCOMEX_CATALOG.items()}
+SINTEGRE_EVENTS: Mapping[str, str] = {i: e.description for i, e in SINTEGRE_CATALOG.items()}
+INVOICY_EVENTS: Mapping[str, str] = {i: e.description for i, e in INVOICY_CATALOG.items()}
 SINTEGRE_FIELDS = (
     "Nome",
     "Processo",
@@ -47,29 +47,8 @@ SINTEGRE_FIELDS = (
     "DataProduto",
     "Periodicidade",
     "PeriodicidadeFinal",
-    "Uri",
+    "Uri",  # the seed's name; ONS's own example receivers read "Url": both are accepted
 )
-
-# Seed invoicy-webhook-cadastro.txt: "Módulo" and "Tipo Notificação" codes.
-INVOICY_MODULES: Mapping[int, str] = {1: "nfe", 2: "nfce", 4: "nfse", 12: "gnre", 14: "certificado"}
-INVOICY_NOTIFICATION_TYPES: Mapping[int, str] = {
-    1: "documento-emitido",
-    2: "status-atualizado",
-    3: "evento",
-    4: "documento-recebido",
-    5: "dados-atualizados",
-    6: "documento-inutilizado",
-    7: "documento-autorizado",
-    8: "certificado-vencimento",
-    9: "fila-consulta-inclusao",
-    10: "novo-documento-nao-encontrado",
-    11: "novo-documento-encontrado",
-}
-INVOICY_EVENTS: Mapping[str, str] = {
-    f"{module}.{kind}": f"InvoiCy módulo {mcode}, tipo de notificação {kcode}"
-    for mcode, module in INVOICY_MODULES.items()
-    for kcode, kind in INVOICY_NOTIFICATION_TYPES.items()
-}
 
 MAX_JSON_DEPTH = 64
 
@@ -163,17 +142,26 @@ def _object(body: bytes) -> dict[str, Any]:
     return payload
 
 
-def parse_pucomex(body: bytes, path_event: str | None) -> Parsed:
+def parse_pucomex(body: bytes, event: str | None) -> Parsed:
+    """``event`` is what ingest stored: the ``event-type`` header's id, else the path's. Without
+    either, the older body shape's ``evento`` names it. The body may be the production Duimp shape
+    (``identificacao``, ``situacaoDuimp``, ``canal``, ``dataEvento``, ``message``) or the older
+    ``{evento, dataHora, dados}``: both are kept whole as the payload."""
     payload = _object(body)
-    event = path_event or _field(payload, "evento")
+    event = event or _field(payload, "evento")
     if not isinstance(event, str) or not event:
-        raise ParseError("no event: neither the path nor the body field 'evento' names one")
+        raise ParseError(
+            "no event: no event-type header with an event id, no event in the path, and no body "
+            "field 'evento' (an event-type that is not an id is kept in the stored headers)"
+        )
     return Parsed(payload, event)
 
 
 def parse_sintegre(body: bytes, path_event: str | None) -> Parsed:
     payload = _object(body)
-    missing = [name for name in ("Nome", "Uri") if _field(payload, name) is None]
+    missing = [name for name in ("Nome",) if _field(payload, name) is None]
+    if _field(payload, "Uri", "Url") is None:
+        missing.append("Uri (or Url)")
     if missing:
         raise ParseError(f"SINtegre notification without {', '.join(missing)}")
     return Parsed(payload, path_event or "produto.publicado")
@@ -224,20 +212,6 @@ PARSERS: Mapping[str, Parser] = {
     "invoicy": parse_invoicy,
 }
 
-CATALOGS: Mapping[str, Mapping[str, str]] = {
-    "pucomex": PUCOMEX_EVENTS,
-    "sintegre": SINTEGRE_EVENTS,
-    "invoicy": INVOICY_EVENTS,
-}
-
 
 def parse(source: str, body: bytes, path_event: str | None) -> Parsed:
     return PARSERS.get(source, parse_generic)(body, path_event)
-
-
-def is_known_event(source: str, event: str) -> bool | None:
-    """True or False against the source's catalog; None for sources without one."""
-    catalog = CATALOGS.get(source)
-    if catalog is None:
-        return None
-    return event in catalog

@@ -112,3 +112,35 @@ def test_any_bytes_parse_or_quarantine(body: bytes) -> None:
 def test_json_values_round_trip_through_generic_parse(value: object) -> None:
     body = json.dumps({"evento": "x.y", "dados": value}).encode()
     assert parse("pucomex", body, None).payload["dados"] == value
+
+
+PRODUCTION_DUIMP = {
+    "identificacao": {"numero": "26BR00000000198", "versao": 2},
+    "situacaoDuimp": "DESEMBARACADA_AGUARDANDO_ENTREGA_CARGA",
+    "canal": "VERDE",
+    "dataEvento": "2026-11-30T10:15:00-03:00",
+    "message": "Duimp 26BR00000000198 desembaraçada",
+}
+
+
+def test_pucomex_production_body_is_read_with_the_stored_event() -> None:
+    body = json.dumps(PRODUCTION_DUIMP).encode()
+    parsed = parse("pucomex", body, "dimp-situacao-import")
+    assert parsed.event == "dimp-situacao-import"
+    assert parsed.payload["identificacao"]["numero"] == "26BR00000000198"
+
+
+def test_pucomex_production_body_without_event_quarantines_clearly() -> None:
+    with pytest.raises(ParseError, match="no event-type header with an event id"):
+        parse("pucomex", json.dumps(PRODUCTION_DUIMP).encode(), None)
+
+
+@pytest.mark.parametrize("field", ["Uri", "Url", "uri", "URL", "url"])
+def test_sintegre_takes_uri_or_url_in_any_case(field: str) -> None:
+    body = json.dumps({"nome": "IPDO", field: "https://sintegre.ons.org.br/f.zip"}).encode()
+    assert parse("sintegre", body, None).event == "produto.publicado"
+
+
+def test_sintegre_without_either_link_quarantines() -> None:
+    with pytest.raises(ParseError, match=r"without Uri \(or Url\)"):
+        parse("sintegre", b'{"Nome": "IPDO", "Link": "https://x"}', None)
