@@ -17,13 +17,14 @@ failure search) with ``outbox`` (claims, leases, attempt results) →
 from receiver.dispatcher.app import create_dispatcher_app, create_simulator_app
 from receiver.dispatcher.configfile import load_dispatcher_settings
 from receiver.dispatcher.netguard import AddressPolicy, AddressRefused
+from receiver.dispatcher.portal_events import pucomex_body
 from receiver.dispatcher.records import (
     DeliveryState,
     EmitResult,
     Subscription,
     UnknownSubscription,
 )
-from receiver.dispatcher.sender import Dispatcher, pucomex_body
+from receiver.dispatcher.sender import Dispatcher
 from receiver.dispatcher.server import RunningDispatcher, RunningServer, run_dispatcher, serve_app
 from receiver.dispatcher.store import DispatchStore
 from receiver.dispatcher.validation import InvalidField, OutboundAuth

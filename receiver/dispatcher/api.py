@@ -4,14 +4,18 @@ Subscription API, answers as the seed lists them:
 
     POST   /portal/api/ext/webhook          {evento, endpoint[, autenticacao]} -> 200 {id, evento, endpoint}
     GET    /portal/api/ext/webhook          -> 200 [{id, evento, endpoint}]
+           ?exibirInativos=true             -> also the ones cancelled for only failing 30 days:
+                                               [{id, evento, endpoint, ativo, motivoInativacao,
+                                                 dataInativacao}] (our names; unpublished)
     PUT    /portal/api/ext/webhook/{id}     {id, evento, endpoint[, autenticacao]} -> 200 {id, evento, endpoint}
     DELETE /portal/api/ext/webhook/{id}     -> 204
     GET    /portal/api/ext/webhook/falhas   data=ddMMyyyy (query or JSON body; today when absent)
                                             -> 200 [{id, data, descricao, evento, conteudo}]
 
-``autenticacao`` is our addition, InvoiCy's outbound credentials: ``{"tipo": "none"}``,
-``{"tipo": "basic", "usuario", "senha"}`` or ``{"tipo": "bearer", "token"}``; it is never answered
-back. Simulator controls (the Portal's side, and SINtegre's operator buttons):
+``chaveSecreta`` (the Portal's webhook page) is sent back in a ``secret`` header on every
+delivery. ``autenticacao`` is our addition, InvoiCy's outbound credentials: ``{"tipo": "none"}``,
+``{"tipo": "basic", "usuario", "senha"}`` or ``{"tipo": "bearer", "token"}``; the two cannot be
+combined (the Portal sends no Authorization). Neither is ever answered back. Simulator controls (the Portal's side, and SINtegre's operator buttons):
 
     POST /sim/events                               {evento, dados[, dataHora]} -> 200
     POST /sim/subscriptions/{id}/resend-pending    -> 200 {"deliveries": [...]}
@@ -36,6 +40,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from receiver.dispatcher.identity import ClientIdentifier
+from receiver.dispatcher.lifecycle import cancelled_subscriptions
 from receiver.dispatcher.records import UnknownSubscription
 from receiver.dispatcher.sender import Dispatcher
 from receiver.dispatcher.validation import (
@@ -137,8 +142,18 @@ class SubscriptionAPI:
         return JSONResponse(created.public())
 
     async def listing(self, request: Request, owner: str) -> Response:
+        raw = request.query_params.get("exibirInativos", "false").strip().lower()
+        if raw not in ("true", "false"):
+            raise InvalidField("exibirInativos", "must be true or false")
+        await self.dispatcher.cancel_failing()
         found = await asyncio.to_thread(self.store.subscriptions, owner)
-        return JSONResponse([subscription.public() for subscription in found])
+        if raw == "false":
+            return JSONResponse([subscription.public() for subscription in found])
+        cancelled = await asyncio.to_thread(cancelled_subscriptions, self.store.engine, owner)
+        return JSONResponse(
+            [{**subscription.public(), "ativo": True} for subscription in found]
+            + [entry.public() for entry in cancelled]
+        )
 
     async def change(self, request: Request, owner: str) -> Response:
         subscription_id = parse_id(request.path_params["id"])

@@ -21,7 +21,13 @@ from receiver.config import Settings
 from receiver.dispatcher.api import SubscriptionAPI
 from receiver.dispatcher.identity import ClientIdentifier, SessionLookup
 from receiver.dispatcher.openapi import OPENAPI_PATH, openapi_document
-from receiver.dispatcher.portal_api import PortalAuthority, portal_api_routes
+from receiver.dispatcher.portal_api import (
+    CsrfRenewal,
+    PortalAuthority,
+    SimulatedDuimps,
+    portal_api_routes,
+)
+from receiver.dispatcher.portal_events import duimp_situation
 from receiver.dispatcher.sender import Dispatcher
 
 
@@ -33,12 +39,14 @@ def create_dispatcher_app(
     session_identity: SessionLookup | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
     verify: ssl.SSLContext | bool | None = None,
+    owns_dispatcher: bool | None = None,
 ) -> Starlette:
-    """The dispatcher app; its lifespan starts the sender (and closes it if it made it).
+    """The dispatcher app; its lifespan starts the sender (and closes it if it made it, or
+    ``owns_dispatcher`` says so).
 
     ``app.state.dispatcher`` is the ``Dispatcher``: ``await app.state.dispatcher.emit(...)``.
     """
-    owned = dispatcher is None
+    owned = dispatcher is None if owns_dispatcher is None else owns_dispatcher
     if dispatcher is None:
         dispatcher = Dispatcher(settings.dispatcher, transport=transport, verify=verify)
     running = dispatcher
@@ -84,15 +92,23 @@ def create_simulator_app(
     transport: httpx.AsyncBaseTransport | None = None,
     verify: ssl.SSLContext | bool | None = None,
 ) -> Starlette:
-    """The dispatcher with the Portal API simulator mounted (``app.state.portal_authority``)."""
+    """The dispatcher with the Portal API simulator mounted (``app.state.portal_authority``): its
+    Duimp consultation answers the situation the events emitted so far gave each Duimp."""
     authority = authority if authority is not None else PortalAuthority()
+    if dispatcher is None:
+        dispatcher = Dispatcher(settings.dispatcher, transport=transport, verify=verify)
+        owned = True
+    else:
+        owned = False
+    engine = dispatcher.store.engine
+    source = SimulatedDuimps(lambda numero: duimp_situation(engine, numero))
     app = create_dispatcher_app(
         settings,
         dispatcher,
-        extra_routes=[*portal_api_routes(authority), *extra_routes],
+        extra_routes=[*portal_api_routes(authority, duimps_source=source), *extra_routes],
         session_identity=authority.identity_of,
-        transport=transport,
-        verify=verify,
+        owns_dispatcher=owned,
     )
+    app.add_middleware(CsrfRenewal, authority=authority)
     app.state.portal_authority = authority
     return app

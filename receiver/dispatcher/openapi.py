@@ -10,6 +10,8 @@ from typing import Any
 
 from receiver.dispatcher.api import WEBHOOK_PATH
 from receiver.dispatcher.validation import (
+    CHAVE_MAX,
+    CHAVE_PATTERN,
     DATA_PATTERN,
     ENDPOINT_MAX,
     ENDPOINT_PATTERN,
@@ -53,6 +55,14 @@ _ENDPOINT = {
     "description": "Must be a secure URL (HTTPS).",
 }
 _PATH_ID = {"name": "id", "in": "path", "required": True, "schema": _ID}
+_CHAVE = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": CHAVE_MAX,
+    "pattern": CHAVE_PATTERN,
+    "description": "Sent back in the `secret` header of every delivery (never answered back). "
+    "Cannot be combined with autenticacao.",
+}
 
 SCHEMAS: dict[str, Any] = {
     "Autenticacao": {
@@ -100,9 +110,11 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "evento": _EVENTO,
             "endpoint": _ENDPOINT,
+            "chaveSecreta": _CHAVE,
             "autenticacao": _ref("Autenticacao"),
         },
         "required": ["evento", "endpoint"],
+        "not": {"required": ["chaveSecreta", "autenticacao"]},
         "additionalProperties": False,
     },
     "AlteracaoAssinatura": {
@@ -111,9 +123,11 @@ SCHEMAS: dict[str, Any] = {
             "id": _ID,
             "evento": _EVENTO,
             "endpoint": _ENDPOINT,
+            "chaveSecreta": _CHAVE,
             "autenticacao": _ref("Autenticacao"),
         },
         "required": ["id", "evento", "endpoint"],
+        "not": {"required": ["chaveSecreta", "autenticacao"]},
         "additionalProperties": False,
     },
     "ExclusaoAssinatura": {
@@ -124,6 +138,22 @@ SCHEMAS: dict[str, Any] = {
     "Assinatura": {
         "type": "object",
         "properties": {"id": _ID, "evento": _EVENTO, "endpoint": _ENDPOINT},
+        "required": ["id", "evento", "endpoint"],
+        "additionalProperties": False,
+    },
+    "AssinaturaListada": {
+        "type": "object",
+        "description": "A subscription as listed; with exibirInativos=true, ativo says whether "
+        "the Portal cancelled it (only failed deliveries for 30 days) and why (our field names: "
+        "the Portal's are not published).",
+        "properties": {
+            "id": _ID,
+            "evento": _EVENTO,
+            "endpoint": _ENDPOINT,
+            "ativo": {"type": "boolean"},
+            "motivoInativacao": {"type": "string"},
+            "dataInativacao": {"type": "string", "format": "date-time"},
+        },
         "required": ["id", "evento", "endpoint"],
         "additionalProperties": False,
     },
@@ -214,7 +244,7 @@ def _sim_action(summary: str) -> dict[str, Any]:
 
 
 def openapi_document() -> dict[str, Any]:
-    subscriptions = {"type": "array", "items": _ref("Assinatura")}
+    subscriptions = {"type": "array", "items": _ref("AssinaturaListada")}
     return {
         "openapi": "3.1.0",
         "info": {
@@ -243,9 +273,18 @@ def openapi_document() -> dict[str, Any]:
                 },
                 "get": {
                     "summary": "List subscriptions",
+                    "parameters": [
+                        {
+                            "name": "exibirInativos",
+                            "in": "query",
+                            "required": False,
+                            "description": "true: also the subscriptions the Portal cancelled.",
+                            "schema": {"enum": ["true", "false"]},
+                        }
+                    ],
                     "responses": {
-                        "200": _json(subscriptions, "The client's active subscriptions."),
-                        **_errors(401),
+                        "200": _json(subscriptions, "The client's subscriptions."),
+                        **_errors(401, 422),
                     },
                 },
             },

@@ -13,11 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import logging
 import ssl
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
@@ -26,7 +25,9 @@ from typing import Any
 import httpx
 
 from receiver.config import DispatcherSettings
+from receiver.dispatcher.attempt import USER_AGENT, attempt_delivery, origin_of, where
 from receiver.dispatcher.configfile import load_dispatcher_settings
+from receiver.dispatcher.lifecycle import cancel_failing
 from receiver.dispatcher.netguard import (
     AddressPolicy,
     GuardedTransport,
@@ -35,6 +36,7 @@ from receiver.dispatcher.netguard import (
     system_resolver,
 )
 from receiver.dispatcher.outbox import Claim
+from receiver.dispatcher.portal_events import pucomex_body
 from receiver.dispatcher.records import (
     AttemptOutcome,
     DeliveryState,
@@ -49,36 +51,10 @@ from receiver.grouped import GroupedWrites
 from receiver.models import utcnow
 
 WAIT_FOR_COALESCE_SECONDS = 0.02
+# How often the loop looks for subscriptions to cancel (only failures for cancel_after_days).
+CANCEL_CHECK_SECONDS = 60.0
 
 log = logging.getLogger("receiver.dispatcher")
-
-USER_AGENT = "portal-receiver-dispatcher/0.1"
-EXCERPT_CHARS = 300
-
-
-def pucomex_body(evento: str, dados: Mapping[str, Any], data_hora: datetime) -> bytes:
-    """The body the simulator sends for a PUCOMEX event (DESIGN.md): evento, dataHora, dados."""
-    document = {"evento": evento, "dataHora": data_hora.isoformat(), "dados": dict(dados)}
-    try:
-        return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    except UnicodeEncodeError:
-        # A lone surrogate has no UTF-8 form; its JSON escape is still valid JSON.
-        return json.dumps(document, separators=(",", ":")).encode("ascii")
-
-
-def _origin(endpoint: str) -> str:
-    try:
-        url = httpx.URL(endpoint)
-    except httpx.InvalidURL:
-        # The pattern admits it but httpx cannot parse it ("[FceE]"): the attempt itself fails
-        # and is recorded; any key will do for the concurrency bound.
-        return endpoint
-    return f"{url.scheme}://{url.host}:{url.port or 443}"
-
-
-def _where(endpoint: str) -> str:
-    # The query string may carry a subscriber's token: never put it in a failure record or a log.
-    return endpoint.split("?", 1)[0].split("#", 1)[0]
 
 
 class Dispatcher:
@@ -92,8 +68,12 @@ class Dispatcher:
         transport: httpx.AsyncBaseTransport | None = None,
         verify: ssl.SSLContext | bool | None = None,
         resolver: Resolver = system_resolver,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.settings = settings
+        # What automatic cancellation judges by; tests move it forward instead of waiting 30 days.
+        self.clock = clock
+        self._cancel_checked = -CANCEL_CHECK_SECONDS
         self.store = store if store is not None else DispatchStore(settings.database_url)
         self._owns_store = store is None
         self._interval = timedelta(seconds=settings.interval_seconds)
@@ -268,9 +248,25 @@ class Dispatcher:
 
     # --- the loop ---------------------------------------------------------------------------
 
+    async def cancel_failing(self) -> list[int]:
+        """Cancel the subscriptions whose deliveries only failed for ``cancel_after_days``, as the
+        Portal does; their ids."""
+        period = timedelta(days=self.settings.cancel_after_days)
+        cancelled = await asyncio.to_thread(cancel_failing, self.store.engine, self.clock(), period)
+        for subscription_id in cancelled:
+            log.warning(
+                "subscription %s cancelled: only failed deliveries for %g days",
+                subscription_id,
+                self.settings.cancel_after_days,
+            )
+        return cancelled
+
     async def _run(self) -> None:
         while not self._closed:
             try:
+                if time.monotonic() - self._cancel_checked >= CANCEL_CHECK_SECONDS:
+                    self._cancel_checked = time.monotonic()
+                    await self.cancel_failing()
                 await self._dispatch_due()
                 delay = await self._delay()
             except Exception:
@@ -316,7 +312,7 @@ class Dispatcher:
             log.exception("delivery %s: could not record the attempt", delivery.id)
 
     async def _deliver_once(self, delivery: DueDelivery) -> None:
-        origin = _origin(delivery.endpoint)
+        origin = origin_of(delivery.endpoint)
         semaphore = self._semaphores.setdefault(
             origin, asyncio.Semaphore(self.settings.per_endpoint_concurrency)
         )
@@ -327,7 +323,7 @@ class Dispatcher:
             claimed = await self._claims.submit(Claim(delivery.id, now, now + self._lease))
             if not claimed:
                 return
-            attempt = asyncio.create_task(self._attempt(delivery))
+            attempt = asyncio.create_task(attempt_delivery(self._client, delivery, self.settings))
             self._attempts[delivery.id] = attempt
             if self._closed:
                 attempt.cancel()
@@ -346,57 +342,7 @@ class Dispatcher:
                 "delivery %s (%s) to %s: %s -> %s",
                 delivery.id,
                 delivery.evento,
-                _where(delivery.endpoint),
+                where(delivery.endpoint),
                 outcome.description,
                 status.value,
             )
-
-    async def _attempt(self, delivery: DueDelivery) -> AttemptOutcome:
-        headers = {"Content-Type": delivery.content_type}
-        authorization = delivery.auth.header()
-        if authorization is not None:
-            headers["Authorization"] = authorization
-        started = utcnow()
-        status: int | None = None
-        excerpt: str | None = None
-        limit = self.settings.attempt_timeout_seconds
-        try:
-            # One deadline for the whole attempt: connect, send, answer and the bounded read.
-            async with asyncio.timeout(limit):
-                request = self._client.build_request(
-                    "POST", delivery.endpoint, content=delivery.body, headers=headers
-                )
-                response = await self._client.send(request, stream=True)
-                try:
-                    status = response.status_code
-                    excerpt = await self._read_excerpt(response)
-                finally:
-                    await response.aclose()
-        except TimeoutError:
-            description = f"no answer within {limit:g} s from {_where(delivery.endpoint)}"
-            return AttemptOutcome(False, status, description, started, utcnow(), excerpt)
-        except Exception as error:  # every other failure is an attempt failed, with its reason
-            description = f"{type(error).__name__} for {_where(delivery.endpoint)}: {error}"
-            return AttemptOutcome(False, None, description[:1000], started, utcnow())
-        finished = utcnow()
-        if status == 200:
-            return AttemptOutcome(True, 200, "HTTP 200 (receipt)", started, finished, excerpt)
-        description = f"HTTP {status} from {_where(delivery.endpoint)} (only 200 is a receipt)"
-        if excerpt:
-            description += f": {excerpt[:EXCERPT_CHARS]}"
-        return AttemptOutcome(False, status, description, started, finished, excerpt)
-
-    async def _read_excerpt(self, response: httpx.Response) -> str | None:
-        """At most ``max_response_bytes`` of the answer, undecoded (no decompression bombs)."""
-        limit = self.settings.max_response_bytes
-        if response.is_stream_consumed:
-            # Already in memory: a response built from bytes, as test transports make them.
-            data = response.content[:limit]
-        else:
-            data = b""
-            if limit > 0:
-                async for chunk in response.aiter_raw():
-                    data += chunk[: limit - len(data)]
-                    if len(data) >= limit:
-                        break
-        return data.decode("utf-8", errors="replace") if data else None

@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import SQLModel
 
 from receiver.dispatcher.outbox import DUE_PENDING, Outbox
+from receiver.dispatcher.portal_events import record_situations, situation_change
 from receiver.dispatcher.records import (
     DeliveryState,
     EmitRequest,
@@ -197,11 +198,15 @@ class DispatchStore:
         seen = self._events_by_keys(conn, keys)
         targets: dict[str, list[int]] = {}
         results: list[EmitResult] = []
+        changes = []
         for request in requests:
             key = request.idempotency_key
             if key is not None and key in seen:
                 results.append(seen[key])
                 continue
+            change = situation_change(request.evento, request.body)
+            if change is not None:
+                changes.append(change)
             if request.evento not in targets:
                 targets[request.evento] = list(
                     conn.execute(
@@ -229,6 +234,9 @@ class DispatchStore:
             results.append(EmitResult(event_id, tuple(ids)))
             if key is not None:
                 seen[key] = EmitResult(event_id, tuple(ids), duplicate=True)
+        if changes:
+            # In the same transaction: the consultation never answers ahead of the events.
+            record_situations(conn, changes, max(r.emitted_at for r in requests))
         return results
 
     @staticmethod

@@ -4,6 +4,11 @@ subscriptions ─┐
                ├─< deliveries (one per matching subscription, written before anything is sent)
 events ────────┘        ├─< attempts  (every try, whatever its outcome)
                         └─< failures  (every failed try: what ``GET .../webhook/falhas`` returns)
+subscriptions ──── cancellations (the Portal's automatic cancellation, with its reason)
+duimp_situations   (the latest situation the emitted events gave each Duimp, for its consultation)
+
+Tables added after the first release are new tables, never new columns, so ``create_all`` brings
+an existing store up to date.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ class AuthType(StrEnum):
     NONE = "none"
     BASIC = "basic"
     BEARER = "bearer"
+    # The Portal's way: the subscription's chaveSecreta in a ``secret`` header, no Authorization.
+    SECRET = "secret"  # noqa: S105 (the kind's name, not a secret)
 
 
 class DeliveryStatus(StrEnum):
@@ -126,9 +133,41 @@ class FailureRow(SQLModel, table=True):
     conteudo: str = Field(sa_column=Column(Text, nullable=False))
 
 
+class CancellationRow(SQLModel, table=True):
+    """A subscription the Portal cancelled by itself (its row is soft-deleted as well)."""
+
+    __tablename__ = "dispatch_cancellations"
+
+    subscription_id: int = Field(sa_column=Column(BigInteger, primary_key=True))
+    cancelled_at: datetime = Field(sa_column=_utc())
+    motivo: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class DuimpSituationRow(SQLModel, table=True):
+    """What the Duimp events emitted so far say about one Duimp."""
+
+    __tablename__ = "dispatch_duimp_situations"
+
+    numero: str = Field(primary_key=True, max_length=20)
+    versao: int | None = None
+    situacao: str | None = Field(default=None, max_length=60)
+    canal: str | None = Field(default=None, max_length=20)
+    updated_at: datetime = Field(sa_column=_utc())
+
+
 SUBSCRIPTIONS = SubscriptionRow.__table__  # type: ignore[attr-defined]
 EVENTS = EventRow.__table__  # type: ignore[attr-defined]
 DELIVERIES = DeliveryRow.__table__  # type: ignore[attr-defined]
 ATTEMPTS = AttemptRow.__table__  # type: ignore[attr-defined]
 FAILURES = FailureRow.__table__  # type: ignore[attr-defined]
-DISPATCH_TABLES = [SUBSCRIPTIONS, EVENTS, DELIVERIES, ATTEMPTS, FAILURES]
+CANCELLATIONS = CancellationRow.__table__  # type: ignore[attr-defined]
+DUIMP_SITUATIONS = DuimpSituationRow.__table__  # type: ignore[attr-defined]
+DISPATCH_TABLES = [
+    SUBSCRIPTIONS,
+    EVENTS,
+    DELIVERIES,
+    ATTEMPTS,
+    FAILURES,
+    CANCELLATIONS,
+    DUIMP_SITUATIONS,
+]

@@ -44,13 +44,18 @@ DATA_PATTERN = (
 TOKEN_PATTERN = r"^[A-Za-z0-9._~+/-]+=*$"  # noqa: S105 (a pattern, not a secret)
 # Basic credentials travel base64-encoded, so any character will do but ':' in the user name.
 USERNAME_PATTERN = "^[^:]+$"
-AUTH_TYPES = tuple(kind.value for kind in AuthType)
+# ``autenticacao.tipo``: InvoiCy's ways. The Portal's ``secret`` header comes from chaveSecreta.
+AUTH_TYPES = tuple(kind.value for kind in AuthType if kind is not AuthType.SECRET)
+CHAVE_MAX = 500
+# Goes into a header verbatim: visible ASCII, no space at either end.
+CHAVE_PATTERN = r"^[!-~]([ -~]*[!-~])?$"
 
 _evento = re.compile(EVENTO_PATTERN)
 _endpoint = re.compile(ENDPOINT_PATTERN)
 _data = re.compile(DATA_PATTERN)
 _token = re.compile(TOKEN_PATTERN)
 _username = re.compile(USERNAME_PATTERN)
+_chave = re.compile(CHAVE_PATTERN)
 
 
 class InvalidField(ReceiverError):
@@ -78,11 +83,19 @@ class OutboundAuth:
     secret: str | None = None
 
     def header(self) -> str | None:
+        """The ``Authorization`` value, or None (the Portal's way sends none)."""
         if self.type is AuthType.BASIC:
             return basic_header(self.username or "", self.secret or "")
         if self.type is AuthType.BEARER:
             return f"Bearer {self.secret}"
         return None
+
+    def headers(self) -> dict[str, str]:
+        """The request headers that carry these credentials."""
+        if self.type is AuthType.SECRET:
+            return {"secret": self.secret or ""}
+        authorization = self.header()
+        return {} if authorization is None else {"Authorization": authorization}
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,9 +197,21 @@ def _encodable(text: str) -> bool:
     return True
 
 
+def parse_chave(raw: Any) -> OutboundAuth:
+    """``chaveSecreta``: the secret the Portal sends back in the ``secret`` header."""
+    if not isinstance(raw, str) or not 1 <= len(raw) <= CHAVE_MAX:
+        raise InvalidField("chaveSecreta", f"must be text of 1 to {CHAVE_MAX} characters")
+    if not _chave.fullmatch(raw):
+        raise InvalidField(
+            "chaveSecreta", "must be visible ASCII without spaces at either end (a header value)"
+        )
+    return OutboundAuth(AuthType.SECRET, None, raw)
+
+
 def parse_subscription(body: dict[str, Any], *, path_id: int | None = None) -> SubscriptionInput:
     """A create (``path_id`` None) or change request; a change must repeat its id in the body."""
-    allowed = {"evento", "endpoint", "autenticacao"} | ({"id"} if path_id is not None else set())
+    allowed = {"evento", "endpoint", "autenticacao", "chaveSecreta"}
+    allowed |= {"id"} if path_id is not None else set()
     for key in body:
         if key not in allowed:
             raise InvalidField(str(key), "is not a field of this request")
@@ -198,6 +223,14 @@ def parse_subscription(body: dict[str, Any], *, path_id: int | None = None) -> S
     evento = parse_evento(body.get("evento"))
     endpoint = parse_endpoint(body.get("endpoint"))
     auth = parse_auth(body["autenticacao"]) if "autenticacao" in body else None
+    if "chaveSecreta" in body:
+        if auth is not None:
+            raise InvalidField(
+                "chaveSecreta",
+                "cannot be combined with autenticacao: the Portal sends the secret header and no "
+                "Authorization",
+            )
+        auth = parse_chave(body["chaveSecreta"])
     return SubscriptionInput(evento, endpoint, auth)
 
 

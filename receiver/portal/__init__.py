@@ -6,7 +6,7 @@ the Portal refuses the certificate or session, ``SubscriptionError`` when the su
 refuses a request (or it breaks the seed's field rules and is never sent).
 """
 
-from receiver.portal.client import DUIMP_PATH, DUIMP_VERSION_PATH, PortalClient
+from receiver.portal.client import DUIMP_VERSION_PATH, DUIMP_VERSIONS_PATH, PortalClient
 from receiver.portal.recovery import RecoveryReport, recover, recover_periodically
 from receiver.portal.subscriptions import (
     FailureRecord,
@@ -18,7 +18,7 @@ from receiver.portal.subscriptions import (
 )
 
 __all__ = [
-    "DUIMP_PATH",
+    "DUIMP_VERSIONS_PATH",
     "DUIMP_VERSION_PATH",
     "FailureRecord",
     "PortalClient",

@@ -66,18 +66,39 @@ def subscriptions() -> None:
     """Subscriptions of this certificate at the Portal (seed: push events API)."""
 
 
+def _secret_note(settings: Settings) -> None:
+    if settings.portal is not None and settings.portal.chave_secreta is None:
+        click.echo(
+            "note: portal.chave_secreta is not set: the Portal will send no `secret` header, so "
+            "only the allowlist protects the endpoint",
+            err=True,
+        )
+
+
 @subscriptions.command("list")
 @config_option
+@click.option(
+    "--inactive",
+    is_flag=True,
+    help="Also the subscriptions the Portal cancelled, with the reason (exibirInativos=true).",
+)
 @friendly_errors
-def subscriptions_list(config_path: Path | None) -> None:
-    """List the active subscriptions."""
+def subscriptions_list(config_path: Path | None, inactive: bool) -> None:
+    """List the active subscriptions (--inactive: the cancelled ones too)."""
 
     async def work(api: SubscriptionAPI, _: Settings) -> None:
-        found = await api.list()
+        found = await api.list(inactive=inactive)
         for sub in found:
-            click.echo(f"{sub.id:>10}  {sub.evento:<40}  {sub.endpoint}")
+            state = "" if sub.ativo else f"  INACTIVE: {sub.motivo_inativacao or 'no reason given'}"
+            click.echo(f"{sub.id:>10}  {sub.evento:<40}  {sub.endpoint}{state}")
         if not found:
             click.echo("no subscriptions")
+        cancelled = sum(1 for sub in found if not sub.ativo)
+        if cancelled:
+            click.echo(
+                f"{cancelled} cancelled by the Portal; `receiver portal subscriptions sync` "
+                "creates the configured ones again"
+            )
 
     _with_api(config_path, work)
 
@@ -90,7 +111,8 @@ def subscriptions_list(config_path: Path | None) -> None:
 def subscriptions_add(config_path: Path | None, evento: str, endpoint: str) -> None:
     """Subscribe ENDPOINT (https://) to EVENTO."""
 
-    async def work(api: SubscriptionAPI, _: Settings) -> None:
+    async def work(api: SubscriptionAPI, settings: Settings) -> None:
+        _secret_note(settings)
         sub = await api.create(evento, endpoint)
         click.echo(f"created #{sub.id}: {sub.evento} -> {sub.endpoint}")
 
@@ -108,7 +130,8 @@ def subscriptions_update(
 ) -> None:
     """Change subscription SUBSCRIPTION_ID to EVENTO and ENDPOINT."""
 
-    async def work(api: SubscriptionAPI, _: Settings) -> None:
+    async def work(api: SubscriptionAPI, settings: Settings) -> None:
+        _secret_note(settings)
         sub = await api.update(subscription_id, evento, endpoint)
         click.echo(f"updated #{sub.id}: {sub.evento} -> {sub.endpoint}")
 
@@ -132,12 +155,21 @@ def subscriptions_remove(config_path: Path | None, subscription_id: int) -> None
 @subscriptions.command("sync")
 @config_option
 @click.option("--dry-run", is_flag=True, help="Show the plan; change nothing.")
+@click.option(
+    "--resend-secret",
+    is_flag=True,
+    help="Update every kept subscription too, so it carries the current portal.chave_secreta "
+    "(after a rotation).",
+)
 @friendly_errors
-def subscriptions_sync(config_path: Path | None, dry_run: bool) -> None:
-    """Make the Portal's subscriptions match `subscriptions:` in receiver.yaml."""
+def subscriptions_sync(config_path: Path | None, dry_run: bool, resend_secret: bool) -> None:
+    """Make the Portal's subscriptions match `subscriptions:` in receiver.yaml; subscriptions the
+    Portal cancelled are created again."""
 
     async def work(api: SubscriptionAPI, settings: Settings) -> None:
-        plan = plan_sync(await api.list(), settings.subscriptions)
+        _secret_note(settings)
+        current = await api.list(inactive=True)
+        plan = plan_sync(current, settings.subscriptions, resend_secret=resend_secret)
         click.echo("plan:")
         for line in plan.lines() or ["  (no subscriptions wanted or present)"]:
             click.echo(line)
@@ -147,10 +179,7 @@ def subscriptions_sync(config_path: Path | None, dry_run: bool) -> None:
             click.echo("dry run: nothing changed")
         else:
             await apply_sync(api, plan)
-            click.echo(
-                f"applied: {len(plan.create)} created, {len(plan.update)} updated, "
-                f"{len(plan.delete)} deleted"
-            )
+            click.echo(f"applied: {plan.summary()}")
 
     _with_api(config_path, work)
 

@@ -1,17 +1,26 @@
 """The Portal API client: mutual TLS, the ``autenticar`` token flow, bounded retries, and the
 Duimp consultation. Handlers reach it as ``ctx.portal``.
 
+Authentication, as the Portal's public clients do it: with the certificate, ``POST
+/portal/api/autenticar`` with ``Role-Type``; with ``portal.client_id``, ``POST
+/portal/api/autenticar/chave-acesso`` with ``Client-Id``, ``Client-Secret`` and ``Role-Type``.
+Each answer's fresh ``X-CSRF-Token`` is sent on the next call.
+
 Retries: connection errors and 5xx answers are tried again, up to ``max_retries`` more times with
 exponential backoff and jitter (a 503's ``Retry-After`` is honoured, within the cap). A request
 that is not idempotent (a POST that creates something) is retried only when it certainly never
 reached the Portal (the connection could not be made). A 401 or 403 renews the session once.
 Every failure is a ``PortalError`` naming the method, endpoint and status.
 
-Duimp consultation path (the Portal's published ``duimp-api`` family; the simulator in
+Duimp consultation paths (the Portal's ``duimp-api``; the simulator in
 ``receiver.dispatcher.portal_api`` serves the same):
 
-- ``GET /duimp-api/api/ext/duimp/{numero}/{versao}``: that version of the Duimp;
-- ``GET /duimp-api/api/ext/duimp/{numero}``: the version in force (project choice).
+- ``GET /duimp-api/api/ext/duimp/{numero}/{versao}``: that version of the Duimp (the path of the
+  Portal's own documentation example);
+- ``GET /duimp-api/api/ext/duimp/{numero}/versoes``: the Duimp's versions, asked first when the
+  version is not known. Its answer's shape is not published: a JSON array of version numbers, or
+  of objects with ``versao`` (or ``numeroVersao``/``versaoDuimp``), or an object holding such an
+  array under ``versoes``, is read, and the highest version is taken.
 """
 
 from __future__ import annotations
@@ -29,15 +38,22 @@ import httpx
 from receiver.config import PortalSettings
 from receiver.errors import ConfigError, PortalAuthError, PortalError
 from receiver.portal.certificates import client_ssl_context
-from receiver.portal.session import AUTH_PATH, Token, TokenKeeper, token_from_answer
+from receiver.portal.session import (
+    AUTH_PATH,
+    CHAVE_ACESSO_PATH,
+    Token,
+    TokenKeeper,
+    token_from_answer,
+)
 
 if TYPE_CHECKING:
     from receiver.portal.subscriptions import SubscriptionAPI
 
-DUIMP_PATH = "/duimp-api/api/ext/duimp/{numero}"
+DUIMP_VERSIONS_PATH = "/duimp-api/api/ext/duimp/{numero}/versoes"
 DUIMP_VERSION_PATH = "/duimp-api/api/ext/duimp/{numero}/{versao}"
-_DUIMP_NUMBER = re.compile(r"^[0-9]{2}[A-Z]{2}[0-9]{6,16}$")
-_DUIMP_VERSION = re.compile(r"^[0-9]{1,4}$")
+_VERSION_FIELDS = ("versao", "numeroVersao", "versaoDuimp", "versaoDeclaracao")
+_DUIMP_NUMBER = re.compile(r"[0-9]{2}[A-Z]{2}[0-9]{6,16}\Z")
+_DUIMP_VERSION = re.compile(r"[0-9]{1,4}\Z")
 # Connection errors for which the request certainly never reached the Portal.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _EXCERPT = 200
@@ -140,19 +156,26 @@ class PortalClient:
                 raise ConfigError(f"portal: the {name} value must be ASCII text")
         return headers
 
+    @property
+    def auth_path(self) -> str:
+        """Where this client authenticates: ``chave-acesso`` with a Client-Id, else the
+        certificate's ``autenticar``."""
+        return CHAVE_ACESSO_PATH if self.settings.client_id is not None else AUTH_PATH
+
     async def _authenticate(self, generation: int) -> Token:
-        response = await self._send("POST", AUTH_PATH, headers=self._auth_headers(), retry_5xx=True)
+        path = self.auth_path
+        response = await self._send("POST", path, headers=self._auth_headers(), retry_5xx=True)
         if response.status_code in (401, 403):
             raise PortalAuthError(
-                f"POST {AUTH_PATH} answered {response.status_code}: {describe(response)}; check "
+                f"POST {path} answered {response.status_code}: {describe(response)}; check "
                 "the certificate, portal.role_type, or portal.client_id/client_secret",
-                endpoint=AUTH_PATH,
+                endpoint=path,
                 status=response.status_code,
             )
         if not response.is_success:
             raise PortalAuthError(
-                f"POST {AUTH_PATH} answered {response.status_code}: {describe(response)}",
-                endpoint=AUTH_PATH,
+                f"POST {path} answered {response.status_code}: {describe(response)}",
+                endpoint=path,
                 status=response.status_code,
             )
         return token_from_answer(
@@ -161,6 +184,7 @@ class PortalClient:
             generation=generation,
             now=self._clock(),
             now_wall=self._wall(),
+            path=path,
         )
 
     async def authenticate(self) -> None:
@@ -188,6 +212,9 @@ class PortalClient:
                 method, path, headers=token.headers(), json=json, params=params, retry_5xx=retry_5xx
             )
             if response.status_code not in (401, 403):
+                fresh = response.headers.get("x-csrf-token")
+                if fresh:
+                    self._tokens.renew_csrf(token, fresh)
                 return response
             if renewed:
                 break
@@ -283,19 +310,48 @@ class PortalClient:
 
     # --- Duimp ----------------------------------------------------------------------------
 
-    async def duimp(self, numero: str, versao: str | None = None) -> dict[str, Any]:
-        """The Duimp consultation: every field of the Portal's answer, as a dict."""
+    async def duimp(self, numero: str, versao: str | int | None = None) -> dict[str, Any]:
+        """The Duimp consultation: every field of the Portal's answer, as a dict. Without
+        ``versao``, the Duimp's versions are asked first and the latest is fetched."""
         numero = str(numero).strip().upper()
         if not _DUIMP_NUMBER.match(numero):
             raise PortalError(f"{numero!r} is not a Duimp number (like 24BR0000012345)")
         if versao is None:
-            path = DUIMP_PATH.format(numero=numero)
+            versao = await self.duimp_versions(numero)
         else:
             versao = str(versao).strip()
             if not _DUIMP_VERSION.match(versao):
                 raise PortalError(f"{versao!r} is not a Duimp version (a number)")
-            path = DUIMP_VERSION_PATH.format(numero=numero, versao=versao)
+        path = DUIMP_VERSION_PATH.format(numero=numero, versao=versao)
         data = await self.json("GET", path)
         if not isinstance(data, dict):
             raise PortalError(f"GET {path}: expected a JSON object", endpoint=path, status=200)
         return data
+
+    async def duimp_versions(self, numero: str) -> str:
+        """The latest version of Duimp ``numero``, from ``GET .../duimp/{numero}/versoes``."""
+        path = DUIMP_VERSIONS_PATH.format(numero=numero)
+        data = await self.json("GET", path)
+        latest = latest_version(data)
+        if latest is None:
+            raise PortalError(
+                f"GET {path}: no version number in the answer", endpoint=path, status=200
+            )
+        return str(latest)
+
+
+def latest_version(data: Any) -> int | None:
+    """The highest version a ``versoes`` answer names (see the module docstring), or None."""
+    if isinstance(data, dict):
+        data = data.get("versoes")
+    if not isinstance(data, list):
+        return None
+    found: list[int] = []
+    for item in data:
+        if isinstance(item, dict):
+            item = next((item[k] for k in _VERSION_FIELDS if item.get(k) is not None), None)
+        if isinstance(item, int) and not isinstance(item, bool):
+            found.append(item)
+        elif isinstance(item, str) and _DUIMP_VERSION.match(item.strip()):
+            found.append(int(item.strip()))
+    return max(found, default=None)

@@ -1,14 +1,18 @@
-"""The Portal session: the tokens from ``/portal/api/autenticar``, kept until shortly before they
-expire, with exactly one authentication in flight however many callers need a token at once.
+"""The Portal session: the tokens from ``/portal/api/autenticar`` (certificate and ``Role-Type``)
+or ``/portal/api/autenticar/chave-acesso`` (``Client-Id`` and ``Client-Secret``), kept until
+shortly before they expire, with exactly one authentication in flight however many callers need
+a token at once.
 
-The Portal answers ``autenticar`` with the session in the ``Set-Token`` and ``X-CSRF-Token``
-headers (and, for some deployments, ``X-CSRF-Expiration``); later calls send them back as
-``Authorization`` and ``X-CSRF-Token``.
+The Portal answers with the session in the ``Set-Token`` and ``X-CSRF-Token`` headers (and, for
+some deployments, ``X-CSRF-Expiration``); later calls send them back as ``Authorization`` and
+``X-CSRF-Token``. Every later answer may carry a fresh ``X-CSRF-Token``, which public clients send
+on their next call: ``TokenKeeper.renew_csrf`` takes it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -19,6 +23,7 @@ import httpx
 from receiver.errors import PortalAuthError
 
 AUTH_PATH = "/portal/api/autenticar"
+CHAVE_ACESSO_PATH = "/portal/api/autenticar/chave-acesso"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,15 +71,16 @@ def token_from_answer(
     generation: int,
     now: float,
     now_wall: float,
+    path: str = AUTH_PATH,
 ) -> Token:
-    """Read the session out of an ``autenticar`` answer; PortalAuthError when it carries none."""
+    """Read the session out of an authentication answer; PortalAuthError when it carries none."""
     headers: Mapping[str, str] = response.headers
     authorization, csrf = headers.get("set-token"), headers.get("x-csrf-token")
     if not authorization or not csrf:
         raise PortalAuthError(
-            f"POST {AUTH_PATH} answered {response.status_code} without the Set-Token and "
+            f"POST {path} answered {response.status_code} without the Set-Token and "
             "X-CSRF-Token headers; is portal.base_url the Portal API?",
-            endpoint=AUTH_PATH,
+            endpoint=path,
             status=response.status_code,
         )
     remaining = expiration_in(headers.get("x-csrf-expiration"), now_wall)
@@ -127,6 +133,13 @@ class TokenKeeper:
 
     def forget(self) -> None:
         self._token = None
+
+    def renew_csrf(self, used: Token, csrf: str) -> None:
+        """An answer to a call made with ``used`` carried a fresh CSRF token: the next call sends
+        it. Ignored when the session has been renewed since (the answer is about an old one)."""
+        current = self._token
+        if current is not None and current.generation == used.generation and current.csrf != csrf:
+            self._token = dataclasses.replace(current, csrf=csrf)
 
     async def _renew(self) -> Token:
         self._token = None

@@ -6,6 +6,13 @@ absent). A request that breaks them raises ``SubscriptionError`` and is never se
 
 The seed puts the failure search's ``data`` in a JSON body of a GET; proxies may drop GET bodies,
 so it is also sent as the ``data`` query parameter (the simulator reads either).
+
+The Portal's webhook page adds ``chaveSecreta`` to the subscription body (the secret it sends back
+in the ``secret`` header of every notification; ``portal.chave_secreta``), and lists the
+subscriptions it cancelled (after 30 days of only failed deliveries) with
+``GET /portal/api/ext/webhook?exibirInativos=true``. The fields of a cancelled one are not
+published; ours are ``ativo`` (false) and ``motivoInativacao`` (the reason), read leniently
+(``situacao``/``motivo`` are accepted too), and a subscription without ``ativo`` is active.
 """
 
 from __future__ import annotations
@@ -35,6 +42,8 @@ class Subscription:
     id: int
     evento: str
     endpoint: str
+    ativo: bool = True
+    motivo_inativacao: str | None = None  # why the Portal cancelled it
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,11 +146,23 @@ def _int(item: Any, name: str, path: str) -> int:
         ) from None
 
 
+def _active(item: dict[str, Any]) -> bool:
+    if "ativo" in item:
+        value = item["ativo"]
+        return value is True or str(value).strip().lower() in ("true", "s", "sim", "1")
+    situacao = item.get("situacao")
+    return not isinstance(situacao, str) or situacao.strip().upper() in ("", "ATIVA", "ATIVO")
+
+
 def _subscription(item: Any, path: str) -> Subscription:
+    active = _active(item) if isinstance(item, dict) else True
+    reason = item.get("motivoInativacao", item.get("motivo")) if isinstance(item, dict) else None
     return Subscription(
         id=_int(item, "id", path),
         evento=str(_field(item, "evento", path)),
         endpoint=str(_field(item, "endpoint", path)),
+        ativo=active,
+        motivo_inativacao=None if active or reason is None else str(reason)[:500],
     )
 
 
@@ -169,20 +190,35 @@ class SubscriptionAPI:
     def __init__(self, client: PortalClient) -> None:
         self._client = client
 
+    def _with_secret(self, body: dict[str, Any]) -> dict[str, Any]:
+        """``chaveSecreta`` from ``portal.chave_secreta``, when configured."""
+        secret = self._client.settings.chave_secreta
+        if secret is not None:
+            body["chaveSecreta"] = secret.get_secret_value()
+        return body
+
     async def create(self, evento: str, endpoint: str) -> Subscription:
         body = {"evento": check_evento(evento), "endpoint": check_endpoint(endpoint)}
         data = await self._client.json(
-            "POST", WEBHOOK_PATH, json=body, error=SubscriptionError, idempotent=False
+            "POST",
+            WEBHOOK_PATH,
+            json=self._with_secret(body),
+            error=SubscriptionError,
+            idempotent=False,
         )
         return _subscription(data, WEBHOOK_PATH)
 
-    async def list(self) -> builtins.list[Subscription]:
-        data = await self._client.json("GET", WEBHOOK_PATH, error=SubscriptionError)
+    async def list(self, inactive: bool = False) -> builtins.list[Subscription]:
+        """The active subscriptions; with ``inactive``, also those the Portal cancelled."""
+        params = {"exibirInativos": "true"} if inactive else None
+        data = await self._client.json("GET", WEBHOOK_PATH, params=params, error=SubscriptionError)
         return [_subscription(item, WEBHOOK_PATH) for item in _array(data, WEBHOOK_PATH)]
 
     async def update(self, subscription_id: int, evento: str, endpoint: str) -> Subscription:
         sid = check_id(subscription_id)
-        body = {"id": sid, "evento": check_evento(evento), "endpoint": check_endpoint(endpoint)}
+        body = self._with_secret(
+            {"id": sid, "evento": check_evento(evento), "endpoint": check_endpoint(endpoint)}
+        )
         path = f"{WEBHOOK_PATH}/{sid}"
         data = await self._client.json("PUT", path, json=body, error=SubscriptionError)
         return (
@@ -220,39 +256,68 @@ class SyncPlan:
     create: tuple[SubscriptionSpec, ...]
     update: tuple[tuple[Subscription, SubscriptionSpec], ...]
     delete: tuple[Subscription, ...]
+    # Wanted subscriptions the Portal cancelled (only failed deliveries for 30 days): created anew.
+    recreate: tuple[Subscription, ...] = ()
 
     @property
     def empty(self) -> bool:
-        return not (self.create or self.update or self.delete)
+        return not (self.create or self.update or self.delete or self.recreate)
 
     def lines(self) -> builtins.list[str]:
         shown = [f"  keep    #{s.id} {s.evento} -> {s.endpoint}" for s in self.keep]
         shown += [f"  create  {w.evento} -> {w.endpoint}" for w in self.create]
         shown += [
+            f"  create  {s.evento} -> {s.endpoint}  (again: the Portal cancelled #{s.id}: "
+            f"{s.motivo_inativacao or 'no reason given'})"
+            for s in self.recreate
+        ]
+        shown += [
             f"  update  #{s.id} {s.evento} -> {s.endpoint}  =>  {w.evento} -> {w.endpoint}"
+            if (s.evento, s.endpoint) != (w.evento, w.endpoint)
+            else f"  update  #{s.id} {s.evento} -> {s.endpoint}  (chaveSecreta sent again)"
             for s, w in self.update
         ]
         shown += [f"  delete  #{s.id} {s.evento} -> {s.endpoint}" for s in self.delete]
         return shown
 
+    def summary(self) -> str:
+        text = f"{len(self.create)} created, {len(self.update)} updated, {len(self.delete)} deleted"
+        if self.recreate:
+            text += f", {len(self.recreate)} re-created after the Portal cancelled them"
+        return text
 
-def plan_sync(current: Sequence[Subscription], wanted: Sequence[SubscriptionSpec]) -> SyncPlan:
-    """Exact matches are kept; a wanted event whose subscription points elsewhere is updated in
-    place (same id); what is left is created or deleted. Wanted repeats count once."""
+
+def plan_sync(
+    current: Sequence[Subscription],
+    wanted: Sequence[SubscriptionSpec],
+    *,
+    resend_secret: bool = False,
+) -> SyncPlan:
+    """Exact matches are kept; a wanted one the Portal cancelled is created again; a wanted event
+    whose subscription points elsewhere is updated in place (same id); what is left is created or
+    deleted. Wanted repeats count once. ``current`` may hold cancelled subscriptions (``ativo``
+    false, from ``list(inactive=True)``): they are never kept, updated or deleted.
+    ``resend_secret`` updates the kept ones too, so they carry the current ``chaveSecreta``."""
     for spec in wanted:
         check_evento(spec.evento)
         check_endpoint(spec.endpoint)
     unique = builtins.list(dict.fromkeys((w.evento, w.endpoint) for w in wanted))
-    remaining = builtins.list(current)
+    remaining = [s for s in current if s.ativo]
+    cancelled = [s for s in current if not s.ativo]
     keep: builtins.list[Subscription] = []
     missing: builtins.list[tuple[str, str]] = []
+    recreate: builtins.list[Subscription] = []
     for evento, endpoint in unique:
         match = next((s for s in remaining if (s.evento, s.endpoint) == (evento, endpoint)), None)
-        if match is None:
-            missing.append((evento, endpoint))
-        else:
+        if match is not None:
             keep.append(match)
             remaining.remove(match)
+            continue
+        lost = next((s for s in cancelled if (s.evento, s.endpoint) == (evento, endpoint)), None)
+        if lost is not None:
+            recreate.append(lost)
+        else:
+            missing.append((evento, endpoint))
     update: builtins.list[tuple[Subscription, SubscriptionSpec]] = []
     create: builtins.list[SubscriptionSpec] = []
     for evento, endpoint in missing:
@@ -263,7 +328,12 @@ def plan_sync(current: Sequence[Subscription], wanted: Sequence[SubscriptionSpec
         else:
             update.append((reuse, spec))
             remaining.remove(reuse)
-    return SyncPlan(tuple(keep), tuple(create), tuple(update), tuple(remaining))
+    if resend_secret:
+        update = [
+            (s, SubscriptionSpec(evento=s.evento, endpoint=s.endpoint)) for s in keep
+        ] + update
+        keep = []
+    return SyncPlan(tuple(keep), tuple(create), tuple(update), tuple(remaining), tuple(recreate))
 
 
 async def apply_sync(api: SubscriptionAPI, plan: SyncPlan) -> None:
@@ -271,6 +341,8 @@ async def apply_sync(api: SubscriptionAPI, plan: SyncPlan) -> None:
     without a subscription half-way)."""
     for old, spec in plan.update:
         await api.update(old.id, spec.evento, spec.endpoint)
+    for lost in plan.recreate:
+        await api.create(lost.evento, lost.endpoint)
     for spec in plan.create:
         await api.create(spec.evento, spec.endpoint)
     for old in plan.delete:

@@ -137,6 +137,8 @@ class FakePortal:
 
     failures: list[dict[str, Any]] = field(default_factory=list)
     subscriptions: dict[int, dict[str, Any]] = field(default_factory=dict)
+    # Cancelled by the Portal (only failures for 30 days): id -> reason.
+    cancelled: dict[int, dict[str, Any]] = field(default_factory=dict)
     requests: list[httpx.Request] = field(default_factory=list)
     authentications: int = 0
     next_id: int = 1
@@ -149,6 +151,9 @@ class FakePortal:
         self.next_id += 1
         self.subscriptions[sid] = {"id": sid, "evento": evento, "endpoint": endpoint}
         return sid
+
+    def cancel(self, sid: int, reason: str = "apenas erros na entrega por 30 dias") -> None:
+        self.cancelled[sid] = {**self.subscriptions.pop(sid), "motivoInativacao": reason}
 
     def calls(self, method: str, path: str) -> list[httpx.Request]:
         return [r for r in self.requests if r.method == method and r.url.path == path]
@@ -167,7 +172,7 @@ class FakePortal:
     def handle(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
         path = request.url.path
-        if path == "/portal/api/autenticar" and request.method == "POST":
+        if path.startswith("/portal/api/autenticar") and request.method == "POST":
             self.authentications += 1
             return httpx.Response(
                 200,
@@ -185,7 +190,11 @@ class FakePortal:
             return httpx.Response(200, json=[f for f in self.failures if f["data"] == day])
         if path == "/portal/api/ext/webhook":
             if request.method == "GET":
-                return httpx.Response(200, json=list(self.subscriptions.values()))
+                listed = list(self.subscriptions.values())
+                if request.url.params.get("exibirInativos") == "true":
+                    listed = [{**s, "ativo": True} for s in listed]
+                    listed += [{**s, "ativo": False} for s in self.cancelled.values()]
+                return httpx.Response(200, json=listed)
             if request.method == "POST":
                 problem = self._invalid(body)
                 if problem:

@@ -4,7 +4,7 @@ handler kept for each emitted event, and a missing record lowers the count."""
 from __future__ import annotations
 
 from receiver.demo import REGISTRATION_EVENTS, _kept_duimps, demo_events
-from receiver.dispatcher.sender import pucomex_body
+from receiver.dispatcher import pucomex_body
 from receiver.inbox import Result, save_results
 from receiver.models import utcnow
 from receiver.sources import dedup_key

@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from receiver.dispatcher import duimps
-from receiver.dispatcher.portal_api import PortalAuthority, portal_api_routes
+from receiver.dispatcher.portal_api import CsrfRenewal, PortalAuthority, portal_api_routes
 from receiver.dispatcher.tls import client_identity, server_ssl_context
 from receiver.errors import PortalAuthError, PortalError
 from receiver.portal import PortalClient
@@ -45,7 +45,9 @@ def _app(authority: PortalAuthority) -> StatusLog:
         )
 
     routes = [*portal_api_routes(authority), Route("/whoami", whoami)]
-    return StatusLog(Starlette(routes=routes))
+    app = Starlette(routes=routes)
+    app.add_middleware(CsrfRenewal, authority=authority)
+    return StatusLog(app)
 
 
 class Portal:
@@ -98,6 +100,30 @@ def test_the_version_in_force_when_no_version_is_given(portal: Portal, certs: Ce
 
     found = asyncio.run(run())
     assert found["versaoDeclaracao"] == str(duimps.latest_version(NUMERO))
+    # As the Portal's clients do it: the versions first, then the latest one.
+    assert [path for _, path, _ in portal.log.answers[1:]] == [
+        f"/duimp-api/api/ext/duimp/{NUMERO}/versoes",
+        f"/duimp-api/api/ext/duimp/{NUMERO}/{duimps.latest_version(NUMERO)}",
+    ]
+
+
+def test_every_answer_carries_a_fresh_csrf_token_that_the_client_sends_next(
+    portal: Portal, certs: Certs
+) -> None:
+    from receiver.portal.client import PortalClient as Client
+
+    seen: list[str] = []
+
+    async def run() -> None:
+        async with client(portal, certs) as api:
+            for _ in range(3):
+                response = await api.request("GET", f"/duimp-api/api/ext/duimp/{NUMERO}/1")
+                seen.append(response.headers["x-csrf-token"])
+            token = await api._tokens.current()
+            assert token.csrf == seen[-1]
+
+    asyncio.run(run())
+    assert len(set(seen)) == 3 and Client is PortalClient
 
 
 @pytest.mark.parametrize("http", ["h11", "httptools"])
@@ -143,8 +169,23 @@ def test_a_wrong_client_secret_is_refused(portal: Portal, certs: Certs) -> None:
 
     with pytest.raises(PortalAuthError) as refused:
         asyncio.run(run())
-    assert refused.value.status == 401 and refused.value.endpoint == "/portal/api/autenticar"
+    assert refused.value.status == 401
+    assert refused.value.endpoint == "/portal/api/autenticar/chave-acesso"
     assert portal.authority.authentications == 0
+
+
+def test_client_credentials_at_the_certificates_endpoint_are_refused(certs: Certs) -> None:
+    import httpx
+
+    authority = PortalAuthority(clients={"erp-client": "s3cr3t-9f1b"})
+    with serve(_app(authority), server_ssl_context(certs.server_pem, client_certs="none")) as url:
+        trust = ssl.create_default_context(cafile=str(certs.ca_pem))
+        with httpx.Client(verify=trust, base_url=url) as raw:
+            headers = {"Client-Id": "erp-client", "Client-Secret": "s3cr3t-9f1b"}
+            old_way = raw.post("/portal/api/autenticar", headers=headers)
+            new_way = raw.post("/portal/api/autenticar/chave-acesso", headers=headers)
+    assert old_way.status_code == 401 and "chave-acesso" in old_way.json()["message"]
+    assert new_way.status_code == 200 and new_way.headers["set-token"]
 
 
 def test_no_client_certificate_no_connection(portal: Portal, certs: Certs) -> None:

@@ -140,3 +140,66 @@ def test_the_portal_group_imports_in_either_order() -> None:
         "assert group is receiver.portal.cli.portal"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+CHAVE = "0484a6e22cf66a2d3da8953789f8c6b3"
+
+
+def with_chave(config: Path) -> Path:
+    raw = yaml.safe_load(config.read_text())
+    raw["portal"]["chave_secreta"] = "env:TEST_CHAVE_SECRETA"
+    config.write_text(yaml.safe_dump(raw))
+    return config
+
+
+def test_add_update_and_sync_send_the_chave_secreta_and_never_print_it(
+    config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TEST_CHAVE_SECRETA", CHAVE)
+    with_chave(config)
+    portal = FakePortal()
+    outputs = [
+        invoke(portal, config, "subscriptions", "add", "dimp-registro-import", HOOK),
+        invoke(portal, config, "subscriptions", "update", "1", "dimp-retifica-import", HOOK),
+        invoke(portal, config, "subscriptions", "sync", "--resend-secret"),
+    ]
+    assert [o.exit_code for o in outputs] == [0, 0, 0], outputs[-1].output
+    sent = [
+        json.loads(r.content)
+        for r in portal.requests
+        if r.method in ("POST", "PUT") and r.url.path.startswith("/portal/api/ext/webhook")
+    ]
+    assert len(sent) >= 4 and all(body["chaveSecreta"] == CHAVE for body in sent)
+    assert all(CHAVE not in o.output for o in outputs)
+    assert "note: portal.chave_secreta is not set" not in outputs[0].output
+
+
+def test_without_a_chave_secreta_add_says_what_that_means(config: Path) -> None:
+    added = invoke(FakePortal(), config, "subscriptions", "add", "dimp-registro-import", HOOK)
+    assert added.exit_code == 0
+    assert "portal.chave_secreta is not set" in added.output
+
+
+def test_list_inactive_shows_the_reason_and_sync_creates_it_again(config: Path) -> None:
+    portal = FakePortal()
+    portal.add_subscription("duimp.registro", HOOK)
+    portal.add_subscription("duimp.retificacao", HOOK)
+    portal.cancel(2, "Cancelada automaticamente: apenas erros na entrega por 30 dias")
+
+    plain = invoke(portal, config, "subscriptions", "list")
+    assert "duimp.retificacao" not in plain.output
+    listed = invoke(portal, config, "subscriptions", "list", "--inactive")
+    assert listed.exit_code == 0, listed.output
+    assert (
+        "INACTIVE: Cancelada automaticamente: apenas erros na entrega por 30 dias" in listed.output
+    )
+    assert "1 cancelled by the Portal" in listed.output
+    assert portal.calls("GET", "/portal/api/ext/webhook")[-1].url.params["exibirInativos"] == "true"
+
+    synced = invoke(portal, config, "subscriptions", "sync")
+    assert synced.exit_code == 0, synced.output
+    assert "(again: the Portal cancelled #2: Cancelada automaticamente" in synced.output
+    assert "1 re-created after the Portal cancelled them" in synced.output
+    active = sorted((s["evento"], s["endpoint"]) for s in portal.subscriptions.values())
+    assert active == [("duimp.registro", HOOK), ("duimp.retificacao", HOOK)]
+    assert "already in sync" in invoke(portal, config, "subscriptions", "sync").output

@@ -17,6 +17,8 @@ from receiver.portal.session import expiration_in
 NUMERO = "24BR0000012345"
 DUIMP = f"/duimp-api/api/ext/duimp/{NUMERO}/1"
 AUTH = "/portal/api/autenticar"
+CHAVE_ACESSO = "/portal/api/autenticar/chave-acesso"
+VERSIONS = f"/duimp-api/api/ext/duimp/{NUMERO}/versoes"
 
 
 class FakeClock:
@@ -44,7 +46,7 @@ class Portal:
 
     async def handle(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
-        if request.url.path == AUTH:
+        if request.url.path in (AUTH, CHAVE_ACESSO):
             self.tokens += 1
             await asyncio.sleep(0.01)  # long enough for concurrent callers to pile up
             headers = {"Set-Token": f"Bearer t{self.tokens}", "X-CSRF-Token": f"c{self.tokens}"}
@@ -100,12 +102,76 @@ def test_session_headers_go_back_on_later_calls() -> None:
     assert call.headers["Authorization"] == "Bearer t1" and call.headers["X-CSRF-Token"] == "c1"
 
 
-def test_client_id_and_secret_are_sent_when_configured() -> None:
+def test_client_id_and_secret_go_to_chave_acesso() -> None:
     portal = Portal()
+    portal.then(VERSIONS, lambda r: httpx.Response(200, json=[{"versao": 1}, {"versao": 3}]))
     run(make(portal, client_id="abc", client_secret="xyz"), lambda c: c.duimp(NUMERO))
     auth = portal.requests[0]
+    assert auth.url.path == CHAVE_ACESSO
     assert auth.headers["Client-Id"] == "abc" and auth.headers["Client-Secret"] == "xyz"
-    assert portal.requests[1].url.path == f"/duimp-api/api/ext/duimp/{NUMERO}"
+    assert auth.headers["Role-Type"] == "IMPEXP"
+    assert portal.paths()[1:] == [VERSIONS, f"/duimp-api/api/ext/duimp/{NUMERO}/3"]
+
+
+@pytest.mark.parametrize(
+    ("answer", "latest"),
+    [
+        ([{"versao": 1}, {"versao": 2}], "2"),
+        ([1, 4, 2], "4"),
+        (["1", "2"], "2"),
+        ({"versoes": [{"numeroVersao": 5}, {"numeroVersao": 3}]}, "5"),
+        ([{"versaoDuimp": "7"}], "7"),
+    ],
+)
+def test_the_latest_version_is_read_from_versoes(answer: Any, latest: str) -> None:
+    portal = Portal()
+    portal.then(VERSIONS, lambda r: httpx.Response(200, json=answer))
+    run(make(portal), lambda c: c.duimp(NUMERO))
+    assert portal.paths()[-1] == f"/duimp-api/api/ext/duimp/{NUMERO}/{latest}"
+
+
+@pytest.mark.parametrize("answer", [[], {}, [{"x": 1}], ["v1"], [True], None])
+def test_a_versoes_answer_without_a_version_is_a_portal_error(answer: Any) -> None:
+    portal = Portal()
+    portal.then(VERSIONS, lambda r: httpx.Response(200, json=answer))
+    with pytest.raises(PortalError, match="no version number"):
+        run(make(portal), lambda c: c.duimp(NUMERO))
+
+
+def test_the_fresh_csrf_token_of_each_answer_goes_on_the_next_call() -> None:
+    portal = Portal()
+    fresh = iter(["f1", "f2"])
+    portal.then(
+        DUIMP,
+        lambda r: httpx.Response(200, json={}, headers={"X-CSRF-Token": next(fresh)}),
+        lambda r: httpx.Response(200, json={}, headers={"X-CSRF-Token": next(fresh)}),
+        ok,
+    )
+
+    async def three(client: PortalClient) -> None:
+        for _ in range(3):
+            await client.duimp(NUMERO, "1")
+
+    run(make(portal), three)
+    sent = [r.headers["X-CSRF-Token"] for r in portal.requests if r.url.path == DUIMP]
+    assert sent == ["c1", "f1", "f2"]
+    assert {r.headers["Authorization"] for r in portal.requests[1:]} == {"Bearer t1"}
+
+
+def test_a_fresh_csrf_token_for_an_old_session_is_ignored() -> None:
+    portal = Portal()
+    # The first call is refused (a Portal restart): the session is renewed; a late answer
+    # about the old session must not put its token on the new one.
+    portal.then(DUIMP, status(401), ok, ok)
+
+    async def work(client: PortalClient) -> None:
+        old = await client._tokens.current()
+        await client.duimp(NUMERO, "1")
+        client._tokens.renew_csrf(old, "stale")
+        await client.duimp(NUMERO, "1")
+
+    run(make(portal), work)
+    assert portal.requests[-1].headers["X-CSRF-Token"] == "c2"
 
 
 def test_a_non_ascii_secret_is_a_configuration_error() -> None:

@@ -195,3 +195,48 @@ def test_plan_removes_duplicates_at_the_portal() -> None:
 def test_plan_refuses_an_http_endpoint_in_the_config() -> None:
     with pytest.raises(SubscriptionError, match="secure URL"):
         plan_sync([], [spec("duimp.registro", "http://erp.example/hook")])
+
+
+def test_plan_creates_again_what_the_portal_cancelled_and_never_touches_it() -> None:
+    lost = Subscription(4, "dimp-registro-import", HOOK, ativo=False, motivo_inativacao="30 dias")
+    other_lost = Subscription(5, "lpco.registro", HOOK, ativo=False)
+    plan = plan_sync([lost, other_lost], [spec("dimp-registro-import")])
+    assert plan.recreate == (lost,) and plan.create == () and plan.delete == ()
+    assert plan.lines() == [
+        f"  create  dimp-registro-import -> {HOOK}  (again: the Portal cancelled #4: 30 dias)"
+    ]
+    assert "1 re-created after the Portal cancelled them" in plan.summary()
+
+
+def test_an_active_subscription_wins_over_a_cancelled_one() -> None:
+    lost = Subscription(4, "dimp-registro-import", HOOK, ativo=False)
+    alive = Subscription(6, "dimp-registro-import", HOOK)
+    plan = plan_sync([lost, alive], [spec("dimp-registro-import")])
+    assert plan.empty and plan.keep == (alive,)
+
+
+def test_resend_secret_updates_the_kept_ones() -> None:
+    current = [Subscription(1, "duimp.registro", HOOK)]
+    plan = plan_sync(current, [spec("duimp.registro")], resend_secret=True)
+    assert plan.keep == () and plan.update == ((current[0], spec("duimp.registro")),)
+    assert plan.lines() == [f"  update  #1 duimp.registro -> {HOOK}  (chaveSecreta sent again)"]
+
+
+@pytest.mark.parametrize(
+    ("item", "ativo", "motivo"),
+    [
+        ({}, True, None),
+        ({"ativo": True, "motivoInativacao": "x"}, True, None),
+        ({"ativo": False, "motivoInativacao": "erros"}, False, "erros"),
+        ({"ativo": "false", "motivo": "erros"}, False, "erros"),
+        ({"situacao": "INATIVA"}, False, None),
+        ({"situacao": "ATIVA"}, True, None),
+    ],
+)
+def test_the_listing_reads_whether_a_subscription_is_active(
+    item: dict[str, object], ativo: bool, motivo: str | None
+) -> None:
+    from receiver.portal.subscriptions import _subscription
+
+    found = _subscription({"id": 1, "evento": "e", "endpoint": HOOK, **item}, "/p")
+    assert (found.ativo, found.motivo_inativacao) == (ativo, motivo)
