@@ -17,8 +17,9 @@ import contextlib
 import ipaddress
 import socket
 import ssl
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 import httpx
@@ -31,6 +32,7 @@ from receiver.dispatcher.app import create_simulator_app
 from receiver.dispatcher.portal_api import PortalAuthority
 from receiver.dispatcher.sender import Dispatcher
 from receiver.dispatcher.tls import server_ssl_context, tls_uvicorn_config
+from receiver.models import utcnow
 
 _COMMON: dict[str, Any] = {
     "proxy_headers": False,
@@ -144,12 +146,14 @@ async def run_dispatcher(
     transport: httpx.AsyncBaseTransport | None = None,
     verify: ssl.SSLContext | bool | None = None,
     ssl_context: ssl.SSLContext | None = None,
+    clock: Callable[[], datetime] = utcnow,
 ) -> AsyncIterator[RunningDispatcher]:
     """The dispatcher and Portal API simulator served on ``host:port`` (0: a free port).
 
     TLS comes from ``ssl_context``, else from ``settings.dispatcher.tls_*``, else plain HTTP.
+    ``clock`` is what automatic cancellation judges by (tests move it).
     """
-    dispatcher = Dispatcher(settings.dispatcher, transport=transport, verify=verify)
+    dispatcher = Dispatcher(settings.dispatcher, transport=transport, verify=verify, clock=clock)
     app = create_simulator_app(settings, dispatcher, authority=authority, extra_routes=extra_routes)
     if ssl_context is None:
         ssl_context = dispatcher_ssl_context(settings.dispatcher)
