@@ -82,3 +82,32 @@ QUARANTINED = Counter(
     ["source"],
     registry=REGISTRY,
 )
+PORTAL_SUBSCRIPTION_ACTIVE = Gauge(
+    "receiver_portal_subscription_active",
+    "1 when a subscription of receiver.yaml is active at the Portal, 0 when it is missing or the "
+    "Portal cancelled it (serve's watch)",
+    ["evento", "endpoint"],
+    registry=REGISTRY,
+)
+PORTAL_SUBSCRIPTIONS_NOT_ACTIVE = Gauge(
+    "receiver_portal_subscriptions_not_active",
+    "Subscriptions of receiver.yaml that are missing at the Portal or that it cancelled",
+    registry=REGISTRY,
+)
+PORTAL_RECOVERED = Counter(
+    "receiver_portal_recovered_total",
+    "Notifications stored only because recovery found them in the Portal's failure search",
+    registry=REGISTRY,
+)
+PORTAL_FAILURE_STREAK = Gauge(
+    "receiver_portal_failure_streak_days",
+    "Consecutive days with only failed deliveries of an event (the Portal cancels the "
+    "subscription at 30)",
+    ["evento"],
+    registry=REGISTRY,
+)
+PORTAL_WATCH_UP = Gauge(
+    "receiver_portal_watch_up",
+    "1 when serve's last look at the Portal (subscriptions, failure search) succeeded",
+    registry=REGISTRY,
+)

@@ -82,12 +82,43 @@ def recovery_service(settings: Settings, store: Store) -> BackgroundService | No
     return service
 
 
+def watch_service(settings: Settings, store: Store) -> BackgroundService | None:
+    """The Portal watch (``receiver.portal.watch``), on by default when ``portal:`` is configured:
+    subscriptions active, nothing the Portal gave up on left unstored, failure streaks."""
+    if settings.portal is None or not settings.portal.watch_every_seconds:
+        return None
+    every = settings.portal.watch_every_seconds
+
+    @contextlib.asynccontextmanager
+    async def service() -> AsyncIterator[None]:
+        from receiver.portal.watch import Watch
+
+        async with portal_client(settings) as portal:
+            assert portal is not None  # the watch is only offered with a portal: section
+            watch = Watch(
+                portal.subscriptions,
+                store,
+                settings.subscriptions,
+                aliases=settings.events.aliases.get("pucomex"),
+            )
+            stop = asyncio.Event()
+            task = asyncio.create_task(watch.run(every, stop))
+            try:
+                yield
+            finally:
+                stop.set()
+                await task
+
+    return service
+
+
 def serve_services(settings: Settings, store: Store, *, worker: bool) -> list[BackgroundService]:
-    """What ``receiver serve`` runs beside ingest: the worker (unless --no-worker), recovery."""
+    """What ``receiver serve`` runs beside ingest: the worker (unless --no-worker), recovery,
+    the Portal watch."""
     services = [worker_service(settings, store, build_routing(settings))] if worker else []
-    recovery = recovery_service(settings, store)
-    if recovery is not None:
-        services.append(recovery)
+    for optional in (recovery_service(settings, store), watch_service(settings, store)):
+        if optional is not None:
+            services.append(optional)
     return services
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Protocol
 
+from receiver import metrics
 from receiver.errors import ReceiverError
 from receiver.portal.subscriptions import FailureRecord, format_date, portal_today
 from receiver.sources import dedup_key
@@ -93,6 +94,7 @@ async def recover(
         recovered=len(stored),
         ids=stored,
     )
+    metrics.PORTAL_RECOVERED.inc(report.recovered)
     log.info("recovery %s", report.summary())
     return report
 
