@@ -5,20 +5,24 @@ Portal simulator (dispatcher + Portal API, mutual TLS)  ──HTTPS──►  re
         └──────────── Duimp queries, with the Sefaz's client certificate ┘
 
 Everything runs in one event loop on free loopback ports, with SQLite files and TLS certificates
-made in a temporary folder. The exit code is 0 only when every delivery was stored and handled,
-every Duimp was fetched back, and the failure search shows the endpoint that was made to fail.
+made in a temporary folder. The receiver is configured as the README says (the allowlist and the
+``secret`` header credential on ``pucomex``), its subscriptions carry a ``chaveSecreta``, and the
+simulator delivers as the Portal does: the published event ids in ``event-type``, the secret in
+``secret``, no ``Authorization``, the production Duimp body. The exit code is 0 only when every
+delivery was stored and handled, every Duimp was fetched back, the consultation answers the
+situation of each Duimp's last event, and the failure search shows the endpoint made to fail.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import os
+import secrets
 import socket
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,47 +36,21 @@ from starlette.routing import Route
 
 from receiver.app import create_app
 from receiver.config import DispatcherSettings, Settings, load_settings
-from receiver.dispatcher import run_dispatcher, serve_app
+from receiver.demo_report import DemoReport, check, kept_duimps, receiver_counts, summary
+from receiver.dispatcher import Dispatcher, run_dispatcher, serve_app
 from receiver.dispatcher.duimps import duimp_number, latest_version
+from receiver.dispatcher.portal_events import PUBLISHED_DUIMP_EVENTS
 from receiver.dispatcher.tls import server_ssl_context
-from receiver.inbox import load_result
 from receiver.portal.client import PortalClient
 from receiver.services import build_routing, worker_service
-from receiver.sources import dedup_key
-from receiver.store import NoteFilter, Store
+from receiver.store import Store
 
-DUIMP_EVENTS = (
-    "duimp.registro",
-    "duimp.retificacao",
-    "duimp.entrega-com-prosseguimento",
-    "duimp.entrega-sem-prosseguimento",
-    "duimp.cancelamento",
-    "duimp.desembaraco",
-)
+__all__ = ["DemoReport", "demo_events", "demo_stories", "run_demo", "summary"]
+
 # The event whose extra subscriber always answers 500, so the failure search has something to show.
-FAILING_EVENT = "duimp.cancelamento"
-# Their handler keeps the Duimp itself, by number and version; the others keep a situation.
-REGISTRATION_EVENTS = ("duimp.registro", "duimp.retificacao")
-
-
-@dataclass
-class DemoReport:
-    emitted: int = 0
-    deliveries_to_receiver: int = 0
-    received: int = 0
-    stored: int = 0
-    handled: int = 0
-    not_handled: int = 0
-    duimps_kept: int = 0
-    failed_deliveries: int = 0
-    failure_records: int = 0
-    expected_failure_records: int = 0
-    seconds: float = 0.0
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
+FAILING_EVENT = "dimp-diag-import"
+CHAVE_VARIABLE = "PUCOMEX_CHAVE_SECRETA"
+Story = list[tuple[str, dict[str, Any]]]
 
 
 def _free_socket() -> socket.socket:
@@ -140,15 +118,36 @@ def write_demo_certificates(folder: Path) -> dict[str, Path]:
     return paths
 
 
+@contextlib.contextmanager
+def _environment(name: str, value: str) -> Iterator[None]:
+    previous = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = previous
+
+
 def demo_receiver_settings(folder: Path, certs: dict[str, Path], portal_url: str) -> Settings:
+    """The receiver.yaml of the README: the Portal's chaveSecreta (from $PUCOMEX_CHAVE_SECRETA)
+    checked in the `secret` header, and given at subscription."""
     (folder / "allowlist.yaml").write_text(
         "# The demo's Portal sends from loopback.\npucomex: [127.0.0.1, '::1']\n"
     )
     config = {
         "database_url": "sqlite:///receiver.db",
         "allowlist": "allowlist.yaml",
-        # Like the real Portal: address check only, no credentials on its deliveries.
-        "sources": {"pucomex": {"credentials": []}},
+        # As the README says: the allowlist, and the chaveSecreta the Portal sends in `secret`.
+        "sources": {
+            "pucomex": {
+                "credentials": [
+                    {"type": "header", "name": "secret", "value": f"env:{CHAVE_VARIABLE}"}
+                ]
+            }
+        },
         "handlers": ["handlers.duimp"],
         "retry": {"max_attempts": 5, "backoff_seconds": 0.2},
         "worker": {"poll_interval_seconds": 0.05, "concurrency": 16},
@@ -158,6 +157,8 @@ def demo_receiver_settings(folder: Path, certs: dict[str, Path], portal_url: str
             "cert_file": str(certs["client_cert"]),
             "key_file": str(certs["client_key"]),
             "ca_file": str(certs["ca"]),
+            "chave_secreta": f"env:{CHAVE_VARIABLE}",
+            "watch_every_seconds": 0,
         },
         "log_level": "WARNING",
     }
@@ -166,36 +167,62 @@ def demo_receiver_settings(folder: Path, certs: dict[str, Path], portal_url: str
     return load_settings(path)
 
 
-def demo_events(count: int) -> list[tuple[str, dict[str, Any]]]:
-    """A realistic mix: every Duimp registered, some rectified, most cleared, a few cancelled."""
-    events: list[tuple[str, dict[str, Any]]] = []
+def demo_stories(count: int) -> list[Story]:
+    """Each Duimp's events in order, with the Portal's ids and situations: registered, sometimes
+    rectified or diagnosed, selected for a channel, cleared, and often delivered."""
+    stories: list[Story] = []
     for sequence in range(1, count + 1):
         numero = duimp_number(7000 + sequence, year=26)
         latest = latest_version(numero)
-        events.append(("duimp.registro", {"numero": numero, "versao": "1"}))
+        ident = {"numero": numero, "versao": latest}
+        story: Story = [("dimp-registro-import", {"numero": numero, "versao": 1})]
         if latest > 1:
-            events.append(("duimp.retificacao", {"numero": numero, "versao": str(latest)}))
-        if sequence % 7 == 0:
-            events.append(("duimp.cancelamento", {"numero": numero, "versao": str(latest)}))
-        elif sequence % 3 == 0:
-            events.append(
-                ("duimp.entrega-com-prosseguimento", {"numero": numero, "versao": str(latest)})
+            story.append(("dimp-retifica-import", dict(ident)))
+        if sequence % 5 == 0:
+            story.append(("dimp-diag-import", dict(ident)))
+        canal = {0: "VERMELHO", 3: "AMARELO"}.get(sequence % 6, "VERDE")
+        if canal != "VERDE":
+            story.append(
+                (
+                    "dimp-situacao-import",
+                    {**ident, "situacaoDuimp": "EM_CONFERENCIA_SELECIONADA", "canal": canal},
+                )
             )
-            events.append(("duimp.desembaraco", {"numero": numero, "versao": str(latest)}))
-    return events
+        situations = ["DESEMBARACADA_AGUARDANDO_ENTREGA_CARGA"]
+        if sequence % 2 == 0:
+            situations.append("DESEMBARACADA_CARGA_ENTREGUE")
+        elif sequence % 7 == 0 and canal == "VERDE":
+            situations = ["ENTREGA_ANTECIPADA_CARGA_ENTREGUE"]
+        for situacao in situations:
+            story.append(
+                ("dimp-situacao-import", {**ident, "situacaoDuimp": situacao, "canal": canal})
+            )
+        stories.append(story)
+    return stories
 
 
-def _receiver_counts(store: Store) -> tuple[int, int, int, int]:
-    received = handled = not_handled = originals = 0
-    for row in store.notes(NoteFilter()):
-        received += 1
-        if row["duplicate_of"] is None:
-            originals += 1
-            if row["status"] == "done":
-                handled += 1
-            elif row["status"] in ("dead", "quarantined"):
-                not_handled += 1
-    return received, originals, handled, not_handled
+def demo_events(count: int) -> list[tuple[str, dict[str, Any]]]:
+    """Every event of ``demo_stories``, Duimp after Duimp."""
+    return [event for story in demo_stories(count) for event in story]
+
+
+def _last_situation(story: Story) -> str:
+    situacoes = [dados["situacaoDuimp"] for _, dados in story if "situacaoDuimp" in dados]
+    return situacoes[-1] if situacoes else "REGISTRADA_AGUARDANDO_CANAL"
+
+
+async def _situations_matching(portal: PortalClient, stories: list[Story]) -> int:
+    """Duimps whose consultation (latest version, through versoes) answers their last event's
+    situation."""
+    matching = 0
+    for start in range(0, len(stories), 32):
+        chunk = stories[start : start + 32]
+        found = await asyncio.gather(*(portal.duimp(story[0][1]["numero"]) for story in chunk))
+        matching += sum(
+            duimp.get("situacaoDeclaracao") == _last_situation(story)
+            for duimp, story in zip(found, chunk, strict=True)
+        )
+    return matching
 
 
 async def run_demo(
@@ -222,7 +249,9 @@ async def run_demo(
         )
         async with run_dispatcher(simulator_settings) as simulator:
             say(f"Portal simulator on {simulator.url} (subscription API, Portal API, mutual TLS)")
-            settings = demo_receiver_settings(folder, certs, simulator.url)
+            # The receiver reads its chaveSecreta from the environment, as the README has it.
+            with _environment(CHAVE_VARIABLE, secrets.token_hex(16)):
+                settings = demo_receiver_settings(folder, certs, simulator.url)
             store = Store.from_settings(settings)
             app = create_app(
                 settings,
@@ -237,47 +266,32 @@ async def run_demo(
                 serve_app(failing, ssl_context=failing_tls) as broken,
                 PortalClient(settings.portal) as portal,
             ):
-                say(f"receiver on {receiver_url} (SQLite, in-process worker, handlers.duimp)")
-                for evento in DUIMP_EVENTS:
-                    await portal.subscriptions.create(
-                        evento, f"{receiver_url}/webhooks/pucomex/{evento}"
-                    )
+                say(
+                    f"receiver on {receiver_url} (SQLite, in-process worker, handlers.duimp; "
+                    "pucomex checked by address and the `secret` header)"
+                )
+                # One endpoint for every event: the Portal names it in the event-type header.
+                for evento in PUBLISHED_DUIMP_EVENTS:
+                    await portal.subscriptions.create(evento, f"{receiver_url}/webhooks/pucomex")
                 await portal.subscriptions.create(FAILING_EVENT, f"{broken.url}/sefaz/legado")
                 subscriptions = await portal.subscriptions.list()
                 say(
-                    f"subscribed through the subscription API: {len(subscriptions)} subscriptions "
+                    f"subscribed with a chaveSecreta: {len(subscriptions)} subscriptions "
                     f"(one of them to an endpoint that always answers 500)"
                 )
-
-                events = demo_events(duimps)
-                deliveries: list[int] = []
-                # Emitted in waves, as a batch of registrations reaches the Portal's event manager.
-                for start in range(0, len(events), 32):
-                    results = await asyncio.gather(
-                        *(simulator.dispatcher.emit(e, d) for e, d in events[start : start + 32])
-                    )
-                    deliveries.extend(i for result in results for i in result.delivery_ids)
-                report.emitted = len(events)
-                report.deliveries_to_receiver = len(events)
+                stories = demo_stories(duimps)
+                await _emit(simulator.dispatcher, stories, report, patience_seconds, say)
                 report.expected_failure_records = (
-                    sum(1 for evento, _ in events if evento == FAILING_EVENT)
+                    report.by_event.get(FAILING_EVENT, [0])[0]
                     * simulator_settings.dispatcher.attempts
                 )
-                say(f"emitted {len(events)} events ({len(deliveries)} deliveries)")
-                states = await simulator.dispatcher.wait_for(deliveries, within=patience_seconds)
-                report.failed_deliveries = sum(1 for s in states if s.status != "delivered")
-                say(
-                    f"every delivery settled: {len(states) - report.failed_deliveries} delivered, "
-                    f"{report.failed_deliveries} failed (to the endpoint answering 500)"
-                )
-
                 deadline = time.monotonic() + patience_seconds
                 while True:
-                    received, originals, handled, not_handled = await asyncio.to_thread(
-                        _receiver_counts, store
+                    received, settled = await asyncio.to_thread(receiver_counts, store, report)
+                    say(
+                        f"  receiver: {received} received, {report.handled}/{report.stored} handled"
                     )
-                    say(f"  receiver: {received} received, {handled}/{originals} handled")
-                    if handled + not_handled >= report.deliveries_to_receiver:
+                    if settled >= report.deliveries_to_receiver:
                         break
                     if time.monotonic() > deadline:
                         report.problems.append(
@@ -285,70 +299,44 @@ async def run_demo(
                         )
                         break
                     await asyncio.sleep(0.5)
-                report.received, report.stored = received, originals
-                report.handled, report.not_handled = handled, not_handled
-                report.duimps_kept = await asyncio.to_thread(_kept_duimps, store, events)
+                report.duimps_kept = await asyncio.to_thread(kept_duimps, store)
+                report.duimps = len(stories)
+                report.situations_matching = await _situations_matching(portal, stories)
                 records = await portal.subscriptions.failures()
                 report.failure_records = sum(1 for r in records if r.evento == FAILING_EVENT)
                 # Senders hang up first: a TLS server shutting down waits for its peers' goodbye.
                 await simulator.dispatcher.close()
             store.close()
     report.seconds = time.monotonic() - started
-    _check(report)
+    check(report)
     return report
 
 
-def _kept_duimps(store: Store, events: list[tuple[str, dict[str, Any]]]) -> int:
-    # Situation records are keyed by their notification's idempotency key: each stored original
-    # found once, by event and Duimp number, in one pass (a scan per event was quadratic).
-    situation_keys: dict[tuple[str | None, str], str] = {}
-    for row in store.notes(NoteFilter()):
-        if row["duplicate_of"] is None and row["event"] not in REGISTRATION_EVENTS:
-            with contextlib.suppress(ValueError, KeyError, TypeError):
-                numero = json.loads(row["body"])["dados"]["numero"]
-                situation_keys[(row["event"], str(numero))] = dedup_key("pucomex", row["body"])
-    kept = 0
-    for evento, dados in events:
-        if evento in REGISTRATION_EVENTS:
-            value = load_result(store, "duimp", f"{dados['numero']}:{dados['versao']}")
-            kept += value is not None and value.get("numeroDeclaracao") == dados["numero"]
-        else:
-            body_key = situation_keys.get((evento, dados["numero"]))
-            kept += (
-                body_key is not None and load_result(store, "duimp-situacao", body_key) is not None
-            )
-    return kept
+async def _emit(
+    dispatcher: Dispatcher,
+    stories: list[Story],
+    report: DemoReport,
+    patience_seconds: float,
+    say: Callable[[str], None],
+) -> None:
+    """Each Duimp's events in order, many Duimps at a time, then wait until all are delivered
+    or failed."""
+    deliveries: list[int] = []
 
+    async def tell(story: Story) -> None:
+        for evento, dados in story:
+            result = await dispatcher.emit(evento, dados)
+            deliveries.extend(result.delivery_ids)
+            report.by_event.setdefault(evento, [0, 0, 0])[0] += 1
 
-def _check(report: DemoReport) -> None:
-    expected = report.deliveries_to_receiver
-    if report.stored != expected:
-        report.problems.append(f"stored {report.stored} notifications, expected {expected}")
-    if report.handled != expected:
-        report.problems.append(f"handled {report.handled} notifications, expected {expected}")
-    if report.duimps_kept != report.emitted:
-        report.problems.append(
-            f"kept {report.duimps_kept} Duimp records, expected {report.emitted}"
-        )
-    if report.failure_records != report.expected_failure_records:
-        report.problems.append(
-            f"failure search found {report.failure_records} records for the failing endpoint, "
-            f"expected {report.expected_failure_records}"
-        )
-
-
-def summary(report: DemoReport) -> str:
-    rows = [
-        ("events emitted by the Portal simulator", report.emitted),
-        ("notifications received by the receiver", report.received),
-        ("stored (originals, acknowledged with 200)", report.stored),
-        ("handled by handlers.duimp", report.handled),
-        ("Duimp records fetched back and kept", report.duimps_kept),
-        ("failed deliveries (endpoint answering 500)", report.failed_deliveries),
-        ("failure records found by the failure search", report.failure_records),
-    ]
-    width = max(len(label) for label, _ in rows)
-    lines = [f"{label:<{width}}  {value:>6}" for label, value in rows]
-    lines.append(f"{'seconds':<{width}}  {report.seconds:>6.1f}")
-    lines.append("RESULT: " + ("ok" if report.ok else "FAILED: " + "; ".join(report.problems)))
-    return "\n".join(lines)
+    # In waves, as a batch of registrations reaches the Portal's event manager.
+    for start in range(0, len(stories), 32):
+        await asyncio.gather(*(tell(story) for story in stories[start : start + 32]))
+    report.emitted = report.deliveries_to_receiver = sum(len(story) for story in stories)
+    say(f"emitted {report.emitted} events ({len(deliveries)} deliveries)")
+    states = await dispatcher.wait_for(deliveries, within=patience_seconds)
+    report.failed_deliveries = sum(1 for s in states if s.status != "delivered")
+    say(
+        f"every delivery settled: {len(states) - report.failed_deliveries} delivered, "
+        f"{report.failed_deliveries} failed (to the endpoint answering 500)"
+    )

@@ -43,5 +43,16 @@ def test_demo_runs_the_whole_system_end_to_end(tmp_path: Path) -> None:
         shown["failure records found by the failure search"]
         == 3 * shown["failed deliveries (endpoint answering 500)"]
     )
+    assert shown["Duimps whose consultation matches their last event"] == 15
+    # The summary names the Portal's event ids, with what became of each one.
+    table = re.findall(r"^(dimp-[a-z-]+)\s+(\d+)\s+(\d+)\s+(\d+)$", result.stdout, re.MULTILINE)
+    assert {row[0] for row in table} == {
+        "dimp-registro-import",
+        "dimp-retifica-import",
+        "dimp-situacao-import",
+        "dimp-diag-import",
+    }
+    assert all(row[1] == row[2] == row[3] for row in table)
+    assert sum(int(row[1]) for row in table) == emitted
     assert result.stdout.rstrip().endswith("RESULT: ok")
     assert list(tmp_path.iterdir()) == []

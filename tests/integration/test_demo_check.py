@@ -1,9 +1,12 @@
 """The demo's verdict on kept Duimp records, read from a real SQLite store: it counts what each
-handler kept for each emitted event, and a missing record lowers the count."""
+handler kept for each stored notification, and a missing record lowers the count."""
 
 from __future__ import annotations
 
-from receiver.demo import REGISTRATION_EVENTS, _kept_duimps, demo_events
+from datetime import timedelta
+
+from receiver.demo import demo_events, demo_stories
+from receiver.demo_report import REGISTRATION_EVENTS, DemoReport, kept_duimps, receiver_counts
 from receiver.dispatcher import pucomex_body
 from receiver.inbox import Result, save_results
 from receiver.models import utcnow
@@ -20,40 +23,60 @@ def test_every_kept_record_is_counted_and_a_missing_one_is_not(sqlite_store: Sto
     situations = [(e, d) for e, d in events if e not in REGISTRATION_EVENTS]
     assert len(situations) >= 2  # the mix has situations to find
     now = utcnow()
+    # Each event at its own moment, as the simulator emits them (dataEvento differs).
+    bodies = [
+        (evento, dados, pucomex_body(evento, dados, now + timedelta(seconds=n)))
+        for n, (evento, dados) in enumerate(events)
+    ]
     stored = sqlite_store.append_now(
         [
             Incoming("pucomex", evento, "127.0.0.1", {}, body, dedup_key("pucomex", body))
-            for evento, dados in events
-            for body in [pucomex_body(evento, dados, now)]
+            for evento, _, body in bodies
         ]
     )
-    # A repeat of the first situation, stored as a receipt: it must not count twice.
-    evento, dados = situations[0]
-    body = pucomex_body(evento, dados, now)
+    assert len(stored) == len(events) and not any(r.duplicate_of for r in stored)
+    # A repeat of a situation, stored as a receipt: it must not count twice.
+    evento, _, body = next(b for b in bodies if b[0] not in REGISTRATION_EVENTS)
     sqlite_store.append_now(
         [Incoming("pucomex", evento, "127.0.0.1", {}, body, dedup_key("pucomex", body))]
     )
-    assert len(stored) == len(events)
 
-    skipped = situations[-1]
-    for evento, dados in events:
+    skipped = next(b for b in reversed(bodies) if b[0] not in REGISTRATION_EVENTS)
+    for evento, dados, body in bodies:
         if evento in REGISTRATION_EVENTS:
             key = f"{dados['numero']}:{dados['versao']}"
             save_result(sqlite_store, "duimp", key, {"numeroDeclaracao": dados["numero"]})
-        elif (evento, dados) != skipped:
-            body = pucomex_body(evento, dados, now)
+        elif body != skipped[2]:
             save_result(
                 sqlite_store, "duimp-situacao", dedup_key("pucomex", body), {"situacao": evento}
             )
-    assert _kept_duimps(sqlite_store, events) == len(events) - 1
+    assert kept_duimps(sqlite_store) == len(events) - 1
 
-    evento, dados = skipped
-    key = dedup_key("pucomex", pucomex_body(evento, dados, now))
-    save_result(sqlite_store, "duimp-situacao", key, {"situacao": evento})
-    assert _kept_duimps(sqlite_store, events) == len(events)
+    save_result(sqlite_store, "duimp-situacao", dedup_key("pucomex", skipped[2]), {"x": 1})
+    assert kept_duimps(sqlite_store) == len(events)
     # A registration record of another Duimp does not count for this one.
     first = events[0][1]
     save_result(
         sqlite_store, "duimp", f"{first['numero']}:{first['versao']}", {"numeroDeclaracao": "x"}
     )
-    assert _kept_duimps(sqlite_store, events) == len(events) - 1
+    assert kept_duimps(sqlite_store) == len(events) - 1
+
+    report = DemoReport()
+    received, _ = receiver_counts(sqlite_store, report)
+    assert received == len(events) + 1 and report.stored == len(events)
+    assert sum(counts[1] for counts in report.by_event.values()) == len(events)
+
+
+def test_the_stories_use_the_published_ids_and_end_in_a_situation() -> None:
+    stories = demo_stories(12)
+    ids = {evento for story in stories for evento, _ in story}
+    assert ids == {
+        "dimp-registro-import",
+        "dimp-retifica-import",
+        "dimp-situacao-import",
+        "dimp-diag-import",
+    }
+    for story in stories:
+        assert story[0][0] == "dimp-registro-import"
+        assert story[-1][0] == "dimp-situacao-import"
+        assert story[-1][1]["situacaoDuimp"] != "REGISTRADA_AGUARDANDO_CANAL"
