@@ -3,7 +3,7 @@
 
 Everything is derived from the Duimp number (and version), so the event emitter and the Duimp
 query agree without sharing state: ``duimp(numero, versao)`` gives the same answer in any process.
-Numbers look like ``24BR0000012345``: two-digit year, ``BR``, ten digits.
+Numbers look like ``24BR0000012345``: two-digit year, ``BR``, ten or eleven digits.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-DUIMP_NUMBER = re.compile(r"^(?P<year>[0-9]{2})BR(?P<seq>[0-9]{10})$")
+DUIMP_NUMBER = re.compile(r"^(?P<year>[0-9]{2})BR(?P<seq>[0-9]{10,11})$")
 MAX_VERSION = 99
 
 # (NCM, description, unit, net kg per unit, unit price USD, II %, IPI %)

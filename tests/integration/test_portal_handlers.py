@@ -128,7 +128,7 @@ def test_a_duimp_handler_without_portal_says_so(store: Store) -> None:
 
 def test_a_duimp_notification_without_numero_fails_clearly(store: Store) -> None:
     note = stored(store, "pucomex", {"evento": "duimp.registro", "dados": {}})
-    with pytest.raises(ValueError, match=r"dados\.numero"):
+    with pytest.raises(ValueError, match=r"identificacao\.numero \(or dados\.numero\)"):
         asyncio.run(
             dispatch(handlers.duimp.router, note, context(MemoryResults(), portal_client=object()))
         )
@@ -162,6 +162,54 @@ def test_situation_events_keep_the_new_situation_once_per_notification(
     assert kept is not None
     assert (kept["numero"], kept["evento"]) == (numero, "duimp.cancelamento")
     assert kept["situacao"] == duimps.duimp(numero, 1)["situacaoDeclaracao"]  # type: ignore[index]
+
+
+def test_the_portals_ids_and_body_fetch_and_keep_the_duimp_and_its_situation(
+    store: Store, tmp_path: Path
+) -> None:
+    certs = make_certs(tmp_path)
+    authority = PortalAuthority()
+    tls = server_ssl_context(certs.server_pem, client_ca_file=certs.ca_pem)
+    numero = duimps.duimp_number(4444, year=26)
+    latest = duimps.latest_version(numero)
+    registro = stored(
+        store,
+        "pucomex",
+        # The version left out: the handler asks the Portal's versoes for the latest.
+        {"identificacao": {"numero": numero}, "situacaoDuimp": "REGISTRADA_AGUARDANDO_CANAL"},
+        event="dimp-registro-import",
+    )
+    situacao = stored(
+        store,
+        "pucomex",
+        {
+            "identificacao": {"numero": numero, "versao": 1},
+            "situacaoDuimp": "DESEMBARACADA_AGUARDANDO_ENTREGA_CARGA",
+            "canal": "VERDE",
+            "dataEvento": "2026-11-30T10:15:00-03:00",
+            "message": "Duimp desembaraçada",
+        },
+        event="dimp-situacao-import",
+    )
+    results = MemoryResults()
+    with serve(create_portal_api_app(authority), tls) as url:
+
+        async def run() -> list[int]:
+            async with PortalClient(portal_settings(url, certs), backoff_seconds=0.01) as portal:
+                ctx = context(results, portal_client=portal)
+                return [await dispatch(handlers.duimp.router, n, ctx) for n in (registro, situacao)]
+
+        assert asyncio.run(run()) == [1, 1]
+    kept = asyncio.run(results.load("duimp", f"{numero}:{latest}"))
+    assert kept is not None and kept["versaoDeclaracao"] == str(latest)
+    seen = asyncio.run(results.load("duimp-situacao", situacao.idempotency_key))
+    assert seen is not None
+    assert (seen["evento"], seen["situacao"], seen["canal"]) == (
+        "dimp-situacao-import",
+        "DESEMBARACADA_AGUARDANDO_ENTREGA_CARGA",
+        "VERDE",
+    )
+    assert seen["dataEvento"] == "2026-11-30T10:15:00-03:00"
 
 
 def test_events_other_than_duimp_run_no_duimp_handler(store: Store) -> None:
