@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from receiver.dispatcher import Dispatcher, OutboundAuth, create_simulator_app
+from receiver.dispatcher import Dispatcher, OutboundAuth, create_simulator_app, serve_app
 from receiver.dispatcher.lifecycle import cancel_failing, cancelled_subscriptions
+from receiver.dispatcher.netguard import outbound_ssl_context
 from receiver.dispatcher.portal_events import duimp_situation
 from receiver.dispatcher.tables import AuthType
 from receiver.dispatcher.validation import SubscriptionInput, brasilia_date
@@ -204,3 +206,45 @@ def test_cancel_failing_ignores_subscriptions_without_failures(tmp_path: Path) -
     store.add_subscription("a", SubscriptionInput("x", "https://e.example/h", None), utcnow())
     assert cancel_failing(store.engine, utcnow() + timedelta(days=400), timedelta(days=30)) == []
     store.close()
+
+
+def _tls11_only(tls: TLS) -> ssl.SSLContext:
+    """A server that speaks TLS 1.1 and nothing newer (OpenSSL 3 needs security level 0)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.ca.issue_cert("127.0.0.1").configure_cert(context)
+    context.minimum_version = ssl.TLSVersion.TLSv1_1
+    context.maximum_version = ssl.TLSVersion.TLSv1_1
+    context.set_ciphers("DEFAULT:@SECLEVEL=0")
+    return context
+
+
+async def _deliver_once(database: str, endpoint: str, verify: ssl.SSLContext) -> str:
+    settings = dispatcher_settings(database, attempts=1)
+    async with Dispatcher(settings.dispatcher, verify=verify) as dispatcher:
+        await subscribe(dispatcher, "dimp-registro-import", endpoint, None)
+        result = await dispatcher.emit("dimp-registro-import", {"numero": NUMERO, "versao": 1})
+        [state] = await dispatcher.wait_for(result.delivery_ids, within=10)
+    return state.status
+
+
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1_1 is deprecated:DeprecationWarning")
+async def test_an_endpoint_offering_only_tls_1_1_is_never_sent_to(tmp_path: Path) -> None:
+    tls, recorder = TLS(), Recorder()
+    async with serve_app(recorder, ssl_context=_tls11_only(tls)) as endpoint:
+        # The same dispatcher with a context that still accepts TLS 1.1 delivers: the server
+        # works, and the minimum version is the only difference.
+        loose = tls.client_context()
+        loose.minimum_version = ssl.TLSVersion.TLSv1_1
+        loose.set_ciphers("DEFAULT:@SECLEVEL=0")
+        assert await _deliver_once(
+            sqlite_url(tmp_path, "loose.db"), endpoint.url + "/loose", loose
+        ) == ("delivered")
+        # The Portal's rule, and ours: TLS 1.2 at least.
+        ours = outbound_ssl_context()
+        tls.ca.configure_trust(ours)
+        assert ours.minimum_version == ssl.TLSVersion.TLSv1_2
+        assert (
+            await _deliver_once(sqlite_url(tmp_path, "ours.db"), endpoint.url + "/ours", ours)
+            == "failed"
+        )
+    assert [r.path for r in recorder.requests] == ["/loose"]
