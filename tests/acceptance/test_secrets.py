@@ -14,6 +14,8 @@ pytestmark = pytest.mark.acceptance
 
 WRONG_TOKEN = "canary-wrong-token-7d1f3a"
 BASIC_PASSWORD = "canary-basic-password-51bd"
+CHAVE = "canary-chave-secreta-9e04c2"
+WRONG_CHAVE = "canary-wrong-chave-3b7a1d"
 
 
 def test_no_secret_reaches_logs_or_store(tmp_path: Path) -> None:
@@ -22,7 +24,12 @@ def test_no_secret_reaches_logs_or_store(tmp_path: Path) -> None:
         tmp_path,
         f"sqlite:///{database}",
         sources={
-            "pucomex": {"credentials": [{"type": "bearer", "token": "env:ACCEPT_TOKEN"}]},
+            "pucomex": {
+                "credentials": [
+                    {"type": "bearer", "token": "env:ACCEPT_TOKEN"},
+                    {"type": "header", "name": "secret", "value": CHAVE},
+                ]
+            },
             "sintegre": {
                 "credentials": [{"type": "basic", "username": "ons", "password": BASIC_PASSWORD}]
             },
@@ -54,10 +61,22 @@ def test_no_secret_reaches_logs_or_store(tmp_path: Path) -> None:
                 content=b"{}",
                 headers={"Proxy-Authorization": f"Basic {basic}", "Authorization": "Basic bad"},
             ),
+            httpx.post(
+                f"{base}/pucomex",
+                content=b'{"n": 1}',
+                headers={"secret": CHAVE, "event-type": "dimp-registro-import"},
+            ),
+            httpx.post(f"{base}/pucomex", content=b'{"n": 2}', headers={"secret": WRONG_CHAVE}),
+            httpx.post(
+                f"{base}/sintegre",
+                content=b'{"Nome":"y","Url":"https://y"}',
+                headers={"Authorization": f"Basic {basic}", "secret": CHAVE},
+            ),
         ]
-        assert [a.status_code for a in answers] == [200, 401, 200, 401]
+        assert [a.status_code for a in answers] == [200, 401, 200, 401, 200, 401, 200]
         for answer in answers:
             assert TOKEN not in answer.text and BASIC_PASSWORD not in answer.text
+            assert CHAVE not in answer.text and CHAVE not in str(answer.headers)
         listing = deployment.cli("inbox", "list", "--json")
         assert listing.returncode == 0
     finally:
@@ -67,7 +86,7 @@ def test_no_secret_reaches_logs_or_store(tmp_path: Path) -> None:
     logs = deployment.output()
     assert "refused pucomex" in logs  # the audit line is there, without the secret
     stored = b"".join(p.read_bytes() for p in tmp_path.glob("receiver.db*"))
-    for secret in (TOKEN, WRONG_TOKEN, BASIC_PASSWORD, basic):
+    for secret in (TOKEN, WRONG_TOKEN, BASIC_PASSWORD, basic, CHAVE, WRONG_CHAVE):
         assert secret not in logs
         assert secret.encode() not in stored
         assert secret not in listing.stdout

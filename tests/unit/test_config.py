@@ -181,3 +181,14 @@ def test_a_short_or_unchecked_chave_secreta_is_warned_about() -> None:
 def test_event_aliases_are_checked(aliases: dict[str, dict[str, str]], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         settings_from_mapping({"events": {"aliases": aliases}})
+
+
+def test_the_example_configuration_protects_pucomex_as_the_readme_says(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("PUCOMEX_CHAVE_SECRETA", "SINTEGRE_PASSWORD", "SINTEGRE_TOKEN"):
+        monkeypatch.setenv(name, f"{name.lower()}-0484a6e22cf66a2d")
+    settings = load_settings(Path(__file__).parents[2] / "examples" / "receiver.yaml")
+    [credential] = settings.sources["pucomex"].credentials
+    assert (credential.type, getattr(credential, "name", None)) == ("header", "secret")
+    assert startup_warnings(settings) == []
