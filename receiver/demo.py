@@ -131,12 +131,12 @@ def _environment(name: str, value: str) -> Iterator[None]:
             os.environ[name] = previous
 
 
-def demo_receiver_settings(folder: Path, certs: dict[str, Path], portal_url: str) -> Settings:
-    """The receiver.yaml of the README: the Portal's chaveSecreta (from $PUCOMEX_CHAVE_SECRETA)
-    checked in the `secret` header, and given at subscription."""
-    (folder / "allowlist.yaml").write_text(
-        "# The demo's Portal sends from loopback.\npucomex: [127.0.0.1, '::1']\n"
-    )
+def demo_receiver_settings(
+    folder: Path, certs: dict[str, Path], portal_url: str, chave_secreta: str | None = None
+) -> Settings:
+    """The receiver.yaml of the README: the Portal's chaveSecreta (read from
+    $PUCOMEX_CHAVE_SECRETA, a random one unless given) checked in the `secret` header, and given
+    at subscription."""
     config = {
         "database_url": "sqlite:///receiver.db",
         "allowlist": "allowlist.yaml",
@@ -164,7 +164,8 @@ def demo_receiver_settings(folder: Path, certs: dict[str, Path], portal_url: str
     }
     path = folder / "receiver.yaml"
     path.write_text(yaml.safe_dump(config))
-    return load_settings(path)
+    with _environment(CHAVE_VARIABLE, chave_secreta or secrets.token_hex(16)):
+        return load_settings(path)
 
 
 def demo_stories(count: int) -> list[Story]:
@@ -249,9 +250,7 @@ async def run_demo(
         )
         async with run_dispatcher(simulator_settings) as simulator:
             say(f"Portal simulator on {simulator.url} (subscription API, Portal API, mutual TLS)")
-            # The receiver reads its chaveSecreta from the environment, as the README has it.
-            with _environment(CHAVE_VARIABLE, secrets.token_hex(16)):
-                settings = demo_receiver_settings(folder, certs, simulator.url)
+            settings = demo_receiver_settings(folder, certs, simulator.url)
             store = Store.from_settings(settings)
             app = create_app(
                 settings,
