@@ -24,7 +24,9 @@ Targets:
     same server options as ``receiver serve`` (httptools, uvloop, one process; two for the
     comparison with PostgreSQL). Nothing is checked or stored: the ceiling.
 (b) ``sqlite``: ``receiver serve --no-worker`` on a SQLite file in a temporary directory (WAL,
-    synchronous=FULL), with the address allowlist (127.0.0.1) and the Bearer check on.
+    synchronous=FULL), with the address allowlist (127.0.0.1) and the Bearer check on; with
+    ``--portal-headers``, the ``secret`` header check instead, and every request naming its event
+    in ``event-type``, as the Portal sends them.
 (c) ``postgres``: the same on a fresh database created on the given server (dropped afterwards),
     with ``--workers 2``.
 (b') ``worker`` (with ``--worker``): plain ``receiver serve`` on SQLite, its handler worker in the
@@ -60,6 +62,7 @@ from typing import Any, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
 HERE = Path(__file__).resolve().parent
+PORTAL_HEADERS_ENV = "BENCH_PORTAL_HEADERS"
 BODY_BYTES = 1024
 SERVER_OPTIONS = (
     "http=httptools loop=uvloop proxy_headers=False access_log=False "
@@ -140,6 +143,8 @@ local run = os.getenv("BENCH_RUN") or "run"
 local token = os.getenv("BENCH_TOKEN") or ""
 local out = os.getenv("BENCH_OUT") or "/dev/null"
 local size = tonumber(os.getenv("BENCH_BODY_BYTES") or "1024")
+-- As the Portal sends them: the event in event-type, the secret in `secret`, no Authorization.
+local portal = os.getenv("BENCH_PORTAL_HEADERS") == "1"
 local threads = {}
 local counter = 0
 oks = 0
@@ -172,8 +177,10 @@ function init(args)
   -- thread), so its length is known.
   for i, event in ipairs(events) do
     local body = string.format(template, event, 0, 0, "00", 0, 1, run, tid, 0, pad)
+    local credentials = "\r\nAuthorization: Bearer " .. token
+    if portal then credentials = "\r\nevent-type: " .. event .. "\r\nsecret: " .. token end
     heads[i] = "POST " .. wrk.path .. " HTTP/1.1\r\nHost: " .. wrk.headers["Host"] ..
-      "\r\nContent-Type: application/json\r\nAuthorization: Bearer " .. token ..
+      "\r\nContent-Type: application/json" .. credentials ..
       "\r\nContent-Length: " .. #body .. "\r\n\r\n"
   end
 end
@@ -497,7 +504,11 @@ def write_config(workdir: Path, database_url: str, name: str) -> Path:
                 "sources:",
                 "  pucomex:",
                 "    credentials:",
-                "      - {type: bearer, token: env:BENCH_PUCOMEX_TOKEN}",
+                (
+                    "      - {type: header, name: secret, value: env:BENCH_PUCOMEX_TOKEN}"
+                    if os.environ.get(PORTAL_HEADERS_ENV) == "1"
+                    else "      - {type: bearer, token: env:BENCH_PUCOMEX_TOKEN}"
+                ),
                 "  sintegre:",
                 "    credentials:",
                 "      - {type: basic, username: ons, password: env:BENCH_PUCOMEX_TOKEN}",
@@ -851,6 +862,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="also run (b'): plain `receiver serve` on SQLite, its handler worker in process",
     )
     parser.add_argument(
+        "--portal-headers",
+        action="store_true",
+        help="send what the Portal sends (event-type and the secret header, no Authorization) to "
+        "a receiver whose pucomex credential is {type: header, name: secret}",
+    )
+    parser.add_argument(
         "--raw",
         action="store_true",
         help="also measure a plain ASGI callable without Starlette (informative, 1 process)",
@@ -869,6 +886,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     only = {x.strip() for x in args.only.split(",") if x.strip()}
+    if args.portal_headers:
+        os.environ[PORTAL_HEADERS_ENV] = "1"  # read by write_config and by the Lua script
 
     def wanted(name: str) -> bool:
         return not only or name in only
@@ -877,7 +896,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     generator = (
         f"{wrk_version(args.wrk)} (C, epoll), {args.threads} thread(s), "
         f"{args.connections} connections, Lua script: unique {BODY_BYTES}-byte PUCOMEX bodies, "
-        "Bearer token, id of every 200 recorded"
+        + ("event-type and secret headers" if args.portal_headers else "Bearer token")
+        + ", id of every 200 recorded"
     )
     print(f"load generator: {generator}")
     print(f"server options: {SERVER_OPTIONS}")
