@@ -137,6 +137,9 @@ def demo_receiver_settings(
     """The receiver.yaml of the README: the Portal's chaveSecreta (read from
     $PUCOMEX_CHAVE_SECRETA, a random one unless given) checked in the `secret` header, and given
     at subscription."""
+    (folder / "allowlist.yaml").write_text(
+        "# The demo's Portal sends from loopback.\npucomex: [127.0.0.1, '::1']\n"
+    )
     config = {
         "database_url": "sqlite:///receiver.db",
         "allowlist": "allowlist.yaml",
