@@ -1,19 +1,20 @@
 """Portal bursts against a running receiver: the Portal, SINtegre, InvoiCy, and some bad traffic.
 
-    PUCOMEX_TOKEN=... SINTEGRE_PASSWORD=... \\
+    PUCOMEX_CHAVE_SECRETA=... SINTEGRE_PASSWORD=... \\
     locust -f loadtests/locustfile.py --headless -u 64 -r 64 -t 30s --host http://127.0.0.1:8000
 
 The run follows ``PortalBurst``: a quiet rate (a few users, about one notification a second
 each), then ``-u`` users sending as fast as they are answered (thousands of notifications within
 seconds, as after a batch of Duimp registrations), then quiet again; it stops by itself after
 ``-t`` (30 s when not given). Every answer is checked, and a wrong one is a failure: a 200 must
-carry a 26-character id and the right ``duplicate`` flag, a wrong token must get 401 with
+carry a 26-character id and the right ``duplicate`` flag, a wrong secret must get 401 with
 ``WWW-Authenticate``, an unknown source 404, an oversized body 413. A 503 is a failure too.
 
 The receiver must admit this machine's address for every source (``examples/allowlist.local.yaml``
 does for 127.0.0.1). Environment:
 
-- ``PUCOMEX_TOKEN`` (required): the Portal's Bearer token.
+- ``PUCOMEX_CHAVE_SECRETA`` (required): the Portal's chaveSecreta, sent as it sends it, in a
+  ``secret`` header beside ``event-type`` (the receiver's ``{type: header, name: secret}``).
 - ``SINTEGRE_USER`` (default ``ons``) and ``SINTEGRE_PASSWORD`` for Basic, or ``SINTEGRE_TOKEN``
   for Bearer; without either, SINtegre sends no credentials (for a receiver configured without).
 - ``INVOICY_TOKEN``: Bearer token for InvoiCy, if the receiver asks for one (the example does not).
@@ -39,7 +40,7 @@ from typing import Any
 from locust import LoadTestShape, between, events, task
 from locust.contrib.fasthttp import FastHttpUser
 
-PUCOMEX_TOKEN = os.environ.get("PUCOMEX_TOKEN", "")
+PUCOMEX_CHAVE_SECRETA = os.environ.get("PUCOMEX_CHAVE_SECRETA", "")
 SINTEGRE_USER = os.environ.get("SINTEGRE_USER", "ons")
 SINTEGRE_PASSWORD = os.environ.get("SINTEGRE_PASSWORD", "")
 SINTEGRE_TOKEN = os.environ.get("SINTEGRE_TOKEN", "")
@@ -52,6 +53,11 @@ BODY_BYTES = 1024
 # DESIGN.md's catalog (seed pucomex-proposta-sefaz.txt), weighted the way a Sefaz sees them: every
 # Duimp is registered and cleared, fewer are rectified, handed over or cancelled.
 PUCOMEX_MIX: list[tuple[str, int]] = [
+    # The Portal's published Duimp ids, in its production body shape.
+    ("dimp-registro-import", 30),
+    ("dimp-situacao-import", 40),
+    ("dimp-retifica-import", 6),
+    ("dimp-diag-import", 4),
     ("duimp.registro", 30),
     ("duimp.desembaraco", 20),
     ("duimp.entrega-com-prosseguimento", 6),
@@ -110,8 +116,22 @@ def _now() -> str:
 
 
 def pucomex_body(event: str) -> bytes:
-    """A Portal notification of about 1 KiB: ``{"evento", "dataHora", "dados": {...}}``."""
+    """A Portal notification: the production shape for the published Duimp ids, else about
+    1 KiB of ``{"evento", "dataHora", "dados": {...}}``."""
     serial = _unique()
+    if event.startswith("dimp-"):
+        situacao = random.choice(["REGISTRADA_AGUARDANDO_CANAL", "DESEMBARACADA_CARGA_ENTREGUE"])
+        return json.dumps(
+            {
+                "identificacao": {"numero": f"26BR{serial[-11:]}", "versao": random.randint(1, 4)},
+                "situacaoDuimp": situacao,
+                "canal": random.choice(["VERDE", "AMARELO", "VERMELHO", "CINZA"]),
+                "dataEvento": _now(),
+                "message": f"Duimp 26BR{serial[-11:]}: {situacao}",
+            },
+            ensure_ascii=False,
+            separators=(",", ":"),
+        ).encode()
     dados: dict[str, Any] = {
         "numero": f"26BR{serial[-10:]}",
         "versao": random.randint(1, 4),
@@ -227,18 +247,20 @@ class Sender(FastHttpUser):
 
 
 class Portal(Sender):
-    """PUCOMEX: Bearer token, DESIGN's event mix, and now and then a retry of the same body."""
+    """PUCOMEX as the Portal sends: the secret header, the event in event-type, no Authorization,
+    DESIGN's event mix, and now and then a retry of the same body."""
 
     weight = 10
 
     def on_start(self) -> None:
-        self.headers = {"Authorization": f"Bearer {PUCOMEX_TOKEN}"}
+        self.headers = {"secret": PUCOMEX_CHAVE_SECRETA, "event-type": "dimp-registro-import"}
         self.last: bytes | None = None
 
     @task(50)
     def notify(self) -> None:
         event = random.choices(PUCOMEX_EVENTS, weights=PUCOMEX_WEIGHTS)[0]
         body = pucomex_body(event)
+        self.headers["event-type"] = event
         if self.deliver("/webhooks/pucomex", body, "pucomex"):
             self.last = body
 
@@ -303,11 +325,10 @@ class Intruder(FastHttpUser):
                 answer.success()
 
     @task(4)
-    def wrong_token(self) -> None:
-        headers = {"Authorization": f"Bearer wrong-{uuid.uuid4().hex}"}
-        self.expect(
-            401, "/webhooks/pucomex", pucomex_body("duimp.registro"), headers, "401 wrong token"
-        )
+    def wrong_secret(self) -> None:
+        headers = {"secret": f"wrong-{uuid.uuid4().hex}", "event-type": "dimp-registro-import"}
+        body = pucomex_body("dimp-registro-import")
+        self.expect(401, "/webhooks/pucomex", body, headers, "401 wrong secret")
 
     @task(2)
     def wrong_password(self) -> None:
@@ -318,7 +339,7 @@ class Intruder(FastHttpUser):
 
     @task(3)
     def unknown_source(self) -> None:
-        headers = {"Authorization": f"Bearer {PUCOMEX_TOKEN}"}
+        headers = {"secret": PUCOMEX_CHAVE_SECRETA}
         self.expect(
             404,
             "/webhooks/siscomex-antigo",
@@ -329,7 +350,7 @@ class Intruder(FastHttpUser):
 
     @task(1)
     def oversized(self) -> None:
-        headers = {"Authorization": f"Bearer {PUCOMEX_TOKEN}", "Content-Type": "application/json"}
+        headers = {"secret": PUCOMEX_CHAVE_SECRETA, "Content-Type": "application/json"}
         body = b'{"evento":"duimp.registro","dados":"' + b"x" * MAX_BODY_BYTES + b'"}'
         self.expect(413, "/webhooks/pucomex", body, headers, "413 oversized body")
 
@@ -364,6 +385,8 @@ class PortalBurst(LoadTestShape):
 
 @events.init.add_listener  # type: ignore[untyped-decorator]
 def _check_setup(environment: Any, **_: Any) -> None:
-    if not PUCOMEX_TOKEN:
-        sys.stderr.write("locustfile: set PUCOMEX_TOKEN to the receiver's PUCOMEX Bearer token\n")
+    if not PUCOMEX_CHAVE_SECRETA:
+        sys.stderr.write(
+            "locustfile: set PUCOMEX_CHAVE_SECRETA to the receiver's pucomex `secret` header value\n"
+        )
         sys.exit(2)
