@@ -144,3 +144,17 @@ def test_sintegre_takes_uri_or_url_in_any_case(field: str) -> None:
 def test_sintegre_without_either_link_quarantines() -> None:
     with pytest.raises(ParseError, match=r"without Uri \(or Url\)"):
         parse("sintegre", b'{"Nome": "IPDO", "Link": "https://x"}', None)
+
+
+@pytest.mark.parametrize("field", ["Uri", "Url", "URL", "uri"])
+def test_the_sintegre_handler_downloads_from_uri_or_url(field: str) -> None:
+    from handlers.sintegre import product_uri
+
+    assert product_uri({"Nome": "IPDO", field: "https://x.ons/f.zip"}) == "https://x.ons/f.zip"
+
+
+def test_the_sintegre_handler_without_a_link_says_which_names_it_reads() -> None:
+    from handlers.sintegre import product_uri
+
+    with pytest.raises(ValueError, match=r"Uri \(or Url\)"):
+        product_uri({"Nome": "IPDO", "Link": "https://x.ons/f.zip"})
