@@ -16,8 +16,9 @@ import uvicorn
 
 from receiver import logs
 from receiver.cliutil import LazyGroup, config_option, friendly_errors
-from receiver.config import CONFIG_ENV, Settings, load_settings, startup_warnings
+from receiver.config import CONFIG_ENV, Settings, load_settings
 from receiver.server import HeaderDeadlineProtocol
+from receiver.startup import startup_warnings
 from receiver.store import NoteFilter, Store
 
 

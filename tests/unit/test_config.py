@@ -11,9 +11,9 @@ from receiver.config import (
     Settings,
     load_settings,
     settings_from_mapping,
-    startup_warnings,
 )
 from receiver.errors import ConfigError
+from receiver.startup import startup_warnings
 
 
 def test_every_key_has_a_default() -> None:
