@@ -102,6 +102,43 @@ class PortalSettings(_Frozen):
     recover_every_seconds: float | None = Field(default=None, gt=0)
 
 
+def _check_networks(value: list[str]) -> list[str]:
+    for entry in value:
+        try:
+            ipaddress.ip_network(entry.strip(), strict=False)
+        except ValueError:
+            raise ValueError(f"{entry!r} is not a CIDR or an IP address") from None
+    return value
+
+
+class OutboundSettings(_Frozen):
+    """What handlers may reach through ``ctx.http``: public addresses over https, nothing else,
+    unless listed here (see ``receiver.outbound``)."""
+
+    # Destinations normally refused as internal (loopback, private...) that may be reached anyway.
+    allowed_networks: list[str] = []
+    allow_http: bool = False
+    # Extra CA bundle trusted for downloads (an internal server with its own CA).
+    ca_file: Path | None = None
+    # Per step (connecting, each read, each write), not for a whole download.
+    timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+    # Each hop is checked like the first request; 0 follows none.
+    max_redirects: int = Field(default=5, ge=0, le=20)
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        return _check_networks(value)
+
+
+class DownloadSettings(_Frozen):
+    """Disk limits of the reference handlers that download files (handlers.sintegre)."""
+
+    max_file_bytes: int = Field(default=1 << 30, ge=1)  # one file: 1 GiB
+    # Every file a downloading handler keeps in its folder under store_dir, together: 20 GiB.
+    max_total_bytes: int = Field(default=20 << 30, ge=1)
+
+
 class SubscriptionSpec(_Frozen):
     evento: str = Field(min_length=1, max_length=40)
     endpoint: str = Field(min_length=1, max_length=500)
@@ -135,12 +172,7 @@ class DispatcherSettings(_Frozen):
     @field_validator("allowed_networks")
     @classmethod
     def _networks(cls, value: list[str]) -> list[str]:
-        for entry in value:
-            try:
-                ipaddress.ip_network(entry.strip(), strict=False)
-            except ValueError:
-                raise ValueError(f"{entry!r} is not a CIDR or an IP address") from None
-        return value
+        return _check_networks(value)
 
     @field_validator("clients")
     @classmethod
@@ -183,6 +215,8 @@ class Settings(_Frozen):
     portal: PortalSettings | None = None
     subscriptions: list[SubscriptionSpec] = []
     dispatcher: DispatcherSettings = DispatcherSettings()
+    outbound: OutboundSettings = OutboundSettings()
+    downloads: DownloadSettings = DownloadSettings()
     store_dir: Path = Path("data")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -280,6 +314,10 @@ def _anchor_paths(settings: Settings, base_dir: Path) -> Settings:
             if (value := getattr(settings.portal, field)) is not None
         }
         changes["portal"] = settings.portal.model_copy(update=portal_paths)
+    if settings.outbound.ca_file is not None:
+        changes["outbound"] = settings.outbound.model_copy(
+            update={"ca_file": anchor(settings.outbound.ca_file)}
+        )
     return settings.model_copy(update=changes)
 
 

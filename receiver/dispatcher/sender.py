@@ -27,13 +27,6 @@ import httpx
 
 from receiver.config import DispatcherSettings
 from receiver.dispatcher.configfile import load_dispatcher_settings
-from receiver.dispatcher.netguard import (
-    AddressPolicy,
-    GuardedTransport,
-    Resolver,
-    outbound_ssl_context,
-    system_resolver,
-)
 from receiver.dispatcher.outbox import Claim
 from receiver.dispatcher.records import (
     AttemptOutcome,
@@ -47,6 +40,13 @@ from receiver.dispatcher.tables import FINAL_STATUSES, DeliveryStatus
 from receiver.dispatcher.validation import BRASILIA, parse_evento
 from receiver.grouped import GroupedWrites
 from receiver.models import utcnow
+from receiver.outbound import (
+    AddressPolicy,
+    GuardedTransport,
+    Resolver,
+    outbound_ssl_context,
+    system_resolver,
+)
 
 WAIT_FOR_COALESCE_SECONDS = 0.02
 
