@@ -61,6 +61,13 @@ def sha256_of(path: Path) -> str | None:
         return None
 
 
+def file_size(path: Path) -> int:
+    try:
+        return os.stat(path).st_size
+    except FileNotFoundError:
+        return 0
+
+
 def folder_bytes(folder: Path) -> int:
     """What the files in ``folder`` take, partial downloads included."""
     total = 0
@@ -128,7 +135,9 @@ async def _download(
 
     def check(more: int) -> None:
         if size + more > max_file_bytes:
-            raise GiveUp(f"{uri} is over the {max_file_bytes} byte limit (downloads.max_file_bytes)")
+            raise GiveUp(
+                f"{uri} is over the {max_file_bytes} byte limit (downloads.max_file_bytes)"
+            )
         if budget.used + more > max_total_bytes:
             raise GiveUp(
                 f"{uri} does not fit: the SINtegre folder would pass {max_total_bytes} bytes "
@@ -156,7 +165,7 @@ async def _download(
                     part.write(chunk)  # small buffered writes; the slow part is the fsync below
                 part.flush()
                 await asyncio.to_thread(os.fsync, part.fileno())
-            replaced = target.stat().st_size if target.exists() else 0
+            replaced = file_size(target)  # a damaged earlier copy, replaced below
             os.replace(part.name, target)
             budget.used -= replaced
         except BaseException:

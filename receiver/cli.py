@@ -16,7 +16,7 @@ import uvicorn
 from receiver import logs
 from receiver.cliutil import LazyGroup, config_option, friendly_errors
 from receiver.config import CONFIG_ENV, Settings, load_settings
-from receiver.server import HeaderDeadlineProtocol
+from receiver.server import ReceiverProtocol
 from receiver.store import NoteFilter, Store
 
 
@@ -48,12 +48,17 @@ SERVE_NO_WORKER_ENV = "RECEIVER_SERVE_NO_WORKER"
 
 
 def _ingest_app(settings: Settings, no_worker: bool) -> Any:
+    """The app of one serving process; also gives its protocol the edge policy (receiver.edge)."""
+    from receiver.allowlist import Allowlist
     from receiver.app import create_app
+    from receiver.edge import EdgePolicy
     from receiver.services import serve_services
 
+    allowlist = Allowlist.load(settings.allowlist)
+    ReceiverProtocol.configure(EdgePolicy.from_settings(settings, allowlist))
     store = Store.from_settings(settings)
     services = serve_services(settings, store, worker=not no_worker)
-    return create_app(settings, store=store, background=services)
+    return create_app(settings, store=store, allowlist=allowlist, background=services)
 
 
 def _tune_interpreter() -> None:
@@ -92,8 +97,8 @@ def serve(config_path: Path | None, host: str, port: int, no_worker: bool, worke
         "port": port,
         # Set explicitly rather than left to "auto": the fast parser and loop are what the
         # benchmark measures, and a missing one should fail here, not slow down silently.
-        # httptools, with a deadline on request headers (see receiver.server).
-        "http": HeaderDeadlineProtocol,
+        # httptools, with the edge policy in front of the app (see receiver.server).
+        "http": ReceiverProtocol,
         "loop": "uvloop",
         # Our code resolves the client from trusted_proxies; uvicorn's own handling trusts
         # 127.0.0.1 by default and would let a local proxy's header choose the address.

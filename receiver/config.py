@@ -203,8 +203,19 @@ class Settings(_Frozen):
     # Answer 503 rather than late: the Portal counts anything over 3.5 s as a failure.
     ack_timeout_seconds: float = Field(default=2.0, gt=0)
     retry_after_seconds: int = Field(default=5, ge=0)
-    # Past this many open connections uvicorn answers 503 at once instead of queueing.
+    # Past this many open connections a request is answered 503 (with Retry-After) at once.
     limit_concurrency: int = Field(default=4096, ge=1)
+    # A request's head (request line and headers) must arrive whole within this, counted from
+    # the connection or the end of the previous answer; then the connection is closed.
+    header_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    # Request head size: the target plus every header line (name, value, separators), and the
+    # number of header lines. nginx's defaults (large_client_header_buffers 4 8k) allow about
+    # 32 KiB; past either limit the answer is 431 and nothing is stored.
+    max_header_bytes: int = Field(default=32_768, ge=1024, le=1 << 20)
+    max_header_count: int = Field(default=100, ge=8, le=10_000)
+    # Besides allowlisted addresses, trusted proxies and loopback, who may connect (health
+    # checks, metrics scrapes from another host); their webhooks are still refused (403).
+    monitoring_addresses: list[str] = []
     sources: dict[str, SourceSettings] = Field(
         default_factory=lambda: {name: SourceSettings() for name in KNOWN_SOURCES}
     )
@@ -226,6 +237,11 @@ class Settings(_Frozen):
         if any(entry.strip() in {"*", "0.0.0.0/0", "::/0"} for entry in value):
             raise ValueError("trusting every proxy lets anyone choose their address; list CIDRs")
         return value
+
+    @field_validator("monitoring_addresses")
+    @classmethod
+    def _monitoring_networks(cls, value: list[str]) -> list[str]:
+        return _check_networks(value)
 
     @field_validator("sources")
     @classmethod
