@@ -16,6 +16,7 @@ import uvicorn
 from receiver import logs
 from receiver.cliutil import LazyGroup, config_option, friendly_errors
 from receiver.config import CONFIG_ENV, Settings, load_settings
+from receiver.safetext import for_terminal, json_text
 from receiver.server import ReceiverProtocol
 from receiver.store import NoteFilter, Store
 
@@ -194,13 +195,15 @@ def inbox_list(
         out = sys.stdout
         for row in store.notes(where):
             if as_json:
-                out.write(json.dumps(_public(row), ensure_ascii=False) + "\n")
+                out.write(json_text(_public(row)) + "\n")
             else:
-                out.write(
+                # Every column is escaped, whatever wrote it: an event is the sender's text.
+                duplicate = f"dup of {row['duplicate_of']}" if row["duplicate_of"] else ""
+                line = (
                     f"{row['id']}  {row['received_at']:%Y-%m-%d %H:%M:%S}  {row['source']:<9} "
-                    f"{(row['event'] or '-'):<34} {row['status']:<11} "
-                    f"{('dup of ' + row['duplicate_of']) if row['duplicate_of'] else ''}\n"
+                    f"{(row['event'] or '-'):<34} {row['status']:<11} {duplicate}"
                 )
+                out.write(for_terminal(line) + "\n")
         out.flush()
     finally:
         store.close()
@@ -229,7 +232,7 @@ def inbox_show(config_path: Path | None, note_id: str) -> None:
             }
             for job in store.jobs_of(note_id)
         ]
-        click.echo(json.dumps(shown, ensure_ascii=False, indent=2))
+        click.echo(json_text(shown, indent=2))
     finally:
         store.close()
 

@@ -22,6 +22,7 @@ from receiver.errors import ConfigError
 from receiver.portal.client import PortalClient
 from receiver.portal.recovery import recover
 from receiver.portal.subscriptions import SubscriptionAPI, apply_sync, format_date, plan_sync
+from receiver.safetext import for_terminal
 from receiver.store import Store
 
 T = TypeVar("T")
@@ -75,7 +76,8 @@ def subscriptions_list(config_path: Path | None) -> None:
     async def work(api: SubscriptionAPI, _: Settings) -> None:
         found = await api.list()
         for sub in found:
-            click.echo(f"{sub.id:>10}  {sub.evento:<40}  {sub.endpoint}")
+            # What the Portal lists is shown escaped, as anything read from elsewhere is.
+            click.echo(for_terminal(f"{sub.id:>10}  {sub.evento:<40}  {sub.endpoint}"))
         if not found:
             click.echo("no subscriptions")
 
@@ -140,7 +142,7 @@ def subscriptions_sync(config_path: Path | None, dry_run: bool) -> None:
         plan = plan_sync(await api.list(), settings.subscriptions)
         click.echo("plan:")
         for line in plan.lines() or ["  (no subscriptions wanted or present)"]:
-            click.echo(line)
+            click.echo(for_terminal(line))
         if plan.empty:
             click.echo("already in sync")
         elif dry_run:
