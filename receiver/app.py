@@ -126,6 +126,21 @@ class IngestEndpoint:
         for name in settings.sources:
             self._counts.add_source(name)
 
+    def reload(self, settings: Settings, allowlist: Allowlist) -> None:
+        """Admit the next requests by ``settings`` and ``allowlist``: trusted proxies, sources and
+        their credentials (SIGHUP, receiver.reload). Everything is built before anything is
+        replaced, so a ConfigError leaves the old rules whole; requests already past their checks
+        are not affected. Other settings are kept."""
+        resolver = ClientResolver(settings.trusted_proxies)
+        verifiers = {
+            name: Verifier(source.credentials, realm=name)
+            for name, source in settings.sources.items()
+        }
+        for name in settings.sources:
+            self._counts.add_source(name)
+        self._resolver, self._verifiers, self._allowlist = resolver, verifiers, allowlist
+        self._peer_cache = {}
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         status, headers, body = await self._handle(scope, receive)
         await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -347,4 +362,5 @@ def create_app(
     )
     app.state.store = store
     app.state.settings = settings
+    app.state.ingest = ingest
     return app

@@ -11,6 +11,8 @@ of the app (``receiver.edge`` says what), and a response written with one ``send
   5,000 headers reached the app, and 3 connections sending 8 MiB of headers took a serving
   process from 72 MB to 1.3 GB): past a limit the answer is 431 and the app is never called.
 - At ``limit_concurrency`` the answer is 503 with ``Retry-After``, not uvicorn's bare 503.
+- With ``--workers N``, SIGHUP reloads every serving process in place (``ReloadingSupervisor``)
+  instead of uvicorn's restart of them all.
 
 This module is the one place that relies on uvicorn's internals (its httptools protocol's
 callbacks and attributes); ``tests/unit/test_server_protocol.py`` pins the uvicorn code it
@@ -20,11 +22,18 @@ depends on, so an upgrade that changes it fails there first.
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import signal
+import socket
+from collections.abc import Callable
 from typing import Any
 
 import httptools
+import uvicorn
 from starlette.types import Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.supervisors import Multiprocess
 
 from receiver.edge import BUSY_REFUSED, CONNECTIONS_REFUSED, HEADS_REFUSED, EdgePolicy
 
@@ -298,3 +307,34 @@ class ReceiverProtocol(HttpToolsProtocol):
         idle = self.cycle is None or self.cycle.response_complete
         if idle and not self.transport.is_closing():
             self._arm()
+
+
+log = logging.getLogger("receiver.serve")
+
+
+class ReloadingSupervisor(Multiprocess):
+    """uvicorn's supervisor of ``--workers N``, except for SIGHUP.
+
+    uvicorn answers SIGHUP by starting a new process per worker and stopping the old one, which
+    closes its idle keep-alive connections: a request sent on one at that moment is lost to a
+    reset. Here the file is checked once (``check`` gives what is wrong, or None) and SIGHUP is
+    passed on to each serving process, which reloads in place (``receiver.reload``) and closes
+    nothing; a wrong file is refused here with one line, and the workers keep what they have.
+    Everything else (SIGTERM drains and stops, a dead worker is replaced) is uvicorn's.
+    """
+
+    def __init__(
+        self, config: uvicorn.Config, sockets: list[socket.socket], check: Callable[[], str | None]
+    ) -> None:
+        super().__init__(config, sockets)
+        self._check = check
+
+    def handle_hup(self) -> None:
+        problem = self._check()
+        if problem is not None:
+            log.error("SIGHUP: not reloaded, the workers keep their configuration: %s", problem)
+            return
+        for process in self.processes:
+            if process.pid is not None and process.process.is_alive():
+                os.kill(process.pid, signal.SIGHUP)
+        log.info("SIGHUP: passed on to %d serving processes", len(self.processes))

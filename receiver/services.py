@@ -109,6 +109,11 @@ async def run_worker(settings: Settings, store: Store, routing: Routing) -> None
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    # Python's default for SIGHUP would kill the worker without a line; it has nothing to reload.
+    loop.add_signal_handler(
+        signal.SIGHUP,
+        lambda: log.warning("SIGHUP: receiver worker reloads nothing; restart it to apply changes"),
+    )
     async with portal_client(settings) as portal, outbound_client(settings) as http:
         worker = Worker(store, routing, settings, portal=portal, http=http)
         await worker.run(stop)

@@ -9,6 +9,7 @@ import hashlib
 import inspect
 import json
 import logging
+import signal
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,6 +18,7 @@ import pytest
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
+from uvicorn.supervisors.multiprocess import SIGNALS, Multiprocess
 
 from receiver.edge import ConnectionGate, EdgePolicy, RefusalLog
 from receiver.server import ReceiverProtocol
@@ -361,3 +363,23 @@ def test_uvicorn_still_answers_its_limit_from_on_headers_complete() -> None:
         and name != "__init__"
     ]
     assert others == []
+
+
+# sha256 of uvicorn 0.54.0's supervisor code that ReloadingSupervisor relies on: signals are
+# queued by __init__'s handlers and dispatched by name (SIGHUP to handle_hup) from the main loop.
+PINNED_SUPERVISOR = {
+    "__init__": "5e0f105cb4a381b5a206060d2b96ccbe29bdb83fe44b0165bbdb9847d578a5e6",
+    "handle_signals": "69be08d4fd9bc0b4acb0d5df78a26b5f7622b041f2eb75e028e74ff44e719c2d",
+    "handle_hup": "c6701178f72d4d796a2badc985cce574cb72a990ece4cadd45245ddc6d62b56e",
+}
+
+
+@pytest.mark.parametrize("name", sorted(PINNED_SUPERVISOR))
+def test_uvicorn_supervisor_code_the_reload_relies_on_is_unchanged(name: str) -> None:
+    source = inspect.getsource(getattr(Multiprocess, name))
+    digest = hashlib.sha256(source.encode()).hexdigest()
+    assert digest == PINNED_SUPERVISOR[name], (
+        f"uvicorn's Multiprocess.{name} changed (sha256 {digest}): check that SIGHUP still "
+        "reaches ReloadingSupervisor.handle_hup (receiver/server.py), then update the digest"
+    )
+    assert signal.SIGHUP in SIGNALS
