@@ -215,11 +215,11 @@ class IngestEndpoint:
             return _error(404, "invalid event id in path")
 
         if content_length is not None:
-            try:
-                declared = int(content_length)
-            except ValueError:
+            # ASCII digits only (RFC 9110): int() would also take "-1", "+5", " 5" and "1_0".
+            if not content_length.isdigit():
                 self._reject(source, "bad_request")
                 return _error(400, "invalid content-length")
+            declared = int(content_length)
             if declared > self._max_body:
                 self._reject(source, "too_large")
                 return _error(413, "body over the limit", [(b"connection", b"close")])
