@@ -14,6 +14,10 @@ of the app (``receiver.edge`` says what), and a response written with one ``send
 - With ``--workers N``, SIGHUP reloads every serving process in place (``ReloadingSupervisor``)
   instead of uvicorn's restart of them all.
 
+On a typical webhook request this protocol costs 14.2 us of CPU against 11.1 us for uvicorn's
+own and 13.6 us before the head limits, gate and limit answer were added (medians of 5 rounds,
+``loadtests/protocol_cost.py``; the coalesced write and the deadline are most of the rest).
+
 This module is the one place that relies on uvicorn's internals (its httptools protocol's
 callbacks and attributes); ``tests/unit/test_server_protocol.py`` pins the uvicorn code it
 depends on, so an upgrade that changes it fails there first.
@@ -88,12 +92,12 @@ class _HeadRefused(Exception):
     """Raised in a parser callback to stop parsing a request head that was just refused."""
 
 
-def _answer(status: int, body: bytes, extra: bytes = b"") -> bytes:
+def _answer(status: int, body: bytes) -> bytes:
+    """A whole JSON answer that closes the connection, written by the protocol itself."""
     return b"".join(
         [
             STATUS_LINE[status],
             b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body),
-            extra,
             b"connection: close\r\n\r\n",
             body,
         ]
