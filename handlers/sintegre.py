@@ -2,12 +2,19 @@
 
 SINtegre's notification carries ``Uri``, a direct download link that needs no authentication
 (seed ``sintegre-webhook-guia.txt``; ONS's own example receivers read ``Url``, so either name is
-taken, in any case). The file is streamed to disk under ``ctx.data_dir`` (the
-``store_dir`` of ``receiver.yaml``) with a size limit and a SHA-256 checksum, written to a
-temporary file and renamed into place, so a crash never leaves half a file under the real name.
-A record of what was downloaded makes a replay of the same notification a no-op.
+taken, in any case). The sender chooses that URL, so it is fetched with
+``ctx.http``, the guarded client: public addresses only (plus ``outbound.allowed_networks``),
+https only (unless ``outbound.allow_http``), every redirect hop checked the same way, proxy
+variables ignored. A refused URL raises ``AddressRefused`` and the job is dead-lettered with the
+reason, not retried.
 
-Tests (or your own code) may put an ``httpx.AsyncClient`` in ``ctx.extras["http_client"]``.
+The file is streamed to disk under ``ctx.data_dir`` (the ``store_dir`` of ``receiver.yaml``) with
+a SHA-256 checksum, written to a temporary file and renamed into place, so a crash never leaves
+half a file under the real name. Disk is bounded twice (``downloads:`` in ``receiver.yaml``): one
+file at most ``max_file_bytes``, and every file in the handler's folder together at most
+``max_total_bytes``; a download that would pass either is stopped, its partial file removed, and
+the job dead-lettered (``GiveUp``): free space or raise the limit, then ``receiver replay --dead``.
+A record of what was downloaded makes a replay of the same notification a no-op.
 """
 
 from __future__ import annotations
@@ -24,13 +31,11 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 
-from receiver import Context, Notification, Retry, Router
+from receiver import Context, GiveUp, Notification, Retry, Router
 
 router = Router()
 
-MAX_FILE_BYTES = 1 << 30  # refuse anything bigger than 1 GiB
 CHUNK_BYTES = 1 << 16
-TIMEOUT = httpx.Timeout(30.0, read=120.0)
 RECORD_KIND = "sintegre-download"
 
 
@@ -57,34 +62,117 @@ def sha256_of(path: Path) -> str | None:
         return None
 
 
-async def download(client: httpx.AsyncClient, uri: str, target: Path) -> tuple[str, int]:
+def file_size(path: Path) -> int:
+    try:
+        return os.stat(path).st_size
+    except FileNotFoundError:
+        return 0
+
+
+def folder_bytes(folder: Path) -> int:
+    """What the files in ``folder`` take, partial downloads included."""
+    total = 0
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            with contextlib.suppress(FileNotFoundError):  # removed while we looked
+                if entry.is_file(follow_symlinks=False):
+                    total += entry.stat(follow_symlinks=False).st_size
+    return total
+
+
+class DiskBudget:
+    """The bytes in one folder against ``max_total_bytes``, shared by this process's downloads.
+
+    The folder is measured when a download starts and none is running (so files removed by hand
+    count at once); while some run, each adds what it writes and takes back what it removes, so
+    two concurrent downloads cannot both fit in the same free space. Other processes writing to
+    the same folder are seen only at the next measure: give each worker its own ``store_dir``.
+    """
+
+    _budgets: dict[Path, DiskBudget] = {}
+
+    def __init__(self) -> None:
+        self.used = 0
+        self.running = 0
+
+    @classmethod
+    def of(cls, folder: Path) -> DiskBudget:
+        return cls._budgets.setdefault(folder.resolve(), cls())
+
+    async def start(self, folder: Path) -> None:
+        if self.running == 0:
+            self.used = await asyncio.to_thread(folder_bytes, folder)
+        self.running += 1
+
+    def stop(self) -> None:
+        self.running -= 1
+
+
+async def download(
+    client: httpx.AsyncClient,
+    uri: str,
+    target: Path,
+    max_file_bytes: int,
+    max_total_bytes: int,
+) -> tuple[str, int]:
     """Stream ``uri`` into ``target`` (temp file, fsync, rename); return (sha256, size)."""
+    budget = DiskBudget.of(target.parent)
+    await budget.start(target.parent)
+    try:
+        return await _download(client, uri, target, max_file_bytes, max_total_bytes, budget)
+    finally:
+        budget.stop()
+
+
+async def _download(
+    client: httpx.AsyncClient,
+    uri: str,
+    target: Path,
+    max_file_bytes: int,
+    max_total_bytes: int,
+    budget: DiskBudget,
+) -> tuple[str, int]:
     digest, size = hashlib.sha256(), 0
+
+    def check(more: int) -> None:
+        if size + more > max_file_bytes:
+            raise GiveUp(
+                f"{uri} is over the {max_file_bytes} byte limit (downloads.max_file_bytes)"
+            )
+        if budget.used + more > max_total_bytes:
+            raise GiveUp(
+                f"{uri} does not fit: the SINtegre folder would pass {max_total_bytes} bytes "
+                "(downloads.max_total_bytes); free space or raise it, then replay"
+            )
+
     async with client.stream("GET", uri) as response:
         if response.status_code >= 500 or response.status_code == 429:
             raise Retry(after=60, reason=f"GET {uri} answered {response.status_code}")
         if response.status_code != 200:
             raise ValueError(f"GET {uri} answered {response.status_code}")
         declared = response.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > MAX_FILE_BYTES:
-            raise ValueError(f"{uri} is {declared} bytes, over the {MAX_FILE_BYTES} limit")
+        if declared.isascii() and declared.isdigit():
+            check(int(declared))
         part = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed below, renamed or removed
             dir=target.parent, prefix=f".{target.name}.", suffix=".part", delete=False
         )
         try:
             with part:
                 async for chunk in response.aiter_bytes(CHUNK_BYTES):
+                    check(len(chunk))
                     size += len(chunk)
-                    if size > MAX_FILE_BYTES:
-                        raise ValueError(f"{uri} is over the {MAX_FILE_BYTES} byte limit")
+                    budget.used += len(chunk)
                     digest.update(chunk)
                     part.write(chunk)  # small buffered writes; the slow part is the fsync below
                 part.flush()
                 await asyncio.to_thread(os.fsync, part.fileno())
+            replaced = file_size(target)  # a damaged earlier copy, replaced below
             os.replace(part.name, target)
+            budget.used -= replaced
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(part.name)
+            budget.used -= size
             raise
     return digest.hexdigest(), size
 
@@ -106,13 +194,10 @@ async def download_product(note: Notification, ctx: Context) -> None:
             return
 
     target = folder / file_name(uri, note.idempotency_key)
-    client = ctx.extras.get("http_client")
-    if isinstance(client, httpx.AsyncClient):
-        checksum, size = await download(client, uri, target)
-    else:
-        async with httpx.AsyncClient(timeout=TIMEOUT, follow_redirects=True) as own:
-            checksum, size = await download(own, uri, target)
-
+    limits = ctx.downloads
+    checksum, size = await download(
+        ctx.http, uri, target, limits.max_file_bytes, limits.max_total_bytes
+    )
     await ctx.save(
         RECORD_KIND,
         key=note.idempotency_key,

@@ -1,19 +1,22 @@
 """Crash safety, repeated: bursts while the receiver is SIGKILLed at random moments, many times.
 
-    .venv/bin/python loadtests/crash.py                      # SQLite, 10,000 notifications, >= 20 kills
+    .venv/bin/python loadtests/crash.py                      # SQLite, 10,000 notifications, >= 50 kills
     .venv/bin/python loadtests/crash.py --database postgresql://postgres@127.0.0.1:5432/test
 
 The client behaves like a sender that never gives up: every notification is posted until it gets a
-200. The receiver runs with its in-process worker and the acceptance handlers, and is killed every
-1-5 s. At the end it prints kills survived, notifications acknowledged, lost (acknowledged but not
-stored byte for byte: must be 0), stored without a 200 (the sender retried them: they are
-receipts), and handler runs per original (every original at least once, no receipt ever).
+200. The receiver runs with its in-process worker and the acceptance handlers. Every 1-5 s one of
+its processes is SIGKILLed, in turn the serving process (restarted here, with a new writer) and
+its writer process (restarted by the serving process itself). At the end it prints kills survived
+of each kind, notifications acknowledged, lost (acknowledged but not stored byte for byte: must
+be 0), stored without a 200 (the sender retried them: they are receipts), and handler runs per
+original (every original at least once, no receipt ever).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import shutil
 import signal
@@ -68,6 +71,21 @@ async def send_until_acknowledged(
     await asyncio.gather(*(sender() for _ in range(concurrency)))
 
 
+def writer_of(serving: int) -> int | None:
+    """The pid of the writer process that the serving process ``serving`` started, if running."""
+    try:
+        children = Path(f"/proc/{serving}/task/{serving}/children").read_text().split()
+    except OSError:
+        return None
+    for child in children:
+        try:
+            if b"receiver.writerprocess" in Path(f"/proc/{child}/cmdline").read_bytes():
+                return int(child)
+        except OSError:
+            continue
+    return None
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -75,8 +93,10 @@ def main() -> int:
     parser.add_argument("--database", default="sqlite", help="'sqlite' or a postgresql:// URL")
     parser.add_argument("--total", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, default=50)
-    parser.add_argument("--kills", type=int, default=20, help="at least this many kills")
-    parser.add_argument("--max-seconds", type=float, default=600)
+    parser.add_argument(
+        "--kills", type=int, default=50, help="at least this many kills, half of each kind"
+    )
+    parser.add_argument("--max-seconds", type=float, default=900)
     args = parser.parse_args()
 
     folder = Path(tempfile.mkdtemp(prefix="receiver-crash-"))
@@ -92,19 +112,27 @@ def main() -> int:
     bodies = [duimp_body(n) for n in range(args.total)]
     acked: dict[bytes, str] = {}  # each body's first acknowledgement
     every_ack: set[str] = set()  # every id answered 200, repeats included
-    kills = 0
+    kills = Counter[str]()
     finished = threading.Event()
     deadline = time.monotonic() + args.max_seconds
 
     def killer() -> None:
-        nonlocal server, kills
+        nonlocal server
         rng = random.Random(7)
         while not finished.is_set() and time.monotonic() < deadline:
             if finished.wait(rng.uniform(1.0, 5.0)):
                 break
+            kind = "serving" if kills["serving"] <= kills["writer"] else "writer"
+            if kind == "writer":
+                writer = writer_of(server.pid)
+                if writer is None:  # between a writer's death and its restart: next time
+                    continue
+                os.kill(writer, signal.SIGKILL)
+                kills["writer"] += 1
+                continue
             server.send_signal(signal.SIGKILL)
             server.wait()
-            kills += 1
+            kills["serving"] += 1
             server = deployment.start("serve", "--port", str(port))
             wait_ready(base, server)
 
@@ -113,7 +141,11 @@ def main() -> int:
     started = time.monotonic()
     while True:
         todo = [item for item in bodies if item not in acked]
-        if not todo and kills >= args.kills:
+        enough = (
+            kills.total() >= args.kills
+            and min(kills["serving"], kills["writer"]) >= args.kills // 2
+        )
+        if not todo and enough:
             break
         if time.monotonic() > deadline:
             break
@@ -159,7 +191,9 @@ def main() -> int:
     unhandled = [i for i, row in rows.items() if row["duplicate_of"] is None and runs[i] == 0]
 
     print(f"database                     {args.database}")
-    print(f"kills survived               {kills}")
+    print(f"kills survived               {kills.total()}")
+    print(f"  of the serving process     {kills['serving']}")
+    print(f"  of the writer process      {kills['writer']}")
     print(f"seconds                      {elapsed:.1f}")
     print(f"notifications sent           {len(bodies)}")
     print(f"bodies acknowledged          {len(acked)}")

@@ -1,17 +1,30 @@
 """Durable webhook receiver for the Portal Único (PUCOMEX), SINtegre and InvoiCy.
 
-What handler authors use is exported here; everything else is internal.
+What handler authors use is exported here; everything else is internal. For URLs that senders
+choose, use ``ctx.http`` (or ``guarded_client`` outside a handler): it refuses internal
+addresses, plain http and proxies, and checks every redirect.
 """
 
-from receiver.errors import HandlerError, PortalError, ReceiverError, Retry
+from receiver.errors import (
+    AddressRefused,
+    GiveUp,
+    HandlerError,
+    PortalError,
+    ReceiverError,
+    Retry,
+)
+from receiver.outbound import guarded_client
 from receiver.routing import Context, Notification, Router
 
 __all__ = [
+    "AddressRefused",
     "Context",
+    "GiveUp",
     "HandlerError",
     "Notification",
     "PortalError",
     "ReceiverError",
     "Retry",
     "Router",
+    "guarded_client",
 ]

@@ -96,6 +96,13 @@ class Allowlist:
     def sources(self) -> list[str]:
         return sorted(self._sets)
 
+    def every_address(self) -> netaddr.IPSet:
+        """The addresses any source admits, together."""
+        union = netaddr.IPSet()
+        for addresses in self._sets.values():
+            union |= addresses
+        return union
+
 
 class ClientResolver:
     """Finds the real client: the direct peer, or behind trusted proxies the right-most untrusted hop."""

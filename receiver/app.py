@@ -111,6 +111,16 @@ def _error(
     return _json(status, b'{"error":"' + message.encode() + b'"}', extra)
 
 
+def _verifiers(settings: Settings) -> tuple[dict[str, Verifier], frozenset[bytes]]:
+    """Each source's verifier, and the names of every header credential: those are kept out of
+    every source's stored headers, whichever source configured them."""
+    verifiers = {
+        name: Verifier(source.credentials, realm=name) for name, source in settings.sources.items()
+    }
+    names = frozenset(name for verifier in verifiers.values() for name in verifier.header_names)
+    return verifiers, names
+
+
 class IngestEndpoint:
     """``POST /webhooks/{source}`` and ``POST /webhooks/{source}/{event}``."""
 
@@ -118,14 +128,7 @@ class IngestEndpoint:
         self._store = store
         self._allowlist = allowlist
         self._resolver = ClientResolver(settings.trusted_proxies)
-        self._verifiers = {
-            name: Verifier(source.credentials, realm=name)
-            for name, source in settings.sources.items()
-        }
-        # Header credentials of any source are kept out of every source's stored headers.
-        self._credential_headers = frozenset(
-            name for verifier in self._verifiers.values() for name in verifier.header_names
-        )
+        self._verifiers, self._credential_headers = _verifiers(settings)
         self._secret_headers = SECRET_HEADERS | self._credential_headers
         self._max_body = settings.max_body_bytes
         self._body_deadlines = Deadlines[_BodyWait](settings.read_timeout_seconds, _cut_off)
@@ -142,6 +145,20 @@ class IngestEndpoint:
         self._counts = metrics.INGEST
         for name in settings.sources:
             self._counts.add_source(name)
+
+    def reload(self, settings: Settings, allowlist: Allowlist) -> None:
+        """Admit the next requests by ``settings`` and ``allowlist``: trusted proxies, sources and
+        their credentials (SIGHUP, receiver.reload). Everything is built before anything is
+        replaced, so a ConfigError leaves the old rules whole; requests already past their checks
+        are not affected. Other settings are kept."""
+        resolver = ClientResolver(settings.trusted_proxies)
+        verifiers, credential_headers = _verifiers(settings)
+        for name in settings.sources:
+            self._counts.add_source(name)
+        self._resolver, self._verifiers, self._allowlist = resolver, verifiers, allowlist
+        self._credential_headers = credential_headers
+        self._secret_headers = SECRET_HEADERS | credential_headers
+        self._peer_cache = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         status, headers, body = await self._handle(scope, receive)
@@ -241,11 +258,11 @@ class IngestEndpoint:
                 event = header_event
 
         if content_length is not None:
-            try:
-                declared = int(content_length)
-            except ValueError:
+            # ASCII digits only (RFC 9110): int() would also take "-1", "+5", " 5" and "1_0".
+            if not content_length.isdigit():
                 self._reject(source, "bad_request")
                 return _error(400, "invalid content-length")
+            declared = int(content_length)
             if declared > self._max_body:
                 self._reject(source, "too_large")
                 return _error(413, "body over the limit", [(b"connection", b"close")])
@@ -388,4 +405,5 @@ def create_app(
     )
     app.state.store = store
     app.state.settings = settings
+    app.state.ingest = ingest
     return app

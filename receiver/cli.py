@@ -17,7 +17,8 @@ import uvicorn
 from receiver import logs
 from receiver.cliutil import LazyGroup, config_option, friendly_errors
 from receiver.config import CONFIG_ENV, Settings, load_settings
-from receiver.server import HeaderDeadlineProtocol
+from receiver.safetext import for_terminal, json_text
+from receiver.server import ReceiverProtocol, ReloadingSupervisor
 from receiver.startup import startup_warnings
 from receiver.store import NoteFilter, Store
 
@@ -49,13 +50,24 @@ def main() -> None:
 SERVE_NO_WORKER_ENV = "RECEIVER_SERVE_NO_WORKER"
 
 
-def _ingest_app(settings: Settings, no_worker: bool) -> Any:
+def _ingest_app(settings: Settings, config_path: Path | None, no_worker: bool) -> Any:
+    """The app of one serving process; also gives its protocol the edge policy (receiver.edge),
+    and reloads both on SIGHUP (receiver.reload)."""
+    from receiver.allowlist import Allowlist
     from receiver.app import create_app
+    from receiver.edge import EdgePolicy
+    from receiver.reload import Reloader
     from receiver.services import serve_services
 
+    reloader = Reloader(config_path, settings)
+    reloader.catch_early()
+    allowlist = Allowlist.load(settings.allowlist)
+    ReceiverProtocol.configure(EdgePolicy.from_settings(settings, allowlist))
     store = Store.from_settings(settings)
-    services = serve_services(settings, store, worker=not no_worker)
-    return create_app(settings, store=store, background=services)
+    services = [*serve_services(settings, store, worker=not no_worker), reloader.service]
+    app = create_app(settings, store=store, allowlist=allowlist, background=services)
+    reloader.admit_with(app.state.ingest.reload)
+    return app
 
 
 def _tune_interpreter() -> None:
@@ -69,7 +81,7 @@ def serve_app() -> Any:
     """uvicorn's app factory for ``receiver serve --workers N``: every worker process builds its
     own app and store from what ``serve`` put in the environment ($RECEIVER_CONFIG)."""
     _tune_interpreter()
-    return _ingest_app(_settings(None), os.environ.get(SERVE_NO_WORKER_ENV) == "1")
+    return _ingest_app(_settings(None), None, os.environ.get(SERVE_NO_WORKER_ENV) == "1")
 
 
 @main.command()
@@ -96,8 +108,8 @@ def serve(config_path: Path | None, host: str, port: int, no_worker: bool, worke
         "port": port,
         # Set explicitly rather than left to "auto": the fast parser and loop are what the
         # benchmark measures, and a missing one should fail here, not slow down silently.
-        # httptools, with a deadline on request headers (see receiver.server).
-        "http": HeaderDeadlineProtocol,
+        # httptools, with the edge policy in front of the app (see receiver.server).
+        "http": ReceiverProtocol,
         "loop": "uvloop",
         # Our code resolves the client from trusted_proxies; uvicorn's own handling trusts
         # 127.0.0.1 by default and would let a local proxy's header choose the address.
@@ -112,7 +124,8 @@ def serve(config_path: Path | None, host: str, port: int, no_worker: bool, worke
     }
     if workers == 1:
         _tune_interpreter()
-        uvicorn.Server(uvicorn.Config(_ingest_app(settings, no_worker), **options)).run()
+        app = _ingest_app(settings, config_path, no_worker)
+        uvicorn.Server(uvicorn.Config(app, **options)).run()
         return
 
     from receiver.services import build_routing
@@ -131,9 +144,16 @@ def serve(config_path: Path | None, host: str, port: int, no_worker: bool, worke
     finally:
         store.close()
     if config_path is not None:
-        os.environ[CONFIG_ENV] = str(config_path.resolve())
+        config_path = config_path.resolve()
+        os.environ[CONFIG_ENV] = str(config_path)
     os.environ[SERVE_NO_WORKER_ENV] = "1" if no_worker else "0"
-    uvicorn.run("receiver.cli:serve_app", factory=True, workers=workers, **options)
+    from receiver import reload
+
+    config = uvicorn.Config("receiver.cli:serve_app", factory=True, workers=workers, **options)
+    # What uvicorn.run does for workers > 1, with SIGHUP passed on instead of restarting them.
+    ReloadingSupervisor(
+        config, [config.bind_socket()], check=lambda: reload.check(config_path)
+    ).run()
 
 
 @main.group()
@@ -193,13 +213,15 @@ def inbox_list(
         out = sys.stdout
         for row in store.notes(where):
             if as_json:
-                out.write(json.dumps(_public(row), ensure_ascii=False) + "\n")
+                out.write(json_text(_public(row)) + "\n")
             else:
-                out.write(
+                # Every column is escaped, whatever wrote it: an event is the sender's text.
+                duplicate = f"dup of {row['duplicate_of']}" if row["duplicate_of"] else ""
+                line = (
                     f"{row['id']}  {row['received_at']:%Y-%m-%d %H:%M:%S}  {row['source']:<9} "
-                    f"{(row['event'] or '-'):<34} {row['status']:<11} "
-                    f"{('dup of ' + row['duplicate_of']) if row['duplicate_of'] else ''}\n"
+                    f"{(row['event'] or '-'):<34} {row['status']:<11} {duplicate}"
                 )
+                out.write(for_terminal(line) + "\n")
         out.flush()
     finally:
         store.close()
@@ -228,7 +250,7 @@ def inbox_show(config_path: Path | None, note_id: str) -> None:
             }
             for job in store.jobs_of(note_id)
         ]
-        click.echo(json.dumps(shown, ensure_ascii=False, indent=2))
+        click.echo(json_text(shown, indent=2))
     finally:
         store.close()
 

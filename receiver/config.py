@@ -169,6 +169,43 @@ class PortalSettings(_Frozen):
     watch_every_seconds: float | None = Field(default=600.0, ge=0)
 
 
+def _check_networks(value: list[str]) -> list[str]:
+    for entry in value:
+        try:
+            ipaddress.ip_network(entry.strip(), strict=False)
+        except ValueError:
+            raise ValueError(f"{entry!r} is not a CIDR or an IP address") from None
+    return value
+
+
+class OutboundSettings(_Frozen):
+    """What handlers may reach through ``ctx.http``: public addresses over https, nothing else,
+    unless listed here (see ``receiver.outbound``)."""
+
+    # Destinations normally refused as internal (loopback, private...) that may be reached anyway.
+    allowed_networks: list[str] = []
+    allow_http: bool = False
+    # Extra CA bundle trusted for downloads (an internal server with its own CA).
+    ca_file: Path | None = None
+    # Per step (connecting, each read, each write), not for a whole download.
+    timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+    # Each hop is checked like the first request; 0 follows none.
+    max_redirects: int = Field(default=5, ge=0, le=20)
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        return _check_networks(value)
+
+
+class DownloadSettings(_Frozen):
+    """Disk limits of the reference handlers that download files (handlers.sintegre)."""
+
+    max_file_bytes: int = Field(default=1 << 30, ge=1)  # one file: 1 GiB
+    # Every file a downloading handler keeps in its folder under store_dir, together: 20 GiB.
+    max_total_bytes: int = Field(default=20 << 30, ge=1)
+
+
 class SubscriptionSpec(_Frozen):
     evento: str = Field(min_length=1, max_length=40)
     endpoint: str = Field(min_length=1, max_length=500)
@@ -207,12 +244,7 @@ class DispatcherSettings(_Frozen):
     @field_validator("allowed_networks")
     @classmethod
     def _networks(cls, value: list[str]) -> list[str]:
-        for entry in value:
-            try:
-                ipaddress.ip_network(entry.strip(), strict=False)
-            except ValueError:
-                raise ValueError(f"{entry!r} is not a CIDR or an IP address") from None
-        return value
+        return _check_networks(value)
 
     @field_validator("clients")
     @classmethod
@@ -268,8 +300,19 @@ class Settings(_Frozen):
     # Answer 503 rather than late: the Portal counts anything over 3.5 s as a failure.
     ack_timeout_seconds: float = Field(default=2.0, gt=0)
     retry_after_seconds: int = Field(default=5, ge=0)
-    # Past this many open connections uvicorn answers 503 at once instead of queueing.
+    # Past this many open connections a request is answered 503 (with Retry-After) at once.
     limit_concurrency: int = Field(default=4096, ge=1)
+    # A request's head (request line and headers) must arrive whole within this, counted from
+    # the connection or the end of the previous answer; then the connection is closed.
+    header_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    # Request head size: the target plus every header line (name, value, separators), and the
+    # number of header lines. nginx's defaults (large_client_header_buffers 4 8k) allow about
+    # 32 KiB; past either limit the answer is 431 and nothing is stored.
+    max_header_bytes: int = Field(default=32_768, ge=1024, le=1 << 20)
+    max_header_count: int = Field(default=100, ge=8, le=10_000)
+    # Besides allowlisted addresses, trusted proxies and loopback, who may connect (health
+    # checks, metrics scrapes from another host); their webhooks are still refused (403).
+    monitoring_addresses: list[str] = []
     sources: dict[str, SourceSettings] = Field(
         default_factory=lambda: {name: SourceSettings() for name in KNOWN_SOURCES}
     )
@@ -281,6 +324,8 @@ class Settings(_Frozen):
     subscriptions: list[SubscriptionSpec] = []
     events: EventSettings = EventSettings()
     dispatcher: DispatcherSettings = DispatcherSettings()
+    outbound: OutboundSettings = OutboundSettings()
+    downloads: DownloadSettings = DownloadSettings()
     store_dir: Path = Path("data")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -290,6 +335,11 @@ class Settings(_Frozen):
         if any(entry.strip() in {"*", "0.0.0.0/0", "::/0"} for entry in value):
             raise ValueError("trusting every proxy lets anyone choose their address; list CIDRs")
         return value
+
+    @field_validator("monitoring_addresses")
+    @classmethod
+    def _monitoring_networks(cls, value: list[str]) -> list[str]:
+        return _check_networks(value)
 
     @field_validator("sources")
     @classmethod
@@ -381,6 +431,10 @@ def _anchor_paths(settings: Settings, base_dir: Path) -> Settings:
             if (value := getattr(settings.portal, field)) is not None
         }
         changes["portal"] = settings.portal.model_copy(update=portal_paths)
+    if settings.outbound.ca_file is not None:
+        changes["outbound"] = settings.outbound.model_copy(
+            update={"ca_file": anchor(settings.outbound.ca_file)}
+        )
     return settings.model_copy(update=changes)
 
 

@@ -5,6 +5,8 @@ ReceiverError                  anything this package raises on purpose
 ├── StoreUnavailable           the store could not commit or answer: the sender should retry (503)
 ├── HandlerError               a handler module or router is wrong (import failed, unknown source)
 ├── Retry                      raised by a handler to be run again later (``Retry(after=30)``)
+├── GiveUp                     raised by a handler: no attempt can succeed, dead letter it now
+│   └── AddressRefused         an outbound call to an internal address or a refused scheme
 └── PortalError                a call to the Portal API failed; names endpoint and status
     ├── PortalAuthError        authentication refused (certificate, role, client id)
     └── SubscriptionError      the subscription API refused a request (bad field, unknown id)
@@ -35,6 +37,17 @@ class Retry(ReceiverError):
     def __init__(self, after: float | None = None, reason: str = "handler asked to retry") -> None:
         super().__init__(reason)
         self.after = after
+
+
+class GiveUp(ReceiverError):
+    """Raised by a handler when another attempt cannot succeed (a refused address, a file over
+    its limit): the job goes to the dead letters at once, with this message as the reason, and
+    ``receiver replay`` runs it again once the cause is fixed."""
+
+
+class AddressRefused(GiveUp):
+    """An outbound call (``receiver.outbound``) would reach an address or use a scheme that is not
+    allowed; a handler that lets it propagate is dead-lettered at once."""
 
 
 class PortalError(ReceiverError):

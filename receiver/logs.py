@@ -1,10 +1,14 @@
-"""Logging set-up with one redaction filter: configured secrets never reach a log line."""
+"""Logging set-up: one redaction filter (configured secrets never reach a log line) and one
+formatter that escapes what a sender could use to forge or hide log lines."""
 
 from __future__ import annotations
 
 import logging
 import sys
 from collections.abc import Iterable
+from typing import Any
+
+from receiver.safetext import for_terminal, keeping_lines
 
 REDACTED = "[redacted]"
 
@@ -34,9 +38,34 @@ class RedactSecrets(logging.Filter):
         return True
 
 
+class SafeFormatter(logging.Formatter):
+    """One record, one line: a message's control characters, line breaks (U+2028, U+0085 and the
+    like too) and bidirectional marks are written as visible escapes, so an event, a header or an
+    exception message quoting a body can neither forge a line nor drive the terminal. A
+    traceback keeps its own line breaks, every other such character escaped."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = for_terminal(record.message)
+        return super().formatMessage(record)
+
+    def formatException(self, ei: Any) -> str:
+        return keeping_lines(super().formatException(ei))
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.exc_text:  # made already (by RedactSecrets): escaping twice changes nothing
+            record.exc_text = keeping_lines(record.exc_text)
+        return super().format(record)
+
+    def formatStack(self, stack_info: str) -> str:
+        return keeping_lines(super().formatStack(stack_info))
+
+
+LINE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
 def configure(level: str, secrets: Iterable[str]) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(SafeFormatter(LINE_FORMAT))
     handler.addFilter(RedactSecrets(secrets))
     root = logging.getLogger()
     for existing in list(root.handlers):

@@ -55,6 +55,14 @@ REJECTED = Counter(
     ["source", "reason"],
     registry=REGISTRY,
 )
+EDGE_REFUSED = Counter(
+    "receiver_edge_refused_total",
+    "Connections and requests refused by the serving protocol before the app, by reason "
+    "(peer: address in no allowlist; header_bytes, header_count: request head too large; "
+    "busy: connection limit reached)",
+    ["reason"],
+    registry=REGISTRY,
+)
 JOBS = Counter(
     "receiver_jobs_total",
     "Handler job attempts finished, by handler and outcome",

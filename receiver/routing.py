@@ -13,7 +13,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+import httpx
+
 from receiver.catalog import family_known, is_known_event
+from receiver.config import DownloadSettings
 from receiver.errors import HandlerError
 
 log = logging.getLogger("receiver.routing")
@@ -52,6 +55,9 @@ class Context:
     portal_client: Any | None = None
     data_dir: Any | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    # The worker's guarded client (receiver.outbound.guarded_client, from ``outbound:``).
+    http_client: httpx.AsyncClient | None = None
+    downloads: DownloadSettings = field(default_factory=DownloadSettings)
 
     @property
     def portal(self) -> Any:
@@ -62,6 +68,19 @@ class Context:
                 "'portal:' section (base_url, certificate, role_type)"
             )
         return self.portal_client
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """The HTTP client for URLs that senders choose: it connects only to public addresses
+        (and ``outbound.allowed_networks``), over https unless ``outbound.allow_http``, checks
+        every redirect hop the same way and ignores proxy variables. A refused URL raises
+        ``AddressRefused`` (a ``GiveUp``: the job is dead-lettered with the reason)."""
+        if self.http_client is None:
+            raise HandlerError(
+                f"{self.handler} needs an HTTP client, but none was given to this context "
+                "(the worker gives one; in a test, pass http_client=guarded_client(...))"
+            )
+        return self.http_client
 
     async def save(self, kind: str, key: str, value: Any) -> None:
         """Keep a result; saving again under the same key replaces it, so replays stay idempotent."""

@@ -13,8 +13,11 @@ import signal
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
+
 from receiver.app import BackgroundService
 from receiver.config import Settings
+from receiver.outbound import guarded_client
 from receiver.routing import Routing, load_routers
 from receiver.store import Store
 from receiver.worker import Worker, running_worker
@@ -45,11 +48,24 @@ async def portal_client(settings: Settings) -> AsyncIterator[Any | None]:
         yield client
 
 
+def outbound_client(settings: Settings) -> httpx.AsyncClient:
+    """The guarded client handlers get as ``ctx.http``, from the ``outbound:`` section."""
+    outbound = settings.outbound
+    return guarded_client(
+        outbound.allowed_networks,
+        allow_http=outbound.allow_http,
+        extra_ca_file=str(outbound.ca_file) if outbound.ca_file is not None else None,
+        # Per step (connect, each read, each write), not for a whole download.
+        timeout=httpx.Timeout(outbound.timeout_seconds),
+        max_redirects=outbound.max_redirects,
+    )
+
+
 def worker_service(settings: Settings, store: Store, routing: Routing) -> BackgroundService:
     @contextlib.asynccontextmanager
     async def service() -> AsyncIterator[None]:
-        async with portal_client(settings) as portal:
-            worker = Worker(store, routing, settings, portal=portal)
+        async with portal_client(settings) as portal, outbound_client(settings) as http:
+            worker = Worker(store, routing, settings, portal=portal, http=http)
             async with running_worker(worker):
                 yield
 
@@ -129,7 +145,12 @@ async def run_worker(settings: Settings, store: Store, routing: Routing) -> None
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    async with portal_client(settings) as portal:
-        worker = Worker(store, routing, settings, portal=portal)
+    # Python's default for SIGHUP would kill the worker without a line; it has nothing to reload.
+    loop.add_signal_handler(
+        signal.SIGHUP,
+        lambda: log.warning("SIGHUP: receiver worker reloads nothing; restart it to apply changes"),
+    )
+    async with portal_client(settings) as portal, outbound_client(settings) as http:
+        worker = Worker(store, routing, settings, portal=portal, http=http)
         await worker.run(stop)
     log.info("worker stopped after %d completed jobs", worker.completed)

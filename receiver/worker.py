@@ -17,13 +17,15 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from receiver import inbox, metrics
 from receiver.config import Settings
-from receiver.errors import Retry
+from receiver.errors import GiveUp, Retry
 from receiver.grouped import GroupedWrites
 from receiver.inbox import ClaimedJob
 from receiver.models import JobStatus
-from receiver.retry import RetryPolicy
+from receiver.retry import Decision, RetryPolicy
 from receiver.routing import Context, Notification, Route, Routing
 from receiver.sources import ParseError, parse
 from receiver.store import Store
@@ -57,10 +59,13 @@ class Worker:
         settings: Settings,
         portal: Any | None = None,
         data_dir: Path | None = None,
+        http: httpx.AsyncClient | None = None,
     ) -> None:
         self._store = store
         self._routing = routing
         self._settings = settings.worker
+        self._http = http
+        self._downloads = settings.downloads
         self._policy = RetryPolicy.from_settings(settings.retry)
         self._portal = portal
         self._data_dir = data_dir if data_dir is not None else settings.store_dir
@@ -163,6 +168,8 @@ class Worker:
             results=self._results,
             portal_client=self._portal,
             data_dir=self._data_dir,
+            http_client=self._http,
+            downloads=self._downloads,
         )
         await self._attempt(route, note, context, job)
 
@@ -186,6 +193,7 @@ class Worker:
         timeout = route.timeout or self._settings.handler_timeout_seconds
         started = time.perf_counter()
         requested_after: float | None = None
+        gave_up = False
         try:
             async with asyncio.timeout(timeout):
                 await route.handler(note, context)
@@ -193,6 +201,10 @@ class Worker:
             error: BaseException | None = retry
             requested_after = retry.after
             reason = f"handler asked to retry: {retry}"
+        except GiveUp as given_up:  # no attempt can succeed: straight to the dead letters
+            error = given_up
+            gave_up = True
+            reason = f"{type(given_up).__name__}: {given_up}"
         except TimeoutError as timed_out:
             error = timed_out
             reason = f"timed out after {timeout:g} s"
@@ -209,7 +221,10 @@ class Worker:
             await self._finish(job, JobStatus.DONE, None)
             return
         await self._call_error_hooks(note, context, error)
-        decision = self._policy.decide(job.attempt, requested_after)
+        if gave_up:
+            decision = Decision(dead=True, delay=0.0)
+        else:
+            decision = self._policy.decide(job.attempt, requested_after)
         outcome = JobStatus.DEAD if decision.dead else JobStatus.FAILED
         metrics.JOBS.labels(route.name, outcome.value).inc()
         level = logging.ERROR if decision.dead else logging.WARNING

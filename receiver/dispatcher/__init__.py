@@ -11,12 +11,12 @@ Public API (everything else in the package is internal)::
 Module map: ``tables`` (sqlmodel tables) → ``records`` → ``store`` (subscriptions, events,
 failure search) with ``outbox`` (claims, leases, attempt results) →
 ``sender`` (the delivery rule) → ``api``/``openapi``/``identity`` → ``app`` → ``server``/``cli``;
-``netguard`` keeps the sender off internal addresses; ``validation`` holds the seed's field rules.
+``validation`` holds the seed's field rules. The guard that keeps the sender off internal
+addresses is ``receiver.outbound`` (handlers use it too); ``netguard`` re-exports it.
 """
 
 from receiver.dispatcher.app import create_dispatcher_app, create_simulator_app
 from receiver.dispatcher.configfile import load_dispatcher_settings
-from receiver.dispatcher.netguard import AddressPolicy, AddressRefused
 from receiver.dispatcher.portal_events import pucomex_body
 from receiver.dispatcher.records import (
     DeliveryState,
@@ -28,6 +28,7 @@ from receiver.dispatcher.sender import Dispatcher
 from receiver.dispatcher.server import RunningDispatcher, RunningServer, run_dispatcher, serve_app
 from receiver.dispatcher.store import DispatchStore
 from receiver.dispatcher.validation import InvalidField, OutboundAuth
+from receiver.outbound import AddressPolicy, AddressRefused
 
 __all__ = [
     "AddressPolicy",

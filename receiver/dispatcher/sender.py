@@ -28,13 +28,6 @@ from receiver.config import DispatcherSettings
 from receiver.dispatcher.attempt import USER_AGENT, attempt_delivery, origin_of, where
 from receiver.dispatcher.configfile import load_dispatcher_settings
 from receiver.dispatcher.lifecycle import cancel_failing
-from receiver.dispatcher.netguard import (
-    AddressPolicy,
-    GuardedTransport,
-    Resolver,
-    outbound_ssl_context,
-    system_resolver,
-)
 from receiver.dispatcher.outbox import Claim
 from receiver.dispatcher.portal_events import pucomex_body
 from receiver.dispatcher.records import (
@@ -49,6 +42,13 @@ from receiver.dispatcher.tables import FINAL_STATUSES, DeliveryStatus
 from receiver.dispatcher.validation import BRASILIA, parse_evento
 from receiver.grouped import GroupedWrites
 from receiver.models import utcnow
+from receiver.outbound import (
+    AddressPolicy,
+    GuardedTransport,
+    Resolver,
+    outbound_ssl_context,
+    system_resolver,
+)
 
 WAIT_FOR_COALESCE_SECONDS = 0.02
 # How often the loop looks for subscriptions to cancel (only failures for cancel_after_days).

@@ -22,6 +22,7 @@ from receiver.errors import ConfigError
 from receiver.portal.client import PortalClient
 from receiver.portal.recovery import recover
 from receiver.portal.subscriptions import SubscriptionAPI, apply_sync, format_date, plan_sync
+from receiver.safetext import for_terminal
 from receiver.store import Store
 
 T = TypeVar("T")
@@ -90,7 +91,8 @@ def subscriptions_list(config_path: Path | None, inactive: bool) -> None:
         found = await api.list(inactive=inactive)
         for sub in found:
             state = "" if sub.ativo else f"  INACTIVE: {sub.motivo_inativacao or 'no reason given'}"
-            click.echo(f"{sub.id:>10}  {sub.evento:<40}  {sub.endpoint}{state}")
+            # What the Portal lists is shown escaped, as anything read from elsewhere is.
+            click.echo(for_terminal(f"{sub.id:>10}  {sub.evento:<40}  {sub.endpoint}{state}"))
         if not found:
             click.echo("no subscriptions")
         cancelled = sum(1 for sub in found if not sub.ativo)
@@ -172,7 +174,7 @@ def subscriptions_sync(config_path: Path | None, dry_run: bool, resend_secret: b
         plan = plan_sync(current, settings.subscriptions, resend_secret=resend_secret)
         click.echo("plan:")
         for line in plan.lines() or ["  (no subscriptions wanted or present)"]:
-            click.echo(line)
+            click.echo(for_terminal(line))
         if plan.empty:
             click.echo("already in sync")
         elif dry_run:

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.acceptance.conftest import TOKEN, Deployment, duimp_body, free_port
 
@@ -16,15 +19,20 @@ pytestmark = pytest.mark.acceptance
 
 
 @pytest.fixture(scope="module")
-def port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+def wire(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Deployment, int]]:
     folder: Path = tmp_path_factory.mktemp("wire")
     deployment = Deployment(folder, f"sqlite:///{folder / 'r.db'}")
     port = free_port()
     try:
         deployment.serve(port, "--no-worker")
-        yield port
+        yield deployment, port
     finally:
         deployment.stop_all()
+
+
+@pytest.fixture
+def port(wire: tuple[Deployment, int]) -> int:
+    return wire[1]
 
 
 def request(body: bytes, *extra: str) -> bytes:
@@ -129,3 +137,29 @@ def test_a_refusal_that_closes_the_connection_is_still_read_whole(port: int) -> 
         assert headers["connection"] == "close"
         assert json.loads(body) == {"error": "body over the limit"}
         assert answers.at_end()
+
+
+def disconnects_counted(port: int) -> float:
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "receiver_rejected_total" and sample.labels["reason"] == "disconnected"
+    )
+
+
+def test_a_body_cut_short_by_the_client_is_not_stored(wire: tuple[Deployment, int]) -> None:
+    """Headers say 1 KiB, half of it comes, then the client closes: nothing is stored."""
+    deployment, port = wire
+    body = duimp_body(9400)
+    whole = request(body)
+    before = disconnects_counted(port)
+    with connect(port) as sock:
+        sock.sendall(whole[: len(whole) - len(body) // 2])
+        time.sleep(0.1)  # the request is reading its body when the connection goes
+    deadline = time.monotonic() + 10
+    while disconnects_counted(port) == before:
+        assert time.monotonic() < deadline, "the server never saw the client go"
+        time.sleep(0.05)
+    assert not any("26BR0000009400" in row["body"] for row in deployment.inbox())

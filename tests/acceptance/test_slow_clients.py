@@ -79,10 +79,12 @@ async def real_traffic(port: int, count: int) -> tuple[int, list[float]]:
 
 
 def test_slow_and_idle_clients_are_dropped_without_blocking_others(tmp_path: Path) -> None:
-    deployment = Deployment(tmp_path, f"sqlite:///{tmp_path / 'r.db'}")
+    deployment = Deployment(
+        tmp_path, f"sqlite:///{tmp_path / 'r.db'}", header_timeout_seconds=HEADER_DEADLINE
+    )
     port = free_port()
     try:
-        deployment.serve(port, "--no-worker", RECEIVER_HEADER_TIMEOUT_SECONDS=str(HEADER_DEADLINE))
+        deployment.serve(port, "--no-worker")
 
         async def scenario() -> tuple[list[tuple[float, float]], list[float], int, list[float]]:
             slow: list[tuple[float, float]] = []

@@ -1,10 +1,12 @@
-"""Helpers for the Portal tests: certificates, a real HTTPS uvicorn server in a thread, an
-in-memory result store for handler contexts, and a faithful fake of the subscription API."""
+"""Helpers for the Portal and handler tests: certificates, a real HTTPS uvicorn server in a thread,
+an in-memory result store for handler contexts, a faithful fake of the subscription API, and
+notifications stored and run as the worker would."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import socket
 import ssl
 import threading
@@ -21,8 +23,11 @@ import trustme
 import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from receiver import Context, Notification, Router
 from receiver.config import PortalSettings
 from receiver.dispatcher.tls import tls_uvicorn_config
+from receiver.sources import dedup_key, parse
+from receiver.store import Incoming, Store
 
 
 @dataclass
@@ -61,19 +66,29 @@ def portal_settings(base_url: str, certs: Certs | None, **changes: Any) -> Porta
 
 @contextlib.contextmanager
 def serve(
-    app: ASGIApp, ssl_context: ssl.SSLContext | None = None, http: str = "h11"
+    app: ASGIApp,
+    ssl_context: ssl.SSLContext | None = None,
+    http: str = "h11",
+    host: str = "127.0.0.1",
 ) -> Iterator[str]:
-    """Run ``app`` on a free 127.0.0.1 port in a thread; yield its base URL."""
+    """Run ``app`` on a free port of ``host`` (IPv4) in a thread; yield its base URL."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind((host, 0))
     port = sock.getsockname()[1]
     options: dict[str, Any] = {"log_config": None, "lifespan": "off", "loop": "asyncio"}
     if ssl_context is not None:
-        config = tls_uvicorn_config(app, ssl_context, port=port, http=http, **options)  # type: ignore[arg-type]
+        config = tls_uvicorn_config(
+            app,
+            ssl_context,
+            host=host,
+            port=port,
+            http=http,  # type: ignore[arg-type]
+            **options,
+        )
         scheme = "https"
     else:
-        config = uvicorn.Config(app, host="127.0.0.1", port=port, ws="none", **options)
+        config = uvicorn.Config(app, host=host, port=port, ws="none", **options)
         scheme = "http"
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
@@ -84,7 +99,7 @@ def serve(
             if time.monotonic() > deadline or not thread.is_alive():
                 raise RuntimeError("test server did not start")
             time.sleep(0.01)
-        yield f"{scheme}://127.0.0.1:{port}"
+        yield f"{scheme}://{host}:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout=10)
@@ -219,3 +234,41 @@ class FakePortal:
                 del self.subscriptions[sid]
                 return httpx.Response(200)
         return httpx.Response(404, json={"message": "no such route"})
+
+
+# --- Handlers as the worker runs them ------------------------------------------------------
+
+
+def stored(store: Store, source: str, payload: Any, event: str | None = None) -> Notification:
+    """Store a body as ingest does, read it back, and make the Notification the worker would."""
+    body = json.dumps(payload, ensure_ascii=False).encode()
+    (receipt,) = store.append_now(
+        [Incoming(source, event, "127.0.0.1", {}, body, dedup_key(source, body))]
+    )
+    row = store.note(receipt.id)
+    assert row is not None
+    parsed = parse(source, bytes(row["body"]), row["event"])
+    return Notification(
+        id=row["id"],
+        source=source,
+        event=parsed.event,
+        received_at=row["received_at"],
+        payload=parsed.payload,
+        body=bytes(row["body"]),
+        headers=json.loads(row["headers"]),
+        idempotency_key=row["dedup_key"],
+    )
+
+
+def context(results: MemoryResults, **fields: Any) -> Context:
+    return Context(
+        handler="test", attempt=1, logger=logging.getLogger("test"), results=results, **fields
+    )
+
+
+async def dispatch(router: Router, note: Notification, ctx: Context) -> int:
+    """Run every handler of ``router`` that matches, as the worker would; how many ran."""
+    routes = [route for route in router.routes if route.matches(note.source, note.event)]
+    for route in routes:
+        await route.handler(note, ctx)
+    return len(routes)

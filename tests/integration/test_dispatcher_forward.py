@@ -88,15 +88,35 @@ async def test_a_notification_is_forwarded_unchanged(dispatcher: Any) -> None:
     assert request.headers["content-type"] == "application/json; charset=utf-8"
 
 
-@pytest.mark.parametrize("event", [None, "e" * 41, "not subscribable"])
-async def test_events_without_a_subscribable_id_are_skipped(
-    dispatcher: Any, event: str | None
+@pytest.mark.parametrize(
+    ("event", "forwarded"),
+    [
+        (None, False),
+        ("e" * 41, False),  # subscription event ids are Text(40)
+        ("not subscribable", False),
+        ("-leading", False),
+        ("e" * 40, True),  # the longest that can be subscribed to
+        ("lpco.registro", True),
+    ],
+)
+async def test_only_events_with_a_subscribable_id_are_forwarded(
+    dispatcher: Any, event: str | None, forwarded: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
+    asked: list[Context] = []
+
     async def source(ctx: Context) -> Dispatcher:
-        raise AssertionError("no dispatcher is needed")
+        asked.append(ctx)
+        return dispatcher  # type: ignore[no-any-return]
 
     (route,) = forwarding_router(source).routes
-    await route.handler(note(event), context())
+    with caplog.at_level(logging.INFO, logger="test.forward"):
+        await route.handler(note(event), context())
+    assert (len(asked) == 1) is forwarded, "the dispatcher was asked for a skipped event"
+    said = [record.getMessage() for record in caplog.records]
+    if forwarded:
+        assert any(m.startswith(f"forwarded {event} as event") for m in said), said
+    else:
+        assert said == [f"not forwarded: event {event!r} cannot be subscribed to"]
 
 
 async def test_the_module_router_uses_the_workers_dispatcher(dispatcher: Any) -> None:

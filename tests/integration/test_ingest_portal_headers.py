@@ -163,3 +163,30 @@ async def test_another_sources_header_credential_is_never_stored(portal: AppClie
     row = portal.store.note(answer.json()["id"])
     assert row is not None
     assert INVOICY_KEY not in str(row["headers"]) and SECRET not in str(row["headers"])
+
+
+async def test_a_header_credential_added_by_a_reload_is_checked_and_never_stored(
+    portal: AppClient, make_settings: Callable[..., Settings]
+) -> None:
+    """SIGHUP reloads credentials: a header credential that came with the new file is both the
+    credential and one of the headers never stored, from the next request on."""
+    reloaded = make_settings(
+        sources={
+            "pucomex": {"credentials": [{"type": "header", "name": "x-chave", "value": SECRET}]},
+            "sintegre": {"credentials": []},
+            "invoicy": {"credentials": []},
+        }
+    )
+    portal.app.state.ingest.reload(reloaded, Allowlist.from_mapping(ALLOWLIST))
+    async with portal.client() as client:
+        refused = await client.post(
+            "/webhooks/pucomex", content=BODY, headers={**PORTAL_HEADERS, "secret": SECRET}
+        )
+        answer = await client.post(
+            "/webhooks/pucomex", content=BODY, headers={**PORTAL_HEADERS, "x-chave": SECRET}
+        )
+    assert refused.status_code == 401
+    assert answer.status_code == 200
+    row = portal.store.note(answer.json()["id"])
+    assert row is not None
+    assert "x-chave" not in str(row["headers"]) and SECRET not in str(row["headers"])

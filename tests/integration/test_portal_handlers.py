@@ -1,78 +1,36 @@
 """The reference handlers end to end, each from a notification stored in a real SQLite store:
-Duimp against the Portal API stand-in over mutual TLS, SINtegre against a real file server,
-InvoiCy with the status history."""
+Duimp against the Portal API stand-in over mutual TLS, InvoiCy with the status history (SINtegre:
+test_sintegre_handler.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
-import logging
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
-from starlette.routing import Route
 
 import handlers.duimp
 import handlers.invoicy
-import handlers.sintegre
-from receiver import Context, Notification, Retry, Router
 from receiver.dispatcher import duimps
 from receiver.dispatcher.portal_api import PortalAuthority, create_portal_api_app
 from receiver.dispatcher.tls import server_ssl_context
 from receiver.portal import PortalClient
-from receiver.sources import dedup_key, parse
-from receiver.store import Incoming, Store
-from tests.integration.portal_support import MemoryResults, make_certs, portal_settings, serve
+from receiver.store import Store
+from tests.integration.portal_support import (
+    MemoryResults,
+    context,
+    dispatch,
+    make_certs,
+    portal_settings,
+    serve,
+    stored,
+)
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    store = Store(f"sqlite:///{tmp_path}/r.db")
-    store.create_schema()
-    yield store
-    store.close()
-
-
-def stored(store: Store, source: str, payload: Any, event: str | None = None) -> Notification:
-    """Store a body as ingest does, read it back, and make the Notification the worker would."""
-    body = json.dumps(payload, ensure_ascii=False).encode()
-    (receipt,) = store.append_now(
-        [Incoming(source, event, "127.0.0.1", {}, body, dedup_key(source, body))]
-    )
-    row = store.note(receipt.id)
-    assert row is not None
-    parsed = parse(source, bytes(row["body"]), row["event"])
-    return Notification(
-        id=row["id"],
-        source=source,
-        event=parsed.event,
-        received_at=row["received_at"],
-        payload=parsed.payload,
-        body=bytes(row["body"]),
-        headers=json.loads(row["headers"]),
-        idempotency_key=row["dedup_key"],
-    )
-
-
-def context(results: MemoryResults, **fields: Any) -> Context:
-    return Context(
-        handler="test", attempt=1, logger=logging.getLogger("test"), results=results, **fields
-    )
-
-
-async def dispatch(router: Router, note: Notification, ctx: Context) -> int:
-    """Run every handler of ``router`` that matches, as the worker would; how many ran."""
-    routes = [route for route in router.routes if route.matches(note.source, note.event)]
-    for route in routes:
-        await route.handler(note, ctx)
-    return len(routes)
+def store(sqlite_store: Store) -> Store:
+    return sqlite_store
 
 
 # --- Duimp ------------------------------------------------------------------------------------
@@ -215,121 +173,6 @@ def test_the_portals_ids_and_body_fetch_and_keep_the_duimp_and_its_situation(
 def test_events_other_than_duimp_run_no_duimp_handler(store: Store) -> None:
     note = stored(store, "pucomex", {"evento": "pcce.icms-solicitacao", "dados": {"numero": "x"}})
     assert asyncio.run(dispatch(handlers.duimp.router, note, context(MemoryResults()))) == 0
-
-
-# --- SINtegre ---------------------------------------------------------------------------------
-
-PRODUCT = bytes(range(256)) * 4096  # 1 MiB
-
-
-class Files:
-    def __init__(self) -> None:
-        self.hits: list[str] = []
-        self.failing = 0
-
-    def app(self) -> Starlette:
-        async def product(request: Request) -> Response:
-            self.hits.append(request.url.path)
-            if self.failing:
-                self.failing -= 1
-                return Response(status_code=503)
-            return Response(PRODUCT, media_type="application/zip")
-
-        async def endless(request: Request) -> StreamingResponse:
-            self.hits.append(request.url.path)
-
-            async def chunks() -> Any:
-                for _ in range(64):
-                    yield b"\0" * 65536
-
-            return StreamingResponse(chunks())  # no Content-Length: the limit applies while reading
-
-        return Starlette(
-            routes=[Route("/produtos/{name}", product), Route("/grande/{name}", endless)]
-        )
-
-
-@pytest.fixture
-def files() -> Iterator[tuple[Files, str]]:
-    served = Files()
-    with serve(served.app()) as url:
-        yield served, url
-
-
-def sintegre_payload(uri: str) -> dict[str, str]:
-    return {
-        "Nome": "Carga Horária Verificada",
-        "Processo": "Programação Diária",
-        "MacroProcesso": "Programação da Operação",
-        "DataProduto": "02/05/2024",
-        "Periodicidade": "2024-05-02T00:00:00",
-        "PeriodicidadeFinal": "2024-05-02T23:59:59",
-        "Uri": uri,
-    }
-
-
-def test_sintegre_downloads_once_with_checksum(
-    store: Store, tmp_path: Path, files: tuple[Files, str]
-) -> None:
-    served, url = files
-    note = stored(store, "sintegre", sintegre_payload(f"{url}/produtos/carga%20horaria.zip"))
-    results, data = MemoryResults(), tmp_path / "data"
-
-    async def run(times: int) -> None:
-        async with httpx.AsyncClient() as http:
-            ctx = context(results, data_dir=data, extras={"http_client": http})
-            for _ in range(times):
-                await dispatch(handlers.sintegre.router, note, ctx)
-
-    asyncio.run(run(2))
-    (saved,) = (data / "sintegre").iterdir()
-    assert saved.read_bytes() == PRODUCT and saved.name.endswith("-carga_horaria.zip")
-    record = asyncio.run(results.load("sintegre-download", note.idempotency_key))
-    assert record is not None
-    assert record["sha256"] == hashlib.sha256(PRODUCT).hexdigest()
-    assert record["size"] == len(PRODUCT) and record["file"] == saved.name
-    assert served.hits == ["/produtos/carga horaria.zip"]  # the replay did not download again
-
-    saved.write_bytes(b"damaged")  # a file that no longer matches its record is fetched again
-    asyncio.run(run(1))
-    assert saved.read_bytes() == PRODUCT and len(served.hits) == 2
-
-
-def test_sintegre_refuses_a_file_over_the_limit(
-    store: Store, tmp_path: Path, files: tuple[Files, str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    served, url = files
-    monkeypatch.setattr(handlers.sintegre, "MAX_FILE_BYTES", 1_000_000)
-    note = stored(store, "sintegre", sintegre_payload(f"{url}/grande/enorme.zip"))
-    results, data = MemoryResults(), tmp_path / "data"
-    with pytest.raises(ValueError, match="1000000 byte limit"):
-        asyncio.run(dispatch(handlers.sintegre.router, note, context(results, data_dir=data)))
-    assert list((data / "sintegre").iterdir()) == []  # no partial file left behind
-    assert results.data == {}
-    big = stored(store, "sintegre", sintegre_payload(f"{url}/produtos/declarado.zip"))
-    with pytest.raises(ValueError, match="over the 1000000 limit"):  # Content-Length says so
-        asyncio.run(dispatch(handlers.sintegre.router, big, context(results, data_dir=data)))
-    assert list((data / "sintegre").iterdir()) == []
-    assert served.hits == ["/grande/enorme.zip", "/produtos/declarado.zip"]
-
-
-def test_sintegre_server_errors_ask_for_a_retry(
-    store: Store, tmp_path: Path, files: tuple[Files, str]
-) -> None:
-    served, url = files
-    served.failing = 1
-    note = stored(store, "sintegre", sintegre_payload(f"{url}/produtos/p.zip"))
-    results, data = MemoryResults(), tmp_path / "data"
-    with pytest.raises(Retry):
-        asyncio.run(dispatch(handlers.sintegre.router, note, context(results, data_dir=data)))
-    asyncio.run(dispatch(handlers.sintegre.router, note, context(results, data_dir=data)))
-    assert len(list((data / "sintegre").iterdir())) == 1
-
-
-def test_sintegre_without_a_folder_says_so(store: Store) -> None:
-    note = stored(store, "sintegre", sintegre_payload("https://sintegre.ons.org.br/x.zip"))
-    with pytest.raises(RuntimeError, match="store_dir"):
-        asyncio.run(dispatch(handlers.sintegre.router, note, context(MemoryResults())))
 
 
 # --- InvoiCy ----------------------------------------------------------------------------------

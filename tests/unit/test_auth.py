@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import base64
+import hmac
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+import receiver.auth
 from receiver.auth import MAX_AUTHORIZATION_BYTES, Verifier, basic_header
 from receiver.config import BasicCredential, BearerCredential, Credential, HeaderCredential
 
@@ -67,14 +69,98 @@ def test_basic_header_round_trip() -> None:
     assert VERIFIER.verify(basic_header("ons", "senha-forte").encode())
 
 
-@given(st.binary(max_size=MAX_AUTHORIZATION_BYTES + 10))
-def test_any_header_bytes_give_a_boolean(header: bytes) -> None:
-    assert VERIFIER.verify(header) in (True, False)
+TOKENS = {b"new-token-1234567890", b"old-token-0987654321"}
+BASIC = b"ons:senha-forte"
+
+
+def carries_a_credential(header: bytes) -> bool:
+    """What verify must answer, written plainly: a configured token or user and password."""
+    if len(header) > MAX_AUTHORIZATION_BYTES:
+        return False
+    scheme, _, value = header.strip().partition(b" ")
+    value = value.strip()
+    if scheme.lower() == b"bearer":
+        return value in TOKENS
+    if scheme.lower() == b"basic":
+        try:
+            return base64.b64decode(value, validate=True) == BASIC
+        except ValueError:
+            return False
+    return False
+
+
+VALID = [b"Bearer " + token for token in sorted(TOKENS)] + [b"Basic " + b64(BASIC)]
+# Valid headers, near misses made from them, and anything at all.
+HEADERS = st.one_of(
+    st.binary(max_size=MAX_AUTHORIZATION_BYTES + 10),
+    st.sampled_from(VALID),
+    st.builds(
+        lambda header, cut, extra, upper: (
+            header[: len(header) - cut] + extra if not upper else header.upper()
+        ),
+        st.sampled_from(VALID),
+        st.integers(0, 3),
+        st.sampled_from([b"", b" ", b"x", b"\x00", b"  \t"]),
+        st.booleans(),
+    ),
+)
+
+
+@given(HEADERS)
+def test_any_header_bytes_give_exactly_the_right_answer(header: bytes) -> None:
+    assert VERIFIER.verify(header) is carries_a_credential(header)
 
 
 @given(st.text(max_size=200))
-def test_any_text_header_gives_a_boolean(header: str) -> None:
-    assert VERIFIER.verify(header.encode("utf-8", "surrogatepass")) in (True, False)
+def test_any_text_header_gives_exactly_the_right_answer(header: str) -> None:
+    raw = header.encode("utf-8", "surrogatepass")
+    assert VERIFIER.verify(raw) is carries_a_credential(raw)
+    bearer = b"Bearer " + raw
+    assert VERIFIER.verify(bearer) is carries_a_credential(bearer)
+
+
+class CountingHmac:
+    """receiver.auth's ``hmac``, counting every comparison and the lengths it was given."""
+
+    def __init__(self) -> None:
+        self.compared: list[tuple[int, int]] = []
+
+    def compare_digest(self, a: bytes, b: bytes) -> bool:
+        self.compared.append((len(a), len(b)))
+        return hmac.compare_digest(a, b)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"Bearer new-token-1234567890",  # the first configured token
+        b"Bearer old-token-0987654321",  # the last
+        b"Bearer new-token-123456789",  # one byte short
+        b"Bearer wrong",
+        b"Bearer " + b"x" * 4000,
+    ],
+)
+def test_every_bearer_token_is_compared_in_constant_time(
+    monkeypatch: pytest.MonkeyPatch, header: bytes
+) -> None:
+    """Whatever the header, each configured token is compared, digest to digest (32 bytes
+    each, so the length of neither shows), with hmac.compare_digest: never ==, no early exit."""
+    counting = CountingHmac()
+    monkeypatch.setattr(receiver.auth, "hmac", counting)
+    VERIFIER.verify(header)
+    assert counting.compared == [(32, 32)] * len(TOKENS)
+
+
+@pytest.mark.parametrize(
+    "user_password", [BASIC, b"ons:wrong", b"onz:senha-forte", b"x:y", b"ons:" + b"p" * 2000]
+)
+def test_basic_user_and_password_are_both_compared_in_constant_time(
+    monkeypatch: pytest.MonkeyPatch, user_password: bytes
+) -> None:
+    counting = CountingHmac()
+    monkeypatch.setattr(receiver.auth, "hmac", counting)
+    VERIFIER.verify(b"Basic " + b64(user_password))
+    assert counting.compared == [(32, 32), (32, 32)]  # username, then password, always both
 
 
 # --- header credentials (the Portal's chaveSecreta in `secret`) ------------------------------
@@ -124,8 +210,25 @@ def test_header_challenge_names_the_header_not_its_value() -> None:
 
 
 @given(st.dictionaries(st.sampled_from([b"secret", b"x"]), st.none() | st.binary(max_size=64)))
-def test_any_presented_headers_give_a_boolean(presented: dict[bytes, bytes | None]) -> None:
-    assert HEADER_VERIFIER.verify(None, presented) in (True, False)
+def test_any_presented_headers_give_exactly_the_right_answer(
+    presented: dict[bytes, bytes | None],
+) -> None:
+    expected = presented.get(b"secret") in (SECRET.encode(), NEXT_SECRET.encode())
+    assert HEADER_VERIFIER.verify(None, presented) is expected
+
+
+@pytest.mark.parametrize(
+    "presented",
+    [{b"secret": SECRET.encode()}, {b"secret": NEXT_SECRET.encode()}, {b"secret": b"x"}, {}],
+)
+def test_every_header_secret_is_compared_in_constant_time(
+    monkeypatch: pytest.MonkeyPatch, presented: dict[bytes, bytes | None]
+) -> None:
+    """Present, wrong or absent, each configured secret costs one digest comparison."""
+    counting = CountingHmac()
+    monkeypatch.setattr(receiver.auth, "hmac", counting)
+    HEADER_VERIFIER.verify(None, presented)
+    assert counting.compared == [(32, 32), (32, 32)]
 
 
 @pytest.mark.parametrize(

@@ -47,10 +47,45 @@ def test_a_pfx_with_its_password_loads(ca: trustme.CA, tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == [pfx]  # nothing left on disk beside it
 
 
-def test_a_pfx_without_password_loads(ca: trustme.CA, tmp_path: Path) -> None:
+def handshake(client: ssl.SSLContext, ca: trustme.CA, tmp_path: Path) -> bytes:
+    """A TLS handshake in memory with a server that requires a client certificate from ``ca``;
+    the certificate the server was shown (DER)."""
+    server_pem, ca_pem = tmp_path / "server.pem", tmp_path / "ca.pem"
+    ca.issue_cert("portal.example").private_key_and_cert_chain_pem.write_to_path(str(server_pem))
+    ca.cert_pem.write_to_path(str(ca_pem))
+    server = server_ssl_context(server_pem, client_ca_file=ca_pem)
+    client.load_verify_locations(cafile=str(ca_pem))
+    c_in, c_out, s_in, s_out = ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO()
+    ours = client.wrap_bio(c_in, c_out, server_hostname="portal.example")
+    theirs = server.wrap_bio(s_in, s_out, server_side=True)
+    done = {"client": False, "server": False}
+    for _ in range(10):
+        for name, side, out, peer_in in (
+            ("client", ours, c_out, s_in),
+            ("server", theirs, s_out, c_in),
+        ):
+            if not done[name]:
+                try:
+                    side.do_handshake()
+                    done[name] = True
+                except ssl.SSLWantReadError:
+                    pass
+            peer_in.write(out.read())
+        if all(done.values()):
+            break
+    shown = theirs.getpeercert(binary_form=True)
+    assert shown is not None, "the server saw no client certificate"
+    return shown
+
+
+def test_a_pfx_without_password_loads_and_is_presented(ca: trustme.CA, tmp_path: Path) -> None:
     pfx = tmp_path / "a1.pfx"
     write_pfx(ca, pfx, None)
-    client_ssl_context(PortalSettings(pfx_file=pfx))
+    context = client_ssl_context(PortalSettings(pfx_file=pfx))
+    shown = handshake(context, ca, tmp_path)
+    _, cert, _ = pkcs12.load_key_and_certificates(pfx.read_bytes(), None)
+    assert cert is not None
+    assert shown == cert.public_bytes(serialization.Encoding.DER)
 
 
 @pytest.mark.parametrize("password", ["errada", None])

@@ -1,0 +1,273 @@
+"""Outbound safety: what the receiver fetches or sends reaches only public addresses, checked at
+connect time.
+
+A subscriber chooses the URL the dispatcher POSTs to, and a sender chooses the URL a handler
+downloads (SINtegre's ``Uri``), so a careless check would let anyone make the receiver call its own
+network (SSRF). Checking the hostname before the request is not enough: DNS can answer differently
+a moment later (rebinding). So the check lives in the network backend: the host is resolved once,
+every address it resolves to must be allowed, and the connection is opened to that checked address
+(TLS still verifies the certificate against the hostname). The transport also refuses plain
+``http://`` unless allowed, so a redirect cannot downgrade either; clients made here ignore proxy
+variables, and every redirect they follow goes through the same checks, hop by hop.
+
+A kernel module: the dispatcher and the handlers' ``Context`` both use it, and it imports nothing
+of ours but the errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from typing import Any
+
+import httpcore
+import httpx
+
+from receiver.errors import AddressRefused
+
+__all__ = [
+    "AddressPolicy",
+    "AddressRefused",
+    "GuardedBackend",
+    "GuardedTransport",
+    "Resolver",
+    "guarded_client",
+    "outbound_ssl_context",
+    "system_resolver",
+]
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+
+# Named even where ``is_global`` already excludes them, so the refusal says why.
+_BLOCKED: list[tuple[str, str]] = [
+    ("169.254.169.254/32", "the cloud metadata address"),
+    ("100.64.0.0/10", "carrier-grade NAT (shared address space)"),
+    ("0.0.0.0/8", "an unspecified address"),
+    ("fc00::/7", "a unique local IPv6 address"),
+]
+_BLOCKED_NETS = [(ipaddress.ip_network(net), why) for net, why in _BLOCKED]
+
+
+class AddressPolicy:
+    """Which resolved addresses the sender may connect to."""
+
+    def __init__(self, allowed_networks: Iterable[str] = ()) -> None:
+        self.allowed = [ipaddress.ip_network(net.strip(), strict=False) for net in allowed_networks]
+
+    def refusal(self, address: IPAddress) -> str | None:
+        """Why ``address`` may not be reached, or None when it may."""
+        if self._allowed(address):
+            return None
+        if isinstance(address, ipaddress.IPv6Address):
+            if address.ipv4_mapped is not None:
+                # Python 3.11 does not call ::ffff:127.0.0.1 loopback; refuse the whole form.
+                return f"{address} is an IPv4-mapped IPv6 address"
+            embedded = address.sixtofour
+            if embedded is not None and self.refusal(embedded) is not None:
+                return f"{address} is a 6to4 address around {embedded}"
+        for network, why in _BLOCKED_NETS:
+            if address.version == network.version and address in network:
+                return f"{address} is {why}"
+        for flag, why in (
+            ("is_loopback", "a loopback address"),
+            ("is_unspecified", "an unspecified address"),
+            ("is_link_local", "a link-local address"),
+            ("is_multicast", "a multicast address"),
+            ("is_reserved", "a reserved address"),
+            ("is_private", "a private address"),
+        ):
+            if getattr(address, flag):
+                return f"{address} is {why}"
+        if not address.is_global:
+            return f"{address} is not a public address"
+        return None
+
+    def _allowed(self, address: IPAddress) -> bool:
+        candidates: list[IPAddress] = [address]
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            candidates.append(address.ipv4_mapped)
+        return any(
+            candidate.version == network.version and candidate in network
+            for candidate in candidates
+            for network in self.allowed
+        )
+
+    def check(self, host: str, addresses: Sequence[str]) -> list[str]:
+        """The addresses to try, or AddressRefused if any of them is refused."""
+        if not addresses:
+            raise AddressRefused(f"{host} did not resolve to any address")
+        for text in addresses:
+            why = self.refusal(ipaddress.ip_address(text.split("%", 1)[0]))
+            if why is not None:
+                # One bad answer refuses them all: a name that also points inward is not trusted.
+                raise AddressRefused(f"refused to connect to {host}: {why}")
+        return list(addresses)
+
+
+async def system_resolver(host: str, port: int) -> list[str]:
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    seen: dict[str, None] = {}
+    for _family, _type, _proto, _name, sockaddr in infos:
+        seen.setdefault(str(sockaddr[0]), None)
+    return list(seen)
+
+
+class GuardedBackend(httpcore.AsyncNetworkBackend):
+    """Resolves, checks, then connects to the checked address itself."""
+
+    def __init__(self, policy: AddressPolicy, resolver: Resolver = system_resolver) -> None:
+        self._policy = policy
+        self._resolve = resolver
+        self._inner = httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        try:
+            addresses = await asyncio.wait_for(self._resolve(host, port), timeout)
+        except (OSError, TimeoutError) as error:
+            raise httpcore.ConnectError(f"cannot resolve {host}: {error}") from error
+        last: Exception | None = None
+        for address in self._policy.check(host, addresses):
+            try:
+                return await self._inner.connect_tcp(
+                    address, port, timeout, local_address, socket_options
+                )
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as error:
+                last = error
+        assert last is not None
+        raise last
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        raise AddressRefused("outbound calls do not connect to unix sockets")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+class _ResponseStream(httpx.AsyncByteStream):
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._stream:
+            yield chunk
+
+    async def aclose(self) -> None:
+        if hasattr(self._stream, "aclose"):
+            await self._stream.aclose()
+
+
+class GuardedTransport(httpx.AsyncBaseTransport):
+    """An httpx transport over httpcore whose every connection goes through ``GuardedBackend``,
+    and which sends nothing over plain ``http://`` unless ``allow_http``."""
+
+    def __init__(
+        self,
+        policy: AddressPolicy,
+        *,
+        verify: ssl.SSLContext | bool = True,
+        resolver: Resolver = system_resolver,
+        max_connections: int = 100,
+        allow_http: bool = False,
+    ) -> None:
+        self._allow_http = allow_http
+        context = verify if isinstance(verify, ssl.SSLContext) else outbound_ssl_context(verify)
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=context,
+            max_connections=max_connections,
+            max_keepalive_connections=max_connections // 4 or 1,
+            keepalive_expiry=5.0,
+            network_backend=GuardedBackend(policy, resolver),
+        )
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        assert isinstance(request.stream, httpx.AsyncByteStream)
+        scheme = request.url.scheme
+        if scheme != "https" and not (scheme == "http" and self._allow_http):
+            # Checked per request, so a redirect to http:// is refused like a first request.
+            raise AddressRefused(
+                f"refused to connect to {request.url.host}: {scheme}:// is not allowed "
+                "(https only unless plain http is allowed)"
+            )
+        core_request = httpcore.Request(
+            method=request.method,
+            url=httpcore.URL(
+                scheme=request.url.raw_scheme,
+                host=request.url.raw_host,
+                port=request.url.port,
+                target=request.url.raw_path,
+            ),
+            headers=request.headers.raw,
+            content=request.stream,
+            extensions=request.extensions,
+        )
+        core_response = await self._pool.handle_async_request(core_request)
+        return httpx.Response(
+            status_code=core_response.status,
+            headers=core_response.headers,
+            stream=_ResponseStream(core_response.stream),
+            extensions=core_response.extensions,
+        )
+
+    async def aclose(self) -> None:
+        await self._pool.aclose()
+
+
+def outbound_ssl_context(verify: bool = True, extra_ca_file: str | None = None) -> ssl.SSLContext:
+    """The public CAs (certifi), plus ``extra_ca_file`` when a local receiver has its own CA."""
+    context = httpx.create_ssl_context(verify=verify, trust_env=False)
+    if extra_ca_file is not None:
+        context.load_verify_locations(cafile=extra_ca_file)
+    # Receivers must offer TLS 1.2 or newer (the Portal's rule); so do we.
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+DEFAULT_TIMEOUT = httpx.Timeout(30.0, read=120.0)
+
+
+def guarded_client(
+    allowed_networks: Iterable[str] = (),
+    *,
+    allow_http: bool = False,
+    extra_ca_file: str | None = None,
+    timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
+    max_redirects: int = 5,
+    resolver: Resolver = system_resolver,
+) -> httpx.AsyncClient:
+    """An ``httpx.AsyncClient`` that reaches only public addresses (plus ``allowed_networks``),
+    over https (plus http when ``allow_http``), ignoring proxy variables.
+
+    Redirects are followed up to ``max_redirects`` (0: none), each hop through the same transport,
+    so a redirect to an internal address or to plain http is refused like a first request would
+    be: ``AddressRefused`` is raised from the request.
+    """
+    transport = GuardedTransport(
+        AddressPolicy(allowed_networks),
+        verify=outbound_ssl_context(extra_ca_file=extra_ca_file),
+        resolver=resolver,
+        allow_http=allow_http,
+    )
+    return httpx.AsyncClient(
+        transport=transport,
+        trust_env=False,
+        follow_redirects=max_redirects > 0,
+        max_redirects=max_redirects,
+        timeout=timeout,
+    )
