@@ -35,7 +35,9 @@ audit = logging.getLogger("receiver.audit")
 
 # Never stored or logged: they carry credentials or session state.
 SECRET_HEADERS = frozenset({b"authorization", b"proxy-authorization", b"cookie", b"x-api-key"})
-EVENT_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:*-]{0,119}$")
+# Matched whole (fullmatch): "$" would also match before a trailing newline, and an event of 120
+# characters and a "\n" would pass, as 121 characters the store then refuses.
+EVENT_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:*-]{0,119}")
 PEER_CACHE_SIZE = 4096
 
 BackgroundService = Callable[[], contextlib.AbstractAsyncContextManager[Any]]
@@ -195,7 +197,7 @@ class IngestEndpoint:
             )
 
         path_event: str | None = params.get("event")
-        if path_event is not None and not EVENT_PATTERN.match(path_event):
+        if path_event is not None and not EVENT_PATTERN.fullmatch(path_event):
             self._reject(source, "event")
             return _error(404, "invalid event id in path")
 

@@ -162,7 +162,8 @@ def portal_api_routes(
         raw_version = request.path_params.get("versao")
         version: int | None = None
         if raw_version is not None:
-            if not raw_version.isdigit() or len(raw_version) > 4:
+            # isascii: isdigit alone admits "²", which int() refuses (a 500 instead of a 422).
+            if not (raw_version.isascii() and raw_version.isdigit()) or len(raw_version) > 4:
                 return _error(422, f"versao {raw_version!r} is not a number")
             version = int(raw_version)
         found = duimp_source(numero, version)

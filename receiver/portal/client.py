@@ -36,8 +36,10 @@ if TYPE_CHECKING:
 
 DUIMP_PATH = "/duimp-api/api/ext/duimp/{numero}"
 DUIMP_VERSION_PATH = "/duimp-api/api/ext/duimp/{numero}/{versao}"
-_DUIMP_NUMBER = re.compile(r"^[0-9]{2}[A-Z]{2}[0-9]{6,16}$")
-_DUIMP_VERSION = re.compile(r"^[0-9]{1,4}$")
+# Matched whole (fullmatch): "$" also matches before a trailing newline, which would then travel
+# in the request's path.
+_DUIMP_NUMBER = re.compile(r"[0-9]{2}[A-Z]{2}[0-9]{6,16}")
+_DUIMP_VERSION = re.compile(r"[0-9]{1,4}")
 # Connection errors for which the request certainly never reached the Portal.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _EXCERPT = 200
@@ -286,13 +288,13 @@ class PortalClient:
     async def duimp(self, numero: str, versao: str | None = None) -> dict[str, Any]:
         """The Duimp consultation: every field of the Portal's answer, as a dict."""
         numero = str(numero).strip().upper()
-        if not _DUIMP_NUMBER.match(numero):
+        if not _DUIMP_NUMBER.fullmatch(numero):
             raise PortalError(f"{numero!r} is not a Duimp number (like 24BR0000012345)")
         if versao is None:
             path = DUIMP_PATH.format(numero=numero)
         else:
             versao = str(versao).strip()
-            if not _DUIMP_VERSION.match(versao):
+            if not _DUIMP_VERSION.fullmatch(versao):
                 raise PortalError(f"{versao!r} is not a Duimp version (a number)")
             path = DUIMP_VERSION_PATH.format(numero=numero, versao=versao)
         data = await self.json("GET", path)
