@@ -1,7 +1,8 @@
 """The durable store: SQLite (WAL, synchronous=FULL) or PostgreSQL, one code path for both.
 
-``Store.append`` is the ingest's only write; it goes through the group commit of
-``receiver.groupcommit``. The rest is the engine, the schema and its durability check, and reads.
+``Store.append`` is the ingest's only write; it goes through the group commit, in a thread
+(``receiver.groupcommit``) or a writer process (``receiver.writerprocess``). The rest is the
+engine, the schema and its durability check, and reads.
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import SQLModel
 
+from receiver.batchinsert import Incoming as Incoming
+from receiver.batchinsert import Receipt as Receipt
+from receiver.batchinsert import commit_batch
 from receiver.config import Settings
 from receiver.deadlines import Deadlines
 from receiver.errors import ConfigError, StoreUnavailable
-from receiver.groupcommit import CommitHealth, GroupCommitter, commit_batch
-from receiver.groupcommit import Incoming as Incoming
-from receiver.groupcommit import Receipt as Receipt
+from receiver.groupcommit import CommitHealth, GroupCommitter
 from receiver.ids import id_floor, new_id
 from receiver.models import JOBS as JOBS
 from receiver.models import NOTES as NOTES

@@ -46,8 +46,10 @@ from typing import Any
 from sqlalchemy import make_url
 
 from receiver import logs
+from receiver.batchinsert import Incoming, Receipt
+from receiver.batchwriter import BatchWriter
 from receiver.errors import StoreUnavailable
-from receiver.groupcommit import BatchWriter, CommitHealth, Incoming, Receipt
+from receiver.groupcommit import CommitHealth
 from receiver.ids import new_id
 from receiver.sources import dedup_key
 
