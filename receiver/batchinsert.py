@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 
 from sqlalchemy.engine import Connection, Dialect
 
+from receiver import storable
 from receiver.models import NOTES, NoteStatus, utcnow
 from receiver.sources import dedup_key
 
@@ -152,21 +153,33 @@ class BatchInsert:
     def row(
         self, item: Incoming, key: str, note_id: str, duplicate_of: str | None, now: Any
     ) -> tuple[Any, ...]:
-        """The column values of one notification, in COLUMNS order, ready for the driver."""
+        """The column values of one notification, in COLUMNS order, ready for the driver.
+
+        Whatever its values, the row can be written: an event the store cannot hold (from the
+        path, a header or anywhere else) is left out and the notification is kept quarantined,
+        with the reason, instead of failing its batch (the body, headers and address are kept).
+        """
+        event, status, error = item.event, _DUPLICATE if duplicate_of else _PENDING, None
+        # A receipt has nothing to route: handlers run for the original only.
+        routed = duplicate_of is not None
+        if event is not None and (why := storable.problem(event, EVENT_CHARS)) is not None:
+            error = f"event {storable.shown(event)} cannot be stored: {why}"
+            event = None
+            if duplicate_of is None:
+                status, routed = _QUARANTINED, True
         return (
             note_id,
             item.source,
-            item.event,
+            event,
             now,
             item.client_ip,
             headers_json(item.headers),
             self._body(item.body) if self._body else item.body,
             self._digest(key),
             duplicate_of,
-            _DUPLICATE if duplicate_of else _PENDING,
-            # A receipt has nothing to route: handlers run for the original only.
-            self._false if duplicate_of is None else self._true,
-            None,
+            status,
+            self._true if routed else self._false,
+            error,
             self._true if item.recovered else self._false,
         )
 
@@ -201,19 +214,28 @@ class BatchInsert:
 
 # json.dumps(value, ensure_ascii=False), minus building a JSONEncoder on every call.
 _encode_json = json.JSONEncoder(ensure_ascii=False).encode
+_encode_json_ascii = json.JSONEncoder().encode
 
 
 def headers_json(headers: Sequence[tuple[bytes, bytes]] | Mapping[str, str]) -> str:
-    """The stored form of a notification's headers: a JSON object (a repeated name: the last)."""
+    """The stored form of a notification's headers: a JSON object (a repeated name: the last).
+
+    Always storable: JSON escapes NUL and the other control characters, header bytes read as
+    latin-1 have no surrogate, and headers given as text that hold one are written with JSON's
+    ``\\u`` escapes (the same object once read back).
+    """
     if isinstance(headers, Mapping):
-        return _encode_json(headers)
+        text = _encode_json(headers)
+        return text if storable.problem(text) is None else _encode_json_ascii(headers)
     return _encode_json(
         {name.decode("latin-1"): value.decode("latin-1") for name, value in headers}
     )
 
 
+EVENT_CHARS: int = NOTES.c.event.type.length
 _PENDING = str(NoteStatus.PENDING.value)
 _DUPLICATE = str(NoteStatus.DUPLICATE.value)
+_QUARANTINED = str(NoteStatus.QUARANTINED.value)
 
 
 def commit_batch(

@@ -17,8 +17,10 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.engine import Connection
 
+from receiver import storable
 from receiver.batchinsert import BatchInsert, Incoming, Receipt, commit_batch
-from receiver.errors import StoreUnavailable
+from receiver.errors import RefusedByStore, StoreUnavailable
+from receiver.storefaults import store_down
 
 log = logging.getLogger("receiver.store")
 
@@ -55,8 +57,16 @@ class BatchWriter:
             )
             self._checkpointer.start()
 
-    def commit(self, batch: Sequence[tuple[Incoming, str]]) -> list[Receipt] | StoreUnavailable:
-        """Store ``batch`` in one transaction: a receipt per notification, or why none was stored."""
+    def commit(
+        self, batch: Sequence[tuple[Incoming, str]]
+    ) -> list[Receipt | RefusedByStore] | StoreUnavailable:
+        """Store ``batch``: a receipt per notification, or why none was stored (the store failed).
+
+        A notification the store refuses for its own values (``storefaults``: not the store being
+        down) gets a ``RefusedByStore`` in its place, and the others are stored all the same: the
+        batch is committed again in halves, and halves of halves, until only the culprits are
+        left out (a batch of 190 with one culprit: 16 transactions, not 190).
+        """
         # The connection is kept while busy (no pool round trip per batch) and given back when
         # idle, so that the next checkout pings it (pool_pre_ping) before use.
         try:
@@ -65,11 +75,11 @@ class BatchWriter:
                 self._conn = None
             if self._conn is None:
                 self._conn = self._connect()
-            receipts = self._transaction(self._conn, batch)
+            outcomes = self._isolating(self._conn, batch)
             self._last_used = time.monotonic()
             self._committed.set()
-            return receipts
-        except Exception as error:  # any failure: nobody in this batch is acknowledged
+            return outcomes
+        except Exception as error:  # the store failed: nobody in this batch is acknowledged
             log.error(
                 "store commit failed for %d notifications: %s", len(batch), type(error).__name__
             )
@@ -80,6 +90,26 @@ class BatchWriter:
                     self._conn.close()
                 self._conn = None
             return StoreUnavailable(f"store commit failed: {type(error).__name__}")
+
+    def _isolating(
+        self, conn: Connection, batch: Sequence[tuple[Incoming, str]]
+    ) -> list[Receipt | RefusedByStore]:
+        try:
+            return list(self._transaction(conn, batch))
+        except Exception as error:
+            if store_down(error):
+                raise
+            why = storable.safe(f"{type(error).__name__}: {error}", 500)
+            if len(batch) == 1:
+                log.error("the store refused notification %s: %s", batch[0][1], why)
+                return [RefusedByStore(f"the store refused this notification: {why}")]
+            log.warning(
+                "the store refused a batch of %d notifications (%s); committing it in halves",
+                len(batch),
+                why,
+            )
+        half = len(batch) // 2
+        return self._isolating(conn, batch[:half]) + self._isolating(conn, batch[half:])
 
     def _transaction(
         self, conn: Connection, batch: Sequence[tuple[Incoming, str]]
@@ -96,7 +126,7 @@ class BatchWriter:
             receipts = commit_batch(conn, batch, self._inserts)
             driver.commit()
         except BaseException:
-            with contextlib.suppress(Exception):  # the caller drops this connection anyway
+            with contextlib.suppress(Exception):  # dropped by the caller if the store failed
                 driver.rollback()
             raise
         return receipts

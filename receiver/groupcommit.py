@@ -114,7 +114,10 @@ class GroupCommitter(CommitHealth):
                     self.last_failure = time.monotonic()
                     outcome = [result] * len(batch)
                 else:
-                    self.last_success = time.monotonic()
+                    # A notification the store refused alone says nothing about the store: only
+                    # a commit that failed (above) makes it not ready.
+                    if any(isinstance(receipt, Receipt) for receipt in result):
+                        self.last_success = time.monotonic()
                     outcome = result
                 by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, Any]]] = defaultdict(list)
                 for (_, future, loop), receipt in zip(batch, outcome, strict=True):

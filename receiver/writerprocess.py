@@ -23,8 +23,9 @@ same interpreter running the same code, which is what marshal needs; nothing els
 - writer -> parent, first: ``{"pid": ...}`` once it can take notifications (readiness waits
   for it: a serving process whose writer is still starting is not ready);
 - writer -> parent, then one per batch: ``(reason, [(seq, id, duplicate_of), ...])``, where ``reason``
-  is None (all stored) or why nobody in the batch was stored (then ``id`` is ""); "" for those
-  that expired before their commit.
+  is None (stored) or why nobody in the batch was stored (then ``id`` is ""); "" for those
+  that expired before their commit; False for those the store refused one by one while the rest
+  of their batch was stored (then ``id`` is why), sent beside the batch's frame of the stored.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from sqlalchemy import make_url
 from receiver import logs
 from receiver.batchinsert import Incoming, Receipt
 from receiver.batchwriter import BatchWriter
-from receiver.errors import StoreUnavailable
+from receiver.errors import RefusedByStore, StoreUnavailable
 from receiver.groupcommit import CommitHealth
 from receiver.ids import new_id
 from receiver.sources import dedup_key
@@ -68,6 +69,9 @@ FLUSH_EVERY = 32
 # The reason given for notifications whose sender was answered 503 before their commit began:
 # not stored, and not a store failure either.
 _EXPIRED = ""
+# The reason given for notifications the store refused for their own values (RefusedByStore):
+# not stored, and not a store failure either: the rest of their batch was stored.
+_REFUSED = False
 
 
 def _frame(payload: Any) -> bytes:
@@ -344,6 +348,9 @@ class WriterProcess(CommitHealth):
                 self.started = True
                 continue
             reason, receipts = frame
+            if reason is _REFUSED:
+                self._refused(receipts)
+                continue
             if reason is None:
                 self.last_success = time.monotonic()
             elif reason != _EXPIRED:
@@ -357,6 +364,12 @@ class WriterProcess(CommitHealth):
                     future.set_result(Receipt(note_id, duplicate_of))
                 else:
                     future.set_exception(failed)
+
+    def _refused(self, receipts: list[tuple[int, str, None]]) -> None:
+        for seq, why, _ in receipts:
+            future = self._pending.pop(seq, None)
+            if future is not None and not future.done():
+                future.set_exception(RefusedByStore(why))
 
 
 # --- the writer process ----------------------------------------------------------------------
@@ -417,7 +430,7 @@ class _Feed:
     def hello(self) -> None:
         self._sock.sendall(_frame({"pid": os.getpid()}))
 
-    def answer(self, error: str | None, receipts: list[tuple[int, str, str | None]]) -> None:
+    def answer(self, error: str | bool | None, receipts: list[tuple[int, str, str | None]]) -> None:
         self._sock.sendall(_frame((error, receipts)))
 
 
@@ -460,13 +473,17 @@ def serve_writer(sock: socket.socket) -> None:
             if isinstance(outcome, StoreUnavailable):
                 feed.answer(str(outcome), [(seq, "", None) for seq in seqs])
             else:
-                feed.answer(
-                    None,
-                    [
-                        (seq, receipt.id, receipt.duplicate_of)
-                        for seq, receipt in zip(seqs, outcome, strict=True)
-                    ],
-                )
+                stored: list[tuple[int, str, str | None]] = []
+                refused: list[tuple[int, str, str | None]] = []
+                for seq, receipt in zip(seqs, outcome, strict=True):
+                    if isinstance(receipt, Receipt):
+                        stored.append((seq, receipt.id, receipt.duplicate_of))
+                    else:
+                        refused.append((seq, str(receipt), None))
+                if refused:
+                    feed.answer(_REFUSED, refused)
+                if stored:
+                    feed.answer(None, stored)
                 writer.finish_checkpoint()
     except (BrokenPipeError, ConnectionResetError):
         return  # the serving process is gone; what was committed stays committed

@@ -136,7 +136,7 @@ def jobs_refused_for(store: Store, note_id: str) -> Iterator[None]:
         drop = ["DROP TRIGGER IF EXISTS refuse_jobs"]
     else:
         create = [
-            "CREATE FUNCTION refuse_jobs() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "CREATE OR REPLACE FUNCTION refuse_jobs() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
             f"IF NEW.notification_id = '{note_id}' THEN RAISE EXCEPTION USING "
             "ERRCODE = '22023', MESSAGE = 'job refused (injected)'; END IF; RETURN NEW; END $$",
             "CREATE TRIGGER refuse_jobs BEFORE INSERT ON jobs "
