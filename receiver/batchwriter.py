@@ -24,6 +24,13 @@ from receiver.storefaults import store_down
 
 log = logging.getLogger("receiver.store")
 
+# A batch carries at most this many bytes of bodies (one body, however large, at least). A batch
+# of 512 notifications of 1 MiB, as a stalled writer gathered them, made half a gigabyte of rows,
+# and as much again in the driver's parameters; 8 MiB is still hundreds of Portal notifications.
+MAX_BATCH_BYTES = 8 * 1024 * 1024
+# How long a lock or a statement may hold a batch: the default ack deadline (2 s), and a second.
+DEFAULT_TIMEOUT_SECONDS = 3.0
+
 
 class BatchWriter:
     """Commits batches on one held connection; SQLite's WAL is checkpointed beside it.
@@ -39,10 +46,13 @@ class BatchWriter:
     REWIND_FRAMES = 4_000  # SQLite: the WAL is rewound once it is this long (16 MiB)
     CACHE_KIB = 8 * 1024  # SQLite: the writer connection's page cache (the default is 2 MiB)
     LOCK_POLL_SECONDS = 0.001  # SQLite: how often the writer asks again for a lock held elsewhere
-    LOCK_WAIT_SECONDS = 30.0  # SQLite: and for how long at most (the engine's busy timeout)
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS) -> None:
+        """``timeout_seconds``: how long a lock held elsewhere (both stores) or a statement
+        (PostgreSQL) may keep a batch waiting before it fails: a little longer than the ack
+        deadline, after which nobody waits for it any more."""
         self._engine = engine
+        self._timeout = timeout_seconds
         self._inserts = BatchInsert(engine.dialect)
         self._sqlite = engine.dialect.name == "sqlite"
         self._conn: Connection | None = None
@@ -71,8 +81,7 @@ class BatchWriter:
         # idle, so that the next checkout pings it (pool_pre_ping) before use.
         try:
             if self._conn is not None and time.monotonic() - self._last_used > self.IDLE_SECONDS:
-                self._conn.close()
-                self._conn = None
+                self._give_back()
             if self._conn is None:
                 self._conn = self._connect()
             outcomes = self._isolating(self._conn, batch)
@@ -139,7 +148,7 @@ class BatchWriter:
         writer kept waking up to a lock taken again, and a Portal burst's acknowledgements
         waited up to 650 ms (locust p99 380-530 ms, against 29 ms without the worker).
         """
-        deadline = time.monotonic() + self.LOCK_WAIT_SECONDS
+        deadline = time.monotonic() + self._timeout
         while True:
             try:
                 driver.execute("BEGIN IMMEDIATE")  # what the engine's begin hook issues for writes
@@ -169,10 +178,7 @@ class BatchWriter:
             log.warning("WAL checkpoint after a batch failed: %s", type(error).__name__)
 
     def close(self) -> None:
-        if self._conn is not None:
-            with contextlib.suppress(Exception):
-                self._conn.close()
-            self._conn = None
+        self._give_back()
         self._closing.set()
         self._committed.set()  # wakes the checkpointer, which then sees it is closing
         if self._checkpointer is not None:
@@ -195,7 +201,35 @@ class BatchWriter:
             driver.execute(f"PRAGMA wal_autocheckpoint={self.AUTOCHECKPOINT_PAGES}")
             # The writer waits for the write lock itself (_take_write_lock), not in SQLite.
             driver.execute("PRAGMA busy_timeout=0")
+        else:
+            # A locked table or a stalled server fails the batch after the timeout, instead of
+            # holding the writer (and every notification queued behind it, in both processes'
+            # memory) for as long as the lock is held. Set for the session: the connection is
+            # held across batches (and given back without them, _give_back).
+            driver = conn.connection.driver_connection
+            milliseconds = max(1, round(self._timeout * 1000))
+            driver.execute(f"SET statement_timeout = {milliseconds}")
+            driver.execute(f"SET lock_timeout = {milliseconds}")
+            driver.commit()
         return conn
+
+    def _give_back(self) -> None:
+        """Return the held connection to the pool as it came (PostgreSQL: without the writer's
+        timeouts, which would reach the next user of a shared engine)."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            if not self._sqlite:
+                driver: Any = conn.connection.driver_connection
+                driver.execute("RESET statement_timeout")
+                driver.execute("RESET lock_timeout")
+                driver.commit()
+        except Exception:
+            with contextlib.suppress(Exception):
+                conn.invalidate()
+        with contextlib.suppress(Exception):
+            conn.close()
 
     def _checkpoint_run(self) -> None:
         """SQLite: copy committed WAL frames into the database file beside the writer.

@@ -20,6 +20,7 @@ from sqlalchemy import Engine
 from receiver.batchinsert import Incoming as Incoming
 from receiver.batchinsert import Receipt as Receipt
 from receiver.batchinsert import commit_batch as commit_batch
+from receiver.batchwriter import DEFAULT_TIMEOUT_SECONDS, MAX_BATCH_BYTES
 from receiver.batchwriter import BatchWriter as BatchWriter
 from receiver.errors import StoreUnavailable
 from receiver.ids import new_id
@@ -44,6 +45,27 @@ class CommitHealth:
         return failed and time.monotonic() - self.last_failure < within
 
 
+class _Waiting:
+    """A notification in the writer thread's queue, with its request's future and event loop.
+
+    The notification is let go as soon as the future is done: a request answered 503 (its ack
+    deadline passed) while the writer is stuck releases its body at once, not when the writer
+    reaches it in the queue.
+    """
+
+    __slots__ = ("future", "item", "loop")
+
+    def __init__(
+        self, item: Incoming, future: asyncio.Future[Receipt], loop: asyncio.AbstractEventLoop
+    ) -> None:
+        self.item: Incoming | None = item
+        self.future = future
+        self.loop = loop
+
+    def drop(self, _future: asyncio.Future[Receipt]) -> None:
+        self.item = None
+
+
 class GroupCommitter(CommitHealth):
     """One writer thread; everything queued while it commits goes into its next transaction.
 
@@ -53,9 +75,16 @@ class GroupCommitter(CommitHealth):
 
     _STOP = object()
 
-    def __init__(self, engine: Engine, max_batch: int = 512, max_wait_ms: float = 0.0) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        max_batch: int = 512,
+        max_wait_ms: float = 0.0,
+        timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+    ) -> None:
         super().__init__()
         self._engine = engine
+        self._timeout = timeout_seconds
         self._max_batch = max_batch
         self._max_wait = max_wait_ms / 1000
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -67,48 +96,58 @@ class GroupCommitter(CommitHealth):
         directly whether the request has given up (its future is done)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Receipt] = loop.create_future()
-        self._queue.put((item, future, loop))
+        waiting = _Waiting(item, future, loop)
+        future.add_done_callback(waiting.drop)
+        self._queue.put(waiting)
         return future
 
     def close(self) -> None:
         self._queue.put(self._STOP)
         self._thread.join(timeout=30)
 
-    def _collect(self, first: Any) -> tuple[list[Any], bool]:
-        batch, stopping = [first], False
+    def _collect(self, first: _Waiting) -> tuple[list[tuple[_Waiting, Incoming]], bool]:
+        """The next batch: ``first`` and what queued behind it, up to ``max_batch`` notifications
+        and MAX_BATCH_BYTES of bodies, less the notifications nobody waits for any more."""
+        batch: list[tuple[_Waiting, Incoming]] = []
+        size, stopping = 0, False
         get = self._queue.get_nowait
         deadline = time.monotonic() + self._max_wait if self._max_wait else None
-        while len(batch) < self._max_batch:
+        waiting: Any = first
+        while True:
+            # A request that already gave up (ack timeout, answered 503) is not stored behind
+            # its back: the sender will retry it. Racy by nature; a late give-up is a stored
+            # receipt.
+            item = waiting.item
+            if item is not None and not waiting.future.done():
+                batch.append((waiting, item))
+                size += len(item.body)
+            if len(batch) >= self._max_batch or size >= MAX_BATCH_BYTES:
+                break
             try:
                 if deadline is None:
-                    item = get()
+                    waiting = get()
                 else:
-                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                    waiting = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
                 break
-            if item is self._STOP:
+            if waiting is self._STOP:
                 stopping = True
                 break
-            batch.append(item)
         return batch, stopping
 
     def _run(self) -> None:
-        writer = BatchWriter(self._engine)
+        writer = BatchWriter(self._engine, self._timeout)
         try:
             while True:
                 first = self._queue.get()
                 if first is self._STOP:
                     return
                 batch, stopping = self._collect(first)
-                # A request that already gave up (ack timeout, answered 503) is not stored behind
-                # its back: the sender will retry it. Racy by nature; a late give-up is a stored
-                # receipt.
-                batch = [entry for entry in batch if not entry[1].done()]
                 if not batch:
                     if stopping:
                         return
                     continue
-                result = writer.commit([(entry[0], new_id()) for entry in batch])
+                result = writer.commit([(item, new_id()) for _, item in batch])
                 outcome: list[Any]
                 if isinstance(result, StoreUnavailable):
                     self.last_failure = time.monotonic()
@@ -120,8 +159,8 @@ class GroupCommitter(CommitHealth):
                         self.last_success = time.monotonic()
                     outcome = result
                 by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, Any]]] = defaultdict(list)
-                for (_, future, loop), receipt in zip(batch, outcome, strict=True):
-                    by_loop[loop].append((future, receipt))
+                for (waiting, _), receipt in zip(batch, outcome, strict=True):
+                    by_loop[waiting.loop].append((waiting.future, receipt))
                 for loop, pairs in by_loop.items():
                     # RuntimeError: that loop has closed, so nobody is waiting any more.
                     with contextlib.suppress(RuntimeError):

@@ -18,7 +18,7 @@ from sqlalchemy import make_url
 
 from receiver import logs
 from receiver.batchinsert import Incoming, Receipt
-from receiver.batchwriter import BatchWriter
+from receiver.batchwriter import MAX_BATCH_BYTES, BatchWriter
 from receiver.errors import StoreUnavailable
 from receiver.ids import new_id
 from receiver.sources import dedup_key
@@ -32,6 +32,7 @@ class _Feed:
         self._sock = sock
         self._inbox = Inbound()
         self._ready: deque[Any] = deque()
+        self._ready_bytes = 0  # of the bodies in _ready
         self.ended = False
 
     def settings(self) -> dict[str, Any]:
@@ -57,25 +58,43 @@ class _Feed:
         for payload in frames:
             if isinstance(payload, list):  # notifications
                 self._ready.extend(payload)
+                self._ready_bytes += sum(len(notification[6]) for notification in payload)
             else:  # the settings, first and alone
                 self._ready.append(payload)
         return True
 
     def batch(self, max_batch: int, max_wait: float) -> list[Any]:
-        """The next batch: waits for one notification, then takes what has arrived meanwhile."""
+        """The next batch: waits for one notification, then takes what has arrived meanwhile, up
+        to ``max_batch`` notifications and MAX_BATCH_BYTES of bodies (one at least).
+
+        It reads no more than that from the socket: what it leaves there holds the serving
+        process back, which drops what expires meanwhile instead of sending it to be skipped.
+        """
         while not self._ready:
             if not self._read(block=True):
                 return []
-        while self._read(block=False):
+        while self._wants_more(max_batch) and self._read(block=False):
             pass
-        if max_wait and len(self._ready) < max_batch:
+        if max_wait and self._wants_more(max_batch):
             deadline = time.monotonic() + max_wait
-            while len(self._ready) < max_batch:
+            while self._wants_more(max_batch):
                 left = deadline - time.monotonic()
                 if left <= 0 or not self._read(block=True, timeout=left):
                     break
-        taken = min(max_batch, len(self._ready))
-        return [self._ready.popleft() for _ in range(taken)]
+        taken: list[Any] = []
+        size = 0
+        ready = self._ready
+        while ready and len(taken) < max_batch:
+            body_bytes = len(ready[0][6])
+            if taken and size + body_bytes > MAX_BATCH_BYTES:
+                break
+            taken.append(ready.popleft())
+            size += body_bytes
+        self._ready_bytes -= size
+        return taken
+
+    def _wants_more(self, max_batch: int) -> bool:
+        return len(self._ready) < max_batch and self._ready_bytes < MAX_BATCH_BYTES
 
     def hello(self) -> None:
         self._sock.sendall(frame({"pid": os.getpid()}))
@@ -93,7 +112,7 @@ def serve_writer(sock: socket.socket) -> None:
     url = make_url(normalise_url(settings["url"]))
     logs.configure(settings["log_level"], [url.password or ""])
     engine = make_engine(settings["url"], pool_size=1)
-    writer = BatchWriter(engine)
+    writer = BatchWriter(engine, settings["timeout_seconds"])
     feed.hello()
     max_batch: int = settings["max_batch"]
     max_wait: float = settings["max_wait_ms"] / 1000

@@ -3,7 +3,8 @@
 Frames on the socket: a 4-byte little-endian length, then a ``marshal`` payload. Both ends are the
 same interpreter running the same code, which is what marshal needs; nothing else writes there.
 
-- parent -> writer, first frame: the settings ``{"url", "max_batch", "max_wait_ms", "log_level"}``;
+- parent -> writer, first frame: the settings ``{"url", "max_batch", "max_wait_ms",
+  "timeout_seconds", "log_level"}``;
 - parent -> writer, then one per send: a list of notifications ``(seq, expires_at, source, event,
   client_ip, headers, body, recovered)``; ``expires_at`` is on ``time.monotonic()``
   (CLOCK_MONOTONIC, the same in every process), 0 for never: the writer skips a notification whose

@@ -27,10 +27,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections import deque
 from typing import Any
 
 from receiver.batchinsert import Incoming, Receipt
+from receiver.batchwriter import DEFAULT_TIMEOUT_SECONDS
 from receiver.errors import RefusedByStore, StoreUnavailable
 from receiver.groupcommit import CommitHealth
 from receiver.writerframes import EXPIRED, REFUSED, Inbound, frame
@@ -46,6 +46,8 @@ _RESTART_SECONDS = 0.5
 # checks the rest. bench A/B at 64 connections on SQLite, against once per iteration: 32: +12%,
 # 16: +7%, 8: +4% (smaller hand-overs make smaller commits, each with its own fsync).
 FLUSH_EVERY = 32
+# A frame carries at most this many bytes of bodies (one body, however large, at least).
+FRAME_BYTES = 1024 * 1024
 
 
 class WriterProcess(CommitHealth):
@@ -54,22 +56,32 @@ class WriterProcess(CommitHealth):
     Bound to the event loop that starts it (a serving process has one).
     """
 
-    def __init__(self, url: str, max_batch: int = 512, max_wait_ms: float = 0.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        max_batch: int = 512,
+        max_wait_ms: float = 0.0,
+        timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+    ) -> None:
         super().__init__()
         self._settings = {
             "url": url,
             "max_batch": max_batch,
             "max_wait_ms": max_wait_ms,
+            "timeout_seconds": timeout_seconds,
             "log_level": logging.getLevelName(logging.getLogger().getEffectiveLevel()),
         }
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self._pending: dict[int, asyncio.Future[Receipt]] = {}
         self._seq = 0
-        self._outbox: list[tuple[Any, ...]] = []  # notifications not framed yet
-        # Frames not yet (wholly) on the socket, oldest first: a stalled writer fills the socket
-        # and the rest waits here, each frame kept as it is, never copied into one growing buffer.
-        self._unsent: deque[memoryview] = deque()
+        # Notifications not framed yet, oldest first, and the bytes of their bodies. A stalled
+        # writer fills the socket, and the rest waits here as it came (the bodies the requests
+        # hold anyway), not as copies in frames: what expires meanwhile is dropped (_drop_expired).
+        self._outbox: list[tuple[Any, ...]] = []
+        self._outbox_bytes = 0
+        # The one frame being written to the socket (a frame, once begun, must go whole).
+        self._sending: memoryview | None = None
         self._flush_scheduled = False
         self._inbox = Inbound()
         self._closing = False
@@ -110,7 +122,7 @@ class WriterProcess(CommitHealth):
             )
         ours.setblocking(False)
         self._sock = ours
-        self._unsent = deque([memoryview(frame(self._settings))])
+        self._sending = memoryview(frame(self._settings))
         self._inbox.clear()
         self.started = False
         self._loop.add_reader(ours.fileno(), self._readable)
@@ -178,7 +190,8 @@ class WriterProcess(CommitHealth):
             if not future.done():
                 future.set_exception(failed)
         self._outbox.clear()
-        self._unsent.clear()
+        self._outbox_bytes = 0
+        self._sending = None
         if self._closing:
             return
         self.last_failure = time.monotonic()
@@ -207,8 +220,9 @@ class WriterProcess(CommitHealth):
                 item.recovered,
             )
         )
-        # Not while frames wait for the socket to drain: the flush already set for then sends them.
-        if len(outbox) >= FLUSH_EVERY and not self._unsent:
+        self._outbox_bytes += len(item.body)
+        # Not while a frame waits for the socket to drain: the flush already set for then sends.
+        if len(outbox) >= FLUSH_EVERY and self._sending is None:
             self._send_now(blocking=False)
         elif not self._flush_scheduled:
             self._schedule_flush()
@@ -227,16 +241,18 @@ class WriterProcess(CommitHealth):
         sock = self._sock
         if sock is None:
             return
-        unsent = self._unsent
-        if self._outbox:
-            unsent.append(memoryview(frame(self._outbox)))
-            self._outbox = []
-        while unsent:
+        while True:
+            if self._sending is None:
+                if not self._outbox:
+                    return
+                self._sending = memoryview(frame(self._next_frame()))
             try:
-                sent = sock.send(unsent[0])
+                sent = sock.send(self._sending)
             except BlockingIOError:
                 if not blocking:
-                    # The writer is behind by megabytes: try again when the socket drains.
+                    # The writer is behind by megabytes: try again when the socket drains, and
+                    # meanwhile let go of what nobody waits for any more.
+                    self._drop_expired()
                     self._loop.call_later(0.001, self._flush)
                     self._flush_scheduled = True
                     return
@@ -245,10 +261,53 @@ class WriterProcess(CommitHealth):
             except OSError as error:
                 self._writer_gone(f"send failed: {type(error).__name__}")
                 return
-            if sent == len(unsent[0]):
-                unsent.popleft()
+            if sent == len(self._sending):
+                self._sending = None
             else:
-                unsent[0] = unsent[0][sent:]
+                self._sending = self._sending[sent:]
+
+    def _next_frame(self) -> list[tuple[Any, ...]]:
+        """The oldest notifications of the outbox, up to FRAME_BYTES of bodies (at least one).
+
+        Usually the whole outbox: a loop iteration's notifications are a few dozen kilobytes.
+        After a stall it holds up to ``max_inflight_bytes``, and one frame of all of it would be
+        a copy of all of it.
+        """
+        outbox = self._outbox
+        if self._outbox_bytes <= FRAME_BYTES:
+            self._outbox, self._outbox_bytes = [], 0
+            return outbox
+        taken = size = 0
+        while taken < len(outbox) and (taken == 0 or size + len(outbox[taken][6]) <= FRAME_BYTES):
+            size += len(outbox[taken][6])
+            taken += 1
+        chunk = outbox[:taken]
+        del outbox[:taken]
+        self._outbox_bytes -= size
+        return chunk
+
+    def _drop_expired(self) -> None:
+        """Drop the notifications at the head of the outbox whose senders were answered 503 (ack
+        deadline): their bodies are released now, not when the writer reads again. They expire
+        in the order they came when every request has the same deadline (ingest's); one that
+        never expires (no deadline) keeps those behind it until it is sent."""
+        outbox = self._outbox
+        now = time.monotonic()
+        expired = 0
+        for entry in outbox:
+            expires_at = entry[1]
+            if not expires_at or expires_at >= now:
+                break
+            expired += 1
+        if not expired:
+            return
+        gone = StoreUnavailable("the writer did not take it before the ack deadline")
+        for entry in outbox[:expired]:
+            self._outbox_bytes -= len(entry[6])
+            future = self._pending.pop(entry[0], None)
+            if future is not None and not future.done():
+                future.set_exception(gone)
+        del outbox[:expired]
 
     def _readable(self) -> None:
         sock = self._sock

@@ -312,9 +312,13 @@ def inserts_refused(store: Store) -> Iterator[None]:
                 conn.exec_driver_sql(statement)
 
 
-def hold_write_lock(store: Store, seconds: float) -> threading.Thread:
-    """Another connection takes the lock that inserting a notification needs, for ``seconds``."""
+def hold_write_lock(
+    store: Store, seconds: float, release: threading.Event | None = None
+) -> threading.Thread:
+    """Another connection takes the lock that inserting a notification needs, for ``seconds``
+    (or until ``release`` is set)."""
     locked = threading.Event()
+    release = release if release is not None else threading.Event()
 
     def hold() -> None:
         # On SQLite the BEGIN IMMEDIATE that begin() issues is the write lock itself.
@@ -322,7 +326,7 @@ def hold_write_lock(store: Store, seconds: float) -> threading.Thread:
             if store.dialect != "sqlite":
                 conn.exec_driver_sql("LOCK TABLE notifications IN SHARE ROW EXCLUSIVE MODE")
             locked.set()
-            time.sleep(seconds)
+            release.wait(seconds)
 
     holder = threading.Thread(target=hold, daemon=True)
     holder.start()
@@ -358,10 +362,9 @@ def test_the_sqlite_writer_asks_again_for_the_write_lock_until_it_is_free(
 
 
 def test_the_sqlite_writer_gives_up_on_a_write_lock_held_past_its_wait(
-    sqlite_store: Store, monkeypatch: pytest.MonkeyPatch
+    sqlite_store: Store,
 ) -> None:
-    monkeypatch.setattr(BatchWriter, "LOCK_WAIT_SECONDS", 0.05)
-    writer = BatchWriter(sqlite_store.engine)
+    writer = BatchWriter(sqlite_store.engine, timeout_seconds=0.05)
     try:
         holder = hold_write_lock(sqlite_store, 0.5)
         outcome = writer.commit([(ITEM, new_id())])
