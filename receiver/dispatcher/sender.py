@@ -18,6 +18,7 @@ import logging
 import ssl
 import time
 from collections.abc import Collection, Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
@@ -25,6 +26,7 @@ from typing import Any
 
 import httpx
 
+from receiver import storable
 from receiver.config import DispatcherSettings
 from receiver.dispatcher.configfile import load_dispatcher_settings
 from receiver.dispatcher.netguard import (
@@ -47,6 +49,7 @@ from receiver.dispatcher.tables import FINAL_STATUSES, DeliveryStatus
 from receiver.dispatcher.validation import BRASILIA, parse_evento
 from receiver.grouped import GroupedWrites
 from receiver.models import utcnow
+from receiver.storefaults import store_down
 
 WAIT_FOR_COALESCE_SECONDS = 0.02
 
@@ -341,7 +344,7 @@ class Dispatcher:
                 raise
             finally:
                 self._attempts.pop(delivery.id, None)
-            status = await self._records.submit((delivery, outcome))
+            status = await self._record(delivery, outcome)
             log.info(
                 "delivery %s (%s) to %s: %s -> %s",
                 delivery.id,
@@ -350,6 +353,29 @@ class Dispatcher:
                 outcome.description,
                 status.value,
             )
+
+    async def _record(self, delivery: DueDelivery, outcome: AttemptOutcome) -> DeliveryStatus:
+        """Count the attempt. Its values are made safe for the store (Outbox); if the store still
+        refuses its record (not being down), the attempt is counted with a placeholder instead:
+        left uncounted, it would be sent again at every lease expiry, for ever."""
+        try:
+            return await self._records.submit((delivery, outcome))
+        except Exception as error:
+            if store_down(error):
+                raise
+            log.error(
+                "delivery %s: the store refused the record of its attempt (%s); counted with a "
+                "placeholder",
+                delivery.id,
+                storable.safe(f"{type(error).__name__}: {error}", 300),
+            )
+            placeholder = replace(
+                outcome,
+                description=f"the outcome of this attempt could not be stored "
+                f"({type(error).__name__})",
+                response_excerpt=None,
+            )
+            return await self._records.submit((delivery, placeholder))
 
     async def _attempt(self, delivery: DueDelivery) -> AttemptOutcome:
         headers = {"Content-Type": delivery.content_type}
