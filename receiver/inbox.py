@@ -21,12 +21,15 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
+from receiver import storable
 from receiver.models import JobStatus, NoteStatus, utcnow
 from receiver.planner import plan as plan
 from receiver.planner import unrouted as unrouted
 from receiver.store import JOBS, NOTES, RESULTS, Store, received_since
 
 CLAIMABLE = (JobStatus.PENDING, JobStatus.FAILED)
+KIND_CHARS: int = RESULTS.c.kind.type.length
+KEY_CHARS: int = RESULTS.c.key.type.length
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,9 +345,16 @@ class Result:
 
     @classmethod
     def of(cls, kind: str, key: str, value: Any) -> Result:
-        """Serialised here, in the handler's own call: a value JSON cannot hold fails that call,
-        not the batch it would have been written with."""
-        return cls(kind, key, json.dumps(value, ensure_ascii=False))
+        """Checked and serialised here, in the handler's own call: a kind or key the store cannot
+        hold (too long, NUL, a lone surrogate) or a value JSON cannot hold fails that call, with
+        the reason, not the batch it would have been written with. Text with a lone surrogate is
+        kept with JSON's escapes (the same value once loaded)."""
+        storable.require(kind, KIND_CHARS, "result kind")
+        storable.require(key, KEY_CHARS, "result key")
+        text = json.dumps(value, ensure_ascii=False)
+        if not text.isascii() and storable.problem(text) is not None:
+            text = json.dumps(value)
+        return cls(kind, key, text)
 
 
 def save_results(store: Store, results: Sequence[Result]) -> list[None]:
