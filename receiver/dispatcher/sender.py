@@ -45,7 +45,7 @@ from receiver.dispatcher.records import (
     EmitResult,
 )
 from receiver.dispatcher.store import DispatchStore
-from receiver.dispatcher.tables import FINAL_STATUSES, DeliveryStatus
+from receiver.dispatcher.tables import EVENTS, FINAL_STATUSES, DeliveryStatus
 from receiver.dispatcher.validation import BRASILIA, parse_evento
 from receiver.grouped import GroupedWrites
 from receiver.models import utcnow
@@ -56,6 +56,8 @@ WAIT_FOR_COALESCE_SECONDS = 0.02
 log = logging.getLogger("receiver.dispatcher")
 
 USER_AGENT = "portal-receiver-dispatcher/0.1"
+CONTENT_TYPE_CHARS: int = EVENTS.c.content_type.type.length
+IDEMPOTENCY_KEY_CHARS: int = EVENTS.c.idempotency_key.type.length
 EXCERPT_CHARS = 300
 
 
@@ -218,8 +220,14 @@ class Dispatcher:
         content_type: str = "application/json",
         idempotency_key: str | None = None,
     ) -> EmitResult:
-        """Emit ``body`` as is (a forwarded notification keeps the sender's bytes)."""
+        """Emit ``body`` as is (a forwarded notification keeps the sender's bytes).
+
+        A content type or idempotency key the outbox cannot hold is a ValueError here, in the
+        caller's own call, not a failure of the emits stored with it."""
         parse_evento(evento)
+        storable.require(content_type, CONTENT_TYPE_CHARS, "content type")
+        if idempotency_key is not None:
+            storable.require(idempotency_key, IDEMPOTENCY_KEY_CHARS, "idempotency key")
         request = EmitRequest(evento, body, content_type, utcnow(), idempotency_key)
         result = await self._emits.submit(request)
         self.kick()

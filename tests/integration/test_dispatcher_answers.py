@@ -137,3 +137,27 @@ async def test_a_record_the_store_still_refuses_is_counted_with_a_placeholder(ur
     assert [row["outcome"][: len(placeholder)] for row in attempts] == [placeholder] * 3
     assert [row["response_excerpt"] for row in attempts] == [None] * 3
     assert len(failures) == 3
+
+
+@pytest.mark.parametrize(
+    ("options", "why"),
+    [
+        ({"content_type": "a/" + "b" * 99}, "content type 'a/bbb"),
+        ({"content_type": "text/plain\x00"}, "contains a NUL character"),
+        ({"idempotency_key": "k" * 201}, "idempotency key 'kkk"),
+    ],
+)
+async def test_an_emit_the_outbox_cannot_hold_fails_alone(
+    url: str, options: dict[str, str], why: str
+) -> None:
+    settings = dispatcher_settings(url).dispatcher
+    async with Dispatcher(settings) as dispatcher:
+        outcomes = await asyncio.gather(
+            dispatcher.emit_body("duimp.registro", b"1"),
+            dispatcher.emit_body("duimp.registro", b"2", **options),
+            dispatcher.emit_body("duimp.registro", b"3"),
+            return_exceptions=True,
+        )
+    assert isinstance(outcomes[1], ValueError) and why in str(outcomes[1])
+    assert not isinstance(outcomes[0], BaseException)
+    assert not isinstance(outcomes[2], BaseException)
