@@ -8,19 +8,27 @@ one row the way a store does (a trigger raising a data error for one body).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from starlette.types import Message
 
 from receiver import storable
+from receiver.app import SECRET_HEADERS
 from receiver.batchwriter import BatchWriter
 from receiver.errors import RefusedByStore, StoreUnavailable
 from receiver.ids import new_id
 from receiver.sources import dedup_key
 from receiver.store import Incoming, Receipt, Store
+from tests.conftest import AppClient
+from tests.integration.test_ingest import webhook_scope
 
 pytestmark = pytest.mark.anyio
 
@@ -192,3 +200,49 @@ async def test_a_writer_process_answers_the_refused_alone_and_stays_ready(
         assert await asyncio.to_thread(store.ready)
     finally:
         store.close()
+
+
+async def call(app: Any, scope: dict[str, Any], body: bytes) -> tuple[int, dict[str, Any]]:
+    """One request through the ASGI app by hand (any header bytes at all): status and reply."""
+    sent: list[Message] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    return sent[0]["status"], json.loads(sent[1]["body"])
+
+
+HEADER_NAMES = st.binary(min_size=1, max_size=16).filter(
+    lambda name: name not in SECRET_HEADERS and name not in (b"content-length", b"x-forwarded-for")
+)
+
+
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    body=st.binary(max_size=2000),
+    headers=st.lists(st.tuples(HEADER_NAMES, st.binary(max_size=100)), max_size=6),
+)
+async def test_any_body_and_headers_are_stored_beside_the_rest_of_their_batch(
+    ingest: AppClient, body: bytes, headers: list[tuple[bytes, bytes]]
+) -> None:
+    """Whatever bytes a request carries in its body and headers, it is stored as received and
+    the requests committed with it are too: all answered 200."""
+    app = ingest.app
+    innocent = [b'{"evento":"duimp.registro","n":"%s"}' % new_id().encode() for _ in range(5)]
+    answers = await asyncio.gather(
+        call(app, webhook_scope(*headers), body),
+        *(call(app, webhook_scope(), raw) for raw in innocent),
+    )
+    assert [status for status, _ in answers] == [200] * 6
+    row = ingest.store.note(answers[0][1]["id"])
+    assert row is not None and row["body"] == body
+    expected = {name.decode("latin-1"): value.decode("latin-1") for name, value in headers}
+    assert json.loads(row["headers"]) == expected

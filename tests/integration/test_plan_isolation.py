@@ -212,8 +212,9 @@ async def test_a_planner_failure_does_not_stop_claiming(
 @given(
     body=BODIES,
     source=st.sampled_from(["pucomex", "invoicy", "sintegre", "erp"]),
-    event=st.none()
-    | st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=120),
+    # Any text at all, as an event-type header could carry it: what the store cannot hold is
+    # left out at ingest (the note is kept quarantined), the rest is planned.
+    event=st.none() | st.text(st.characters(codec=None, exclude_categories=()), max_size=130),
 )
 def test_any_notification_in_a_batch_is_routed_or_quarantined_and_the_rest_routed(
     store: Store, settings: Settings, body: bytes, source: str, event: str | None
@@ -224,12 +225,15 @@ def test_any_notification_in_a_batch_is_routed_or_quarantined_and_the_rest_route
     [first] = store.append_now([innocent()])
     [anything] = store.append_now([note(body, source, event)])
     [last] = store.append_now([innocent()])
-    if anything.duplicate_of is not None:  # drawn before: a receipt, which nothing routes
-        assert jobs.plan(store, routing, limit=10) == 2
-        return
-    assert jobs.plan(store, routing, limit=10) == 3
+    row = store.note(anything.id)
+    assert row is not None
+    # A receipt (drawn before), or kept quarantined at ingest: nothing routes it again.
+    settled = anything.duplicate_of is not None or row["routed"]
+    assert jobs.plan(store, routing, limit=10) == (2 if settled else 3)
     assert routed_to(store, first.id) == ("pending", ["fetch"])
     assert routed_to(store, last.id) == ("pending", ["fetch"])
+    if settled:
+        return
     status, handlers = routed_to(store, anything.id)
     row = store.note(anything.id)
     assert row is not None
