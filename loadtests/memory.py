@@ -1,4 +1,4 @@
-"""Peak memory of `receiver serve` and its writer process while the store stalls (issue 16, finding 4).
+"""Peak memory of `receiver serve` and its writer process while the store stalls (issue 16, #4).
 
 Each case starts a real ``receiver serve --no-worker`` (writer process, 1 MiB body limit), stalls
 its store, sends many large requests at once while it is stalled, lets the store go again, checks
@@ -7,7 +7,7 @@ process and of its writer, and their resident memory (VmRSS) at the end.
 
     .venv/bin/python loadtests/memory.py                  # SQLite: writer stopped, write lock held
     .venv/bin/python loadtests/memory.py --postgres postgresql://postgres@127.0.0.1:5432/DB
-                                                          # + PostgreSQL: writer stopped, table locked
+                                              # + PostgreSQL: writer stopped, table locked
     .venv/bin/python loadtests/memory.py --requests 700 --body-bytes 1000000 --only stopped-writer
 
 Cases:

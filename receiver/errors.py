@@ -3,7 +3,7 @@
 ReceiverError                  anything this package raises on purpose
 ├── ConfigError                a settings file, allowlist or handler list is wrong: fix it and restart
 ├── StoreUnavailable           the store could not commit or answer: the sender should retry (503)
-│   └── RefusedByStore         the store refused one item of a batch, not being down; the rest went in
+│   └── RefusedByStore         the store refused one item of a batch (not down): the rest went in
 ├── HandlerError               a handler module or router is wrong (import failed, unknown source)
 ├── Retry                      raised by a handler to be run again later (``Retry(after=30)``)
 └── PortalError                a call to the Portal API failed; names endpoint and status
