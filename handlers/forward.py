@@ -39,6 +39,10 @@ def forwarding_router(source: DispatcherSource) -> Router:
             (value for key, value in note.headers.items() if key.lower() == "content-type"),
             "application/json",
         )
+        if len(content_type) > 100 or not content_type.isprintable():
+            # The outbox holds 100 printable characters; the bytes are forwarded all the same.
+            ctx.logger.warning("content type not kept (over 100 characters or unprintable)")
+            content_type = "application/octet-stream"
         # Keyed by the notification's content: a handler run again stores nothing new.
         result = await dispatcher.emit_body(
             note.event,

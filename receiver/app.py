@@ -131,6 +131,8 @@ class IngestEndpoint:
         self._verifiers, self._credential_headers = _verifiers(settings)
         self._secret_headers = SECRET_HEADERS | self._credential_headers
         self._max_body = settings.max_body_bytes
+        self._max_inflight = settings.max_inflight_bytes
+        self._inflight = 0  # bytes of bodies being read or waiting for the store, not answered
         self._body_deadlines = Deadlines[_BodyWait](settings.read_timeout_seconds, _cut_off)
         self._ack_timeout = settings.ack_timeout_seconds
         self._retry_after = str(settings.retry_after_seconds).encode()
@@ -257,16 +259,46 @@ class IngestEndpoint:
             if header_event:
                 event = header_event
 
+        declared = -1  # no Content-Length: a chunked body
         if content_length is not None:
             # ASCII digits only (RFC 9110): int() would also take "-1", "+5", " 5" and "1_0".
             if not content_length.isdigit():
                 self._reject(source, "bad_request")
                 return _error(400, "invalid content-length")
-            declared = int(content_length)
+            # More digits than any limit has are over it (and int() refuses 4,300 of them).
+            declared = int(content_length) if len(content_length) <= 18 else self._max_body + 1
             if declared > self._max_body:
                 self._reject(source, "too_large")
                 return _error(413, "body over the limit", [(b"connection", b"close")])
 
+        # Bodies held for the store are bounded: the declared length (or the most a chunked body
+        # may have) is counted from here until the answer, and past the bound the request is
+        # answered 503 at once, its body not read (uvicorn discards it as it arrives): the store
+        # is behind, the sender will retry. The connection stays open: closed with the body
+        # unread, it is reset, and the sender may never see the 503.
+        held = self._max_body if declared < 0 else declared
+        if self._inflight + held > self._max_inflight:
+            self._reject(source, "busy")
+            return _error(
+                503,
+                "too many notifications waiting for the store, retry later",
+                [(b"retry-after", self._retry_after)],
+            )
+        self._inflight += held
+        try:
+            return await self._receive(receive, source, event, client_ip, kept)
+        finally:
+            self._inflight -= held
+
+    async def _receive(
+        self,
+        receive: Receive,
+        source: str,
+        event: str | None,
+        client_ip: str,
+        kept: list[tuple[bytes, bytes]],
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """Read the body (bounded in size and time), store it, and the answer to give."""
         wait = _BodyWait()
         token = self._body_deadlines.add(wait)
         try:

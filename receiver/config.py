@@ -20,6 +20,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
 )
 
@@ -27,6 +28,7 @@ from receiver.errors import ConfigError
 
 CONFIG_ENV = "RECEIVER_CONFIG"
 KNOWN_SOURCES = ("pucomex", "sintegre", "invoicy")
+SOURCE_NAME_CHARS = 64  # what the notifications table holds (models.StoredNotification.source)
 
 
 class _Frozen(BaseModel):
@@ -296,6 +298,11 @@ class Settings(_Frozen):
     allowlist: Path = Path("allowlist.yaml")
     trusted_proxies: list[str] = []
     max_body_bytes: int = Field(default=1_048_576, ge=1, le=1 << 30)
+    # Bodies a serving process holds for the store and has not answered yet, at most: past it,
+    # a request is answered 503 with Retry-After before its body is read (the store is behind).
+    # 16 MiB is 16,000 Portal notifications of 1 KB; with 700 requests of 1 MB at once against a
+    # stopped writer the serving process peaked at 144-166 MiB (64 MiB: 192-206, loadtests/memory.py).
+    max_inflight_bytes: int = Field(default=16 * 1_048_576, ge=1)
     read_timeout_seconds: float = Field(default=10.0, gt=0)
     # Answer 503 rather than late: the Portal counts anything over 3.5 s as a failure.
     ack_timeout_seconds: float = Field(default=2.0, gt=0)
@@ -329,6 +336,16 @@ class Settings(_Frozen):
     store_dir: Path = Path("data")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
+    @field_validator("max_inflight_bytes")
+    @classmethod
+    def _inflight_holds_a_body(cls, value: int, info: ValidationInfo) -> int:
+        body = info.data.get("max_body_bytes")
+        if body is not None and value < body:
+            raise ValueError(
+                f"{value} is below max_body_bytes ({body}): a body at the limit would never fit"
+            )
+        return value
+
     @field_validator("trusted_proxies")
     @classmethod
     def _no_wildcard(cls, value: list[str]) -> list[str]:
@@ -347,6 +364,9 @@ class Settings(_Frozen):
         for name in value:
             if not name.replace("-", "").replace("_", "").isalnum():
                 raise ValueError(f"source name {name!r} must be letters, digits, '-' or '_'")
+            if len(name) > SOURCE_NAME_CHARS:
+                # The notifications table holds 64 characters: every insert would fail.
+                raise ValueError(f"source name {name!r} is over {SOURCE_NAME_CHARS} characters")
         return value
 
     def secrets(self) -> list[str]:

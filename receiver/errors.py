@@ -3,6 +3,7 @@
 ReceiverError                  anything this package raises on purpose
 ├── ConfigError                a settings file, allowlist or handler list is wrong: fix it and restart
 ├── StoreUnavailable           the store could not commit or answer: the sender should retry (503)
+│   └── RefusedByStore         the store refused one item of a batch (not down): the rest went in
 ├── HandlerError               a handler module or router is wrong (import failed, unknown source)
 ├── Retry                      raised by a handler to be run again later (``Retry(after=30)``)
 ├── GiveUp                     raised by a handler: no attempt can succeed, dead letter it now
@@ -25,6 +26,12 @@ class ConfigError(ReceiverError):
 
 class StoreUnavailable(ReceiverError):
     """The store could not commit; nothing was acknowledged and the sender should try again."""
+
+
+class RefusedByStore(StoreUnavailable):
+    """The store refused this one item (a value it cannot hold), not the store being down: the
+    other items of its batch were written. Values are checked before they are written
+    (``receiver.storable``), so this is a refusal nobody foresaw (a trigger, a constraint)."""
 
 
 class HandlerError(ReceiverError):

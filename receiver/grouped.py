@@ -6,14 +6,10 @@ import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
+from receiver.storefaults import store_down
 
 T = TypeVar("T")
 R = TypeVar("R")
-# Errors of the store itself, not of one item in a batch: nothing is gained by writing the items
-# one by one (each would wait for the same unreachable server).
-STORE_DOWN = (OperationalError, InterfaceError, PoolTimeout, OSError)
 
 
 class GroupedWrites(Generic[T, R]):
@@ -55,8 +51,9 @@ class GroupedWrites(Generic[T, R]):
             try:
                 results = await asyncio.to_thread(self._write_many, [item for item, _ in batch])
             except Exception as error:
-                if len(batch) == 1 or isinstance(error, STORE_DOWN):
-                    # Its own error, or the store's: every caller gets it now and tries later.
+                if len(batch) == 1 or store_down(error):
+                    # Its own error, or the store's (nothing is gained by writing the items one
+                    # by one then): every caller gets it now and tries later.
                     for _, future in batch:
                         _fail(future, error)
                     continue

@@ -1,4 +1,6 @@
-"""The durable inbox: routing stored notifications into jobs, claiming jobs with leases, finishing them.
+"""The durable inbox: claiming jobs with leases, finishing them, replay, results.
+
+Routing stored notifications into jobs is ``receiver.planner``'s (``plan`` is also here).
 
 All functions are synchronous and run one short transaction each; the worker calls them from a
 thread. The only dialect difference is the claim's ``FOR UPDATE SKIP LOCKED``, which SQLAlchemy
@@ -14,17 +16,20 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, and_, delete, false, func, insert, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
+from receiver import storable
 from receiver.models import JobStatus, NoteStatus, utcnow
-from receiver.routing import Routing
-from receiver.sources import ParseError, parse
+from receiver.planner import plan as plan
+from receiver.planner import unrouted as unrouted
 from receiver.store import JOBS, NOTES, RESULTS, Store, received_since
 
 CLAIMABLE = (JobStatus.PENDING, JobStatus.FAILED)
+KIND_CHARS: int = RESULTS.c.kind.type.length
+KEY_CHARS: int = RESULTS.c.key.type.length
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,74 +45,6 @@ class ClaimedJob:
     headers: dict[str, str]
     dedup_key: str
     recovered: bool
-
-
-def unrouted(limit: int) -> Select[Any]:
-    """The oldest originals that have no jobs yet, through the partial index that holds only them.
-
-    The condition is spelled as the index's (``routed = false``): neither SQLite nor PostgreSQL
-    proves the index usable from ``routed IS false``, and then every plan scanned the whole table.
-    """
-    return (
-        select(NOTES.c.id, NOTES.c.source, NOTES.c.event, NOTES.c.body)
-        .where(NOTES.c.routed == false(), NOTES.c.duplicate_of.is_(None))
-        .order_by(NOTES.c.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-
-
-def plan(store: Store, routing: Routing, limit: int = 100) -> int:
-    """Give unrouted notifications their jobs (one per matching handler), or quarantine them."""
-    now = utcnow()
-    with store.engine.begin() as conn:
-        rows = conn.execute(unrouted(limit)).all()
-        jobs: list[dict[str, Any]] = []
-        # Notes that end up with the same values share one UPDATE: a burst's notifications are
-        # mostly of a few events, and one statement per note held SQLite's write lock (which
-        # ingest's commits wait for) through a statement and a GIL hand-over per note.
-        same: dict[tuple[str, str | None, str | None], list[str]] = {}
-        for note_id, source, event, body in rows:
-            outcome: tuple[str, str | None, str | None]
-            try:
-                parsed = parse(source, body, event)
-            except ParseError as error:
-                outcome = (NoteStatus.QUARANTINED.value, event, f"unreadable: {error}")
-            else:
-                # The event column ends up holding the id the handlers were routed on (an
-                # alias's target); the sender's own word stays in the stored headers.
-                routed_as = routing.canonical(source, parsed.event)
-                routes = routing.handlers_for(source, routed_as)
-                if routes:
-                    outcome = (NoteStatus.PENDING.value, routed_as, None)
-                    jobs.extend(_new_job(note_id, route.name, now) for route in routes)
-                else:
-                    unrouted_why = f"no handler for {source} event {routed_as!r}"
-                    outcome = (NoteStatus.QUARANTINED.value, routed_as, unrouted_why)
-            same.setdefault(outcome, []).append(note_id)
-        for (status, routed_event, reason), note_ids in same.items():
-            conn.execute(
-                update(NOTES)
-                .where(NOTES.c.id.in_(note_ids))
-                .values(routed=True, status=status, event=routed_event, error=reason)
-            )
-        if jobs:
-            conn.execute(insert(JOBS), jobs)
-    return len(rows)
-
-
-def _new_job(note_id: str, handler: str, now: datetime) -> dict[str, Any]:
-    return {
-        "notification_id": note_id,
-        "handler": handler,
-        "status": JobStatus.PENDING,
-        "attempts": 0,
-        "next_attempt_at": now,
-        "lease_until": None,
-        "last_error": None,
-        "created_at": now,
-        "updated_at": now,
-    }
 
 
 def claim(store: Store, limit: int, lease_seconds: float) -> list[ClaimedJob]:
@@ -408,9 +345,16 @@ class Result:
 
     @classmethod
     def of(cls, kind: str, key: str, value: Any) -> Result:
-        """Serialised here, in the handler's own call: a value JSON cannot hold fails that call,
-        not the batch it would have been written with."""
-        return cls(kind, key, json.dumps(value, ensure_ascii=False))
+        """Checked and serialised here, in the handler's own call: a kind or key the store cannot
+        hold (too long, NUL, a lone surrogate) or a value JSON cannot hold fails that call, with
+        the reason, not the batch it would have been written with. Text with a lone surrogate is
+        kept with JSON's escapes (the same value once loaded)."""
+        storable.require(kind, KIND_CHARS, "result kind")
+        storable.require(key, KEY_CHARS, "result key")
+        text = json.dumps(value, ensure_ascii=False)
+        if not text.isascii() and storable.problem(text) is not None:
+            text = json.dumps(value)
+        return cls(kind, key, text)
 
 
 def save_results(store: Store, results: Sequence[Result]) -> list[None]:

@@ -89,7 +89,7 @@ class StoredNotification(SQLModel, table=True):
             sqlite_where=text("duplicate_of IS NULL"),
             postgresql_where=text("duplicate_of IS NULL"),
         ),
-        # What the worker still has to route (inbox.plan). It holds only unrouted originals, so it
+        # What the worker still has to route (planner.plan). It holds only unrouted originals, so it
         # stays small, and it finds them whatever order their commits landed in.
         Index(
             "ix_notifications_unrouted",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -167,13 +168,19 @@ def parse_sintegre(body: bytes, path_event: str | None) -> Parsed:
     return Parsed(payload, path_event or "produto.publicado")
 
 
+# A code written as text is 1 to 9 ASCII digits. ``str.isdigit`` is also true for "²" and other
+# Unicode digits, which ``int`` refuses, and ``int`` refuses more than 4,300 digits: both raised
+# ValueError in the planner instead of quarantining the notification.
+_CODE = re.compile(r"[0-9]{1,9}")
+
+
 def _code(value: Any) -> int | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
+    if isinstance(value, str) and _CODE.fullmatch(stripped := value.strip()):
+        return int(stripped)
     return None
 
 
@@ -195,7 +202,7 @@ def parse_invoicy(body: bytes, path_event: str | None) -> Parsed:
 
 def parse_generic(body: bytes, path_event: str | None) -> Parsed:
     payload = parse_json(body)
-    event = path_event
+    event = path_event or None
     if event is None and isinstance(payload, dict):
         found = _field(payload, "evento", "event", "type")
         event = found if isinstance(found, str) and found else None
@@ -214,4 +221,14 @@ PARSERS: Mapping[str, Parser] = {
 
 
 def parse(source: str, body: bytes, path_event: str | None) -> Parsed:
-    return PARSERS.get(source, parse_generic)(body, path_event)
+    """The stored notification's payload and event id; every failure is a ParseError.
+
+    A parser that raises anything else has met a body nobody foresaw: that is still the body's
+    problem, reported with the exception's type and message, and the note is quarantined.
+    """
+    try:
+        return PARSERS.get(source, parse_generic)(body, path_event)
+    except ParseError:
+        raise
+    except Exception as error:
+        raise ParseError(f"{type(error).__name__}: {error}") from error

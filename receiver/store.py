@@ -1,7 +1,8 @@
 """The durable store: SQLite (WAL, synchronous=FULL) or PostgreSQL, one code path for both.
 
-``Store.append`` is the ingest's only write; it goes through the group commit of
-``receiver.groupcommit``. The rest is the engine, the schema and its durability check, and reads.
+``Store.append`` is the ingest's only write; it goes through the group commit, in a thread
+(``receiver.groupcommit``) or a writer process (``receiver.writerprocess``). The rest is the
+engine, the schema and its durability check, and reads.
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import SQLModel
 
+from receiver.batchinsert import Incoming as Incoming
+from receiver.batchinsert import Receipt as Receipt
+from receiver.batchinsert import commit_batch
+from receiver.batchwriter import DEFAULT_TIMEOUT_SECONDS
 from receiver.config import Settings
 from receiver.deadlines import Deadlines
 from receiver.errors import ConfigError, StoreUnavailable
-from receiver.groupcommit import CommitHealth, GroupCommitter, commit_batch
-from receiver.groupcommit import Incoming as Incoming
-from receiver.groupcommit import Receipt as Receipt
+from receiver.groupcommit import CommitHealth, GroupCommitter
 from receiver.ids import id_floor, new_id
 from receiver.models import JOBS as JOBS
 from receiver.models import NOTES as NOTES
@@ -129,6 +132,7 @@ class Store:
         max_wait_ms: float = 0.0,
         pool_size: int = 8,
         writer: Literal["thread", "process"] = "thread",
+        commit_timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
     ) -> None:
         self.url = url
         self.engine = make_engine(url, pool_size=pool_size)
@@ -137,6 +141,7 @@ class Store:
         self._ack_deadlines: dict[float, Deadlines[asyncio.Future[Any]]] = {}
         self._max_batch = max_batch
         self._max_wait_ms = max_wait_ms
+        self._commit_timeout = commit_timeout_seconds
         in_memory = self.dialect == "sqlite" and self.engine.url.database in (None, "", ":memory:")
         # A writer process cannot see this process's in-memory database.
         self._writer = "thread" if in_memory else writer
@@ -149,6 +154,8 @@ class Store:
             max_batch=settings.group_commit.max_batch,
             max_wait_ms=settings.group_commit.max_wait_ms,
             writer=settings.group_commit.writer,
+            # Nobody waits for a commit past the ack deadline: the writer gives up a second later.
+            commit_timeout_seconds=settings.ack_timeout_seconds + 1.0,
         )
 
     def create_schema(self) -> None:
@@ -193,9 +200,13 @@ class Store:
             return
         if self._writer == "process":
             url = self.engine.url.render_as_string(hide_password=False)
-            self._committer = WriterProcess(url, self._max_batch, self._max_wait_ms)
+            self._committer = WriterProcess(
+                url, self._max_batch, self._max_wait_ms, self._commit_timeout
+            )
         else:
-            self._committer = GroupCommitter(self.engine, self._max_batch, self._max_wait_ms)
+            self._committer = GroupCommitter(
+                self.engine, self._max_batch, self._max_wait_ms, self._commit_timeout
+            )
 
     @property
     def writer_pid(self) -> int | None:
@@ -218,6 +229,12 @@ class Store:
         token = deadlines.add(future)
         try:
             return await future
+        except StoreUnavailable as error:
+            # The future keeps this exception for as long as the committer holds the future (a
+            # stalled writer: until it answers), and its traceback would keep every frame it
+            # went through, and the body in them: the caller gets a fresh one instead.
+            error.__traceback__ = None
+            raise type(error)(*error.args) from None
         finally:
             deadlines.discard(token)
 

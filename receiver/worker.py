@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from receiver import inbox, metrics
+from receiver import inbox, metrics, planner, storable
 from receiver.config import Settings
 from receiver.errors import GiveUp, Retry
 from receiver.grouped import GroupedWrites
@@ -29,10 +29,12 @@ from receiver.retry import Decision, RetryPolicy
 from receiver.routing import Context, Notification, Route, Routing
 from receiver.sources import ParseError, parse
 from receiver.store import Store
+from receiver.storefaults import store_down
 
 log = logging.getLogger("receiver.worker")
 
 METRICS_EVERY_SECONDS = 2.0
+PLAN_BACKOFF_MAX_SECONDS = 60.0
 
 
 class StoreResults:
@@ -75,6 +77,8 @@ class Worker:
             functools.partial(inbox.finish_many, store), name="outcome-writer"
         )
         self._running: dict[asyncio.Task[None], ClaimedJob] = {}
+        self._plan_backoff = 0.0  # seconds; grows while planning fails for a reason of its own
+        self._plan_again_at = 0.0
         self._wake = asyncio.Event()
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.completed = 0
@@ -91,16 +95,17 @@ class Worker:
                 if time.monotonic() - last_metrics > METRICS_EVERY_SECONDS:
                     last_metrics = time.monotonic()
                     await self._publish_metrics()
-            except Exception as error:  # the store is down: keep trying, never die
-                log.error("worker cannot reach the store: %s: %s", type(error).__name__, error)
+            except Exception as error:  # keep trying, never die; and say what really happened
+                if store_down(error):
+                    log.error("worker cannot reach the store: %s: %s", type(error).__name__, error)
+                else:
+                    log.exception("worker step failed: %s: %s", type(error).__name__, error)
             if not busy:
                 await self._sleep(stop, self._settings.poll_interval_seconds)
         await self._drain(grace_seconds)
 
     async def _tick(self) -> bool:
-        planned = await asyncio.to_thread(
-            inbox.plan, self._store, self._routing, self._settings.batch_size
-        )
+        planned = await self._plan()
         free = self._settings.concurrency - len(self._running)
         claimed: list[ClaimedJob] = []
         if free > 0:
@@ -113,6 +118,31 @@ class Worker:
             self._running[task] = job
             task.add_done_callback(self._job_done)
         return bool(planned or claimed) and len(self._running) < self._settings.concurrency
+
+    async def _plan(self) -> int:
+        """Route new notifications; a planning failure that is not the store's must not stop the
+        claiming of jobs already planned: it is logged, and planning is tried again later."""
+        if time.monotonic() < self._plan_again_at:
+            return 0
+        try:
+            planned = await asyncio.to_thread(
+                planner.plan, self._store, self._routing, self._settings.batch_size
+            )
+        except Exception as error:
+            if store_down(error):
+                raise
+            self._plan_backoff = min(PLAN_BACKOFF_MAX_SECONDS, self._plan_backoff * 2 or 1.0)
+            self._plan_again_at = time.monotonic() + self._plan_backoff
+            log.exception(
+                "routing new notifications failed (%s: %s); jobs are still claimed, and routing "
+                "is tried again in %.0f s",
+                type(error).__name__,
+                storable.safe(str(error), 500),
+                self._plan_backoff,
+            )
+            return 0
+        self._plan_backoff = 0.0
+        return planned
 
     def _job_done(self, task: asyncio.Task[None]) -> None:
         self._running.pop(task, None)
@@ -156,7 +186,7 @@ class Worker:
         try:
             note = self._notification(job)
         except ParseError as error:  # routed once, so only a changed parser gets here
-            await self._finish(job, JobStatus.DEAD, f"unreadable: {error}")
+            await self._finish(job, JobStatus.DEAD, storable.safe(f"unreadable: {error}", 4000))
             return
         context = Context(
             handler=route.name,
@@ -237,7 +267,9 @@ class Worker:
             reason,
             " (dead letter)" if decision.dead else f" (retry in {decision.delay:.1f} s)",
         )
-        await self._finish(job, outcome, reason[:4000], decision.delay)
+        # What a handler raised is kept as the job's last error: escaped and cut, so that the
+        # record of its attempt can always be written (PostgreSQL text refuses NUL).
+        await self._finish(job, outcome, storable.safe(reason, 4000), decision.delay)
 
     async def _call_error_hooks(
         self, note: Notification, context: Context, error: BaseException

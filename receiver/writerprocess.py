@@ -12,19 +12,8 @@ A request is still answered 200 only after the commit that holds its row has ret
 writer. If the writer dies, every request waiting on it gets ``StoreUnavailable`` (a 503, which
 the Portal retries), and a new writer is started.
 
-Frames on the socket: a 4-byte little-endian length, then a ``marshal`` payload. Both ends are the
-same interpreter running the same code, which is what marshal needs; nothing else writes there.
-
-- parent -> writer, first frame: the settings ``{"url", "max_batch", "max_wait_ms", "log_level"}``;
-- parent -> writer, then one per send: a list of notifications ``(seq, expires_at, source, event,
-  client_ip, headers, body, recovered)``; ``expires_at`` is on ``time.monotonic()``
-  (CLOCK_MONOTONIC, the same in every process), 0 for never: the writer skips a notification whose
-  sender has already been answered 503, as the thread does;
-- writer -> parent, first: ``{"pid": ...}`` once it can take notifications (readiness waits
-  for it: a serving process whose writer is still starting is not ready);
-- writer -> parent, then one per batch: ``(reason, [(seq, id, duplicate_of), ...])``, where ``reason``
-  is None (all stored) or why nobody in the batch was stored (then ``id`` is ""); "" for those
-  that expired before their commit.
+The frames on the socket are described in ``receiver.writerframes``; the writer process's side
+is ``receiver.writerfeed``, which ``python -m receiver.writerprocess FD`` runs.
 """
 
 from __future__ import annotations
@@ -32,28 +21,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import marshal
-import os
 import select
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections import deque
 from typing import Any
 
-from sqlalchemy import make_url
-
-from receiver import logs
-from receiver.errors import StoreUnavailable
-from receiver.groupcommit import BatchWriter, CommitHealth, Incoming, Receipt
-from receiver.ids import new_id
-from receiver.sources import dedup_key
+from receiver.batchinsert import Incoming, Receipt
+from receiver.batchwriter import DEFAULT_TIMEOUT_SECONDS
+from receiver.errors import RefusedByStore, StoreUnavailable
+from receiver.groupcommit import CommitHealth
+from receiver.writerframes import EXPIRED, REFUSED, Inbound, frame
 
 log = logging.getLogger("receiver.store")
 
-_LENGTH = 4
 _SOCKET_BUFFER = 4 * 1024 * 1024  # a burst of requests fits without the event loop waiting
 _RESTART_SECONDS = 0.5
 # Notifications go to the writer at the end of each event-loop iteration, or as soon as this many
@@ -63,62 +46,8 @@ _RESTART_SECONDS = 0.5
 # checks the rest. bench A/B at 64 connections on SQLite, against once per iteration: 32: +12%,
 # 16: +7%, 8: +4% (smaller hand-overs make smaller commits, each with its own fsync).
 FLUSH_EVERY = 32
-# The reason given for notifications whose sender was answered 503 before their commit began:
-# not stored, and not a store failure either.
-_EXPIRED = ""
-
-
-def _frame(payload: Any) -> bytes:
-    data = marshal.dumps(payload)
-    return len(data).to_bytes(_LENGTH, "little") + data
-
-
-def _frames(buffer: bytearray) -> list[Any]:
-    """Every complete frame at the start of ``buffer``, decoded; removes them from it."""
-    out: list[Any] = []
-    view = memoryview(buffer)
-    offset = 0
-    end = len(buffer)
-    try:
-        while end - offset >= _LENGTH:
-            size = int.from_bytes(view[offset : offset + _LENGTH], "little")
-            if end - offset - _LENGTH < size:
-                break
-            start = offset + _LENGTH
-            # Our own socketpair, written only by our own code: not untrusted input.
-            out.append(marshal.loads(view[start : start + size]))  # noqa: S302
-            offset = start + size
-    finally:
-        view.release()
-    if offset:
-        del buffer[:offset]
-    return out
-
-
-class _Inbound:
-    """Bytes read from the socket until they make whole frames.
-
-    Read through one scratch buffer made once: ``sock.recv(n)`` allocates n bytes on every call
-    and shrinks them after, and for n = 1 MiB that is an mmap and a munmap each time: 29 us per
-    40 KB frame, against 5 us with ``recv_into`` and a copy.
-    """
-
-    SCRATCH = 256 * 1024
-
-    def __init__(self) -> None:
-        self._pending = bytearray()
-        self._scratch = memoryview(bytearray(self.SCRATCH))
-
-    def receive(self, sock: socket.socket) -> list[Any] | None:
-        """Read once from ``sock`` (its errors propagate): the frames now whole; None at its end."""
-        count = sock.recv_into(self._scratch)
-        if not count:
-            return None
-        self._pending += self._scratch[:count]
-        return _frames(self._pending)
-
-    def clear(self) -> None:
-        self._pending.clear()
+# A frame carries at most this many bytes of bodies (one body, however large, at least).
+FRAME_BYTES = 1024 * 1024
 
 
 class WriterProcess(CommitHealth):
@@ -127,24 +56,34 @@ class WriterProcess(CommitHealth):
     Bound to the event loop that starts it (a serving process has one).
     """
 
-    def __init__(self, url: str, max_batch: int = 512, max_wait_ms: float = 0.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        max_batch: int = 512,
+        max_wait_ms: float = 0.0,
+        timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+    ) -> None:
         super().__init__()
         self._settings = {
             "url": url,
             "max_batch": max_batch,
             "max_wait_ms": max_wait_ms,
+            "timeout_seconds": timeout_seconds,
             "log_level": logging.getLevelName(logging.getLogger().getEffectiveLevel()),
         }
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self._pending: dict[int, asyncio.Future[Receipt]] = {}
         self._seq = 0
-        self._outbox: list[tuple[Any, ...]] = []  # notifications not framed yet
-        # Frames not yet (wholly) on the socket, oldest first: a stalled writer fills the socket
-        # and the rest waits here, each frame kept as it is, never copied into one growing buffer.
-        self._unsent: deque[memoryview] = deque()
+        # Notifications not framed yet, oldest first, and the bytes of their bodies. A stalled
+        # writer fills the socket, and the rest waits here as it came (the bodies the requests
+        # hold anyway), not as copies in frames: what expires meanwhile is dropped (_drop_expired).
+        self._outbox: list[tuple[Any, ...]] = []
+        self._outbox_bytes = 0
+        # The one frame being written to the socket (a frame, once begun, must go whole).
+        self._sending: memoryview | None = None
         self._flush_scheduled = False
-        self._inbox = _Inbound()
+        self._inbox = Inbound()
         self._closing = False
         self._sock: socket.socket | None = None
         self._process: subprocess.Popen[bytes] | None = None
@@ -183,7 +122,7 @@ class WriterProcess(CommitHealth):
             )
         ours.setblocking(False)
         self._sock = ours
-        self._unsent = deque([memoryview(_frame(self._settings))])
+        self._sending = memoryview(frame(self._settings))
         self._inbox.clear()
         self.started = False
         self._loop.add_reader(ours.fileno(), self._readable)
@@ -251,7 +190,8 @@ class WriterProcess(CommitHealth):
             if not future.done():
                 future.set_exception(failed)
         self._outbox.clear()
-        self._unsent.clear()
+        self._outbox_bytes = 0
+        self._sending = None
         if self._closing:
             return
         self.last_failure = time.monotonic()
@@ -280,8 +220,9 @@ class WriterProcess(CommitHealth):
                 item.recovered,
             )
         )
-        # Not while frames wait for the socket to drain: the flush already set for then sends them.
-        if len(outbox) >= FLUSH_EVERY and not self._unsent:
+        self._outbox_bytes += len(item.body)
+        # Not while a frame waits for the socket to drain: the flush already set for then sends.
+        if len(outbox) >= FLUSH_EVERY and self._sending is None:
             self._send_now(blocking=False)
         elif not self._flush_scheduled:
             self._schedule_flush()
@@ -300,16 +241,18 @@ class WriterProcess(CommitHealth):
         sock = self._sock
         if sock is None:
             return
-        unsent = self._unsent
-        if self._outbox:
-            unsent.append(memoryview(_frame(self._outbox)))
-            self._outbox = []
-        while unsent:
+        while True:
+            if self._sending is None:
+                if not self._outbox:
+                    return
+                self._sending = memoryview(frame(self._next_frame()))
             try:
-                sent = sock.send(unsent[0])
+                sent = sock.send(self._sending)
             except BlockingIOError:
                 if not blocking:
-                    # The writer is behind by megabytes: try again when the socket drains.
+                    # The writer is behind by megabytes: try again when the socket drains, and
+                    # meanwhile let go of what nobody waits for any more.
+                    self._drop_expired()
                     self._loop.call_later(0.001, self._flush)
                     self._flush_scheduled = True
                     return
@@ -318,10 +261,53 @@ class WriterProcess(CommitHealth):
             except OSError as error:
                 self._writer_gone(f"send failed: {type(error).__name__}")
                 return
-            if sent == len(unsent[0]):
-                unsent.popleft()
+            if sent == len(self._sending):
+                self._sending = None
             else:
-                unsent[0] = unsent[0][sent:]
+                self._sending = self._sending[sent:]
+
+    def _next_frame(self) -> list[tuple[Any, ...]]:
+        """The oldest notifications of the outbox, up to FRAME_BYTES of bodies (at least one).
+
+        Usually the whole outbox: a loop iteration's notifications are a few dozen kilobytes.
+        After a stall it holds up to ``max_inflight_bytes``, and one frame of all of it would be
+        a copy of all of it.
+        """
+        outbox = self._outbox
+        if self._outbox_bytes <= FRAME_BYTES:
+            self._outbox, self._outbox_bytes = [], 0
+            return outbox
+        taken = size = 0
+        while taken < len(outbox) and (taken == 0 or size + len(outbox[taken][6]) <= FRAME_BYTES):
+            size += len(outbox[taken][6])
+            taken += 1
+        chunk = outbox[:taken]
+        del outbox[:taken]
+        self._outbox_bytes -= size
+        return chunk
+
+    def _drop_expired(self) -> None:
+        """Drop the notifications at the head of the outbox whose senders were answered 503 (ack
+        deadline): their bodies are released now, not when the writer reads again. They expire
+        in the order they came when every request has the same deadline (ingest's); one that
+        never expires (no deadline) keeps those behind it until it is sent."""
+        outbox = self._outbox
+        now = time.monotonic()
+        expired = 0
+        for entry in outbox:
+            expires_at = entry[1]
+            if not expires_at or expires_at >= now:
+                break
+            expired += 1
+        if not expired:
+            return
+        gone = StoreUnavailable("the writer did not take it before the ack deadline")
+        for entry in outbox[:expired]:
+            self._outbox_bytes -= len(entry[6])
+            future = self._pending.pop(entry[0], None)
+            if future is not None and not future.done():
+                future.set_exception(gone)
+        del outbox[:expired]
 
     def _readable(self) -> None:
         sock = self._sock
@@ -337,14 +323,17 @@ class WriterProcess(CommitHealth):
         if frames is None:
             self._writer_gone("end of stream")
             return
-        for frame in frames:
-            if isinstance(frame, dict):  # the writer's hello
+        for payload in frames:
+            if isinstance(payload, dict):  # the writer's hello
                 self.started = True
                 continue
-            reason, receipts = frame
+            reason, receipts = payload
+            if reason is REFUSED:
+                self._refused(receipts)
+                continue
             if reason is None:
                 self.last_success = time.monotonic()
-            elif reason != _EXPIRED:
+            elif reason != EXPIRED:
                 self.last_failure = time.monotonic()
             failed = StoreUnavailable(reason) if reason else None
             for seq, note_id, duplicate_of in receipts:
@@ -356,130 +345,14 @@ class WriterProcess(CommitHealth):
                 else:
                     future.set_exception(failed)
 
-
-# --- the writer process ----------------------------------------------------------------------
-
-
-class _Feed:
-    """The writer's end of the socket: notifications in, receipts out."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self._sock = sock
-        self._inbox = _Inbound()
-        self._ready: deque[Any] = deque()
-        self.ended = False
-
-    def settings(self) -> dict[str, Any]:
-        while not self._ready and self._read(block=True):
-            pass
-        if not self._ready:
-            raise SystemExit(0)  # the parent went away before saying anything
-        settings: dict[str, Any] = self._ready.popleft()
-        return settings
-
-    def _read(self, block: bool, timeout: float | None = None) -> bool:
-        """Read what the socket holds; False at end of stream or when nothing came in time."""
-        if self.ended:
-            return False
-        if not block or timeout is not None:
-            ready, _, _ = select.select([self._sock], [], [], 0 if not block else timeout)
-            if not ready:
-                return False
-        frames = self._inbox.receive(self._sock)
-        if frames is None:
-            self.ended = True
-            return False
-        for frame in frames:
-            if isinstance(frame, list):  # notifications
-                self._ready.extend(frame)
-            else:  # the settings, first and alone
-                self._ready.append(frame)
-        return True
-
-    def batch(self, max_batch: int, max_wait: float) -> list[Any]:
-        """The next batch: waits for one notification, then takes what has arrived meanwhile."""
-        while not self._ready:
-            if not self._read(block=True):
-                return []
-        while self._read(block=False):
-            pass
-        if max_wait and len(self._ready) < max_batch:
-            deadline = time.monotonic() + max_wait
-            while len(self._ready) < max_batch:
-                left = deadline - time.monotonic()
-                if left <= 0 or not self._read(block=True, timeout=left):
-                    break
-        taken = min(max_batch, len(self._ready))
-        return [self._ready.popleft() for _ in range(taken)]
-
-    def hello(self) -> None:
-        self._sock.sendall(_frame({"pid": os.getpid()}))
-
-    def answer(self, error: str | None, receipts: list[tuple[int, str, str | None]]) -> None:
-        self._sock.sendall(_frame((error, receipts)))
-
-
-def serve_writer(sock: socket.socket) -> None:
-    """Commit what the serving process sends until it closes its end (or goes away)."""
-    from receiver.store import make_engine, normalise_url  # receiver.store imports this module
-
-    feed = _Feed(sock)
-    settings = feed.settings()
-    url = make_url(normalise_url(settings["url"]))
-    logs.configure(settings["log_level"], [url.password or ""])
-    engine = make_engine(settings["url"], pool_size=1)
-    writer = BatchWriter(engine)
-    feed.hello()
-    max_batch: int = settings["max_batch"]
-    max_wait: float = settings["max_wait_ms"] / 1000
-    try:
-        while True:
-            frames = feed.batch(max_batch, max_wait)
-            if not frames:
-                return
-            now = time.monotonic()
-            live: list[tuple[Incoming, str]] = []
-            seqs: list[int] = []
-            expired: list[tuple[int, str, str | None]] = []
-            for seq, expires_at, source, event, client_ip, headers, body, recovered in frames:
-                if expires_at and expires_at < now:
-                    expired.append((seq, "", None))
-                    continue
-                item = Incoming(
-                    source, event, client_ip, headers, body, dedup_key(source, body), recovered
-                )
-                live.append((item, new_id()))
-                seqs.append(seq)
-            if expired:
-                feed.answer(_EXPIRED, expired)
-            if not live:
-                continue
-            outcome = writer.commit(live)
-            if isinstance(outcome, StoreUnavailable):
-                feed.answer(str(outcome), [(seq, "", None) for seq in seqs])
-            else:
-                feed.answer(
-                    None,
-                    [
-                        (seq, receipt.id, receipt.duplicate_of)
-                        for seq, receipt in zip(seqs, outcome, strict=True)
-                    ],
-                )
-                writer.finish_checkpoint()
-    except (BrokenPipeError, ConnectionResetError):
-        return  # the serving process is gone; what was committed stays committed
-    finally:
-        writer.close()
-        engine.dispose()
-
-
-def main(argv: list[str]) -> None:
-    sock = socket.socket(fileno=int(argv[1]))
-    sock.setblocking(True)
-    with contextlib.suppress(KeyboardInterrupt):
-        serve_writer(sock)
-    os._exit(0)  # no interpreter teardown: nothing is left to flush
+    def _refused(self, receipts: list[tuple[int, str, None]]) -> None:
+        for seq, why, _ in receipts:
+            future = self._pending.pop(seq, None)
+            if future is not None and not future.done():
+                future.set_exception(RefusedByStore(why))
 
 
 if __name__ == "__main__":
+    from receiver.writerfeed import main
+
     main(sys.argv)

@@ -14,7 +14,9 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-DUIMP_NUMBER = re.compile(r"^(?P<year>[0-9]{2})BR(?P<seq>[0-9]{10,11})$")
+DUIMP_NUMBER = re.compile(
+    r"(?P<year>[0-9]{2})BR(?P<seq>[0-9]{10,11})"
+)  # fullmatch: "$" allows "\n"
 MAX_VERSION = 99
 
 # (NCM, description, unit, net kg per unit, unit price USD, II %, IPI %)
@@ -54,7 +56,7 @@ _PIS, _COFINS = 2.10, 9.65
 
 
 def is_duimp_number(numero: str) -> bool:
-    return bool(DUIMP_NUMBER.match(numero))
+    return bool(DUIMP_NUMBER.fullmatch(numero))
 
 
 def duimp_number(sequence: int, year: int = 24) -> str:
@@ -238,7 +240,7 @@ def _item(
 def duimp(numero: str, versao: int | None = None) -> dict[str, Any] | None:
     """The Duimp ``numero`` as the consultation answers it (``versao`` None: the one in force);
     None when the number is not a Duimp number or the version is out of range."""
-    found = DUIMP_NUMBER.match(numero)
+    found = DUIMP_NUMBER.fullmatch(numero)
     if found is None:
         return None
     version = latest_version(numero) if versao is None else versao

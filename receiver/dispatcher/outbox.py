@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Engine, and_, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
+from receiver import storable
 from receiver.dispatcher.records import AttemptOutcome, DueDelivery
 from receiver.dispatcher.tables import (
     ATTEMPTS,
@@ -29,6 +30,7 @@ from receiver.dispatcher.tables import (
 from receiver.dispatcher.validation import OutboundAuth, brasilia_date
 
 DUE_PENDING = DELIVERIES.c.status == DeliveryStatus.PENDING
+DESCRIPTION_CHARS = 2000  # an attempt's description (and a failure's), at most
 LEASED = DELIVERIES.c.status == DeliveryStatus.SENDING
 
 
@@ -179,6 +181,9 @@ class Outbox:
             .where(DELIVERIES.c.id == delivery.id)
         ).one()
         number = state.attempts + 1
+        # What the subscriber answered is anything at all (a NUL, which PostgreSQL text refuses):
+        # kept escaped, so that the attempt is always counted.
+        excerpt = outcome.response_excerpt
         conn.execute(
             insert(ATTEMPTS),
             {
@@ -188,8 +193,8 @@ class Outbox:
                 "finished_at": outcome.finished_at,
                 "status_code": outcome.status_code,
                 "ok": outcome.ok,
-                "outcome": outcome.description,
-                "response_excerpt": outcome.response_excerpt,
+                "outcome": storable.safe(outcome.description, DESCRIPTION_CHARS),
+                "response_excerpt": None if excerpt is None else storable.safe(excerpt),
             },
         )
         changes: dict[str, Any] = {
@@ -226,7 +231,9 @@ class Outbox:
             "delivery_id": delivery.id,
             "data": brasilia_date(outcome.finished_at),
             "recorded_at": outcome.finished_at,
-            "descricao": f"attempt {number} of {max_attempts}: {outcome.description}",
+            "descricao": storable.safe(
+                f"attempt {number} of {max_attempts}: {outcome.description}", DESCRIPTION_CHARS
+            ),
             "evento": delivery.evento,
-            "conteudo": delivery.body.decode("utf-8", errors="replace"),
+            "conteudo": storable.safe(delivery.body.decode("utf-8", errors="replace")),
         }

@@ -17,6 +17,7 @@ import logging
 import ssl
 import time
 from collections.abc import Callable, Collection, Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
@@ -24,6 +25,7 @@ from typing import Any
 
 import httpx
 
+from receiver import storable
 from receiver.config import DispatcherSettings
 from receiver.dispatcher.attempt import USER_AGENT, attempt_delivery, origin_of, where
 from receiver.dispatcher.configfile import load_dispatcher_settings
@@ -38,7 +40,7 @@ from receiver.dispatcher.records import (
     EmitResult,
 )
 from receiver.dispatcher.store import DispatchStore
-from receiver.dispatcher.tables import FINAL_STATUSES, DeliveryStatus
+from receiver.dispatcher.tables import EVENTS, FINAL_STATUSES, DeliveryStatus
 from receiver.dispatcher.validation import BRASILIA, parse_evento
 from receiver.grouped import GroupedWrites
 from receiver.models import utcnow
@@ -49,12 +51,16 @@ from receiver.outbound import (
     outbound_ssl_context,
     system_resolver,
 )
+from receiver.storefaults import store_down
 
 WAIT_FOR_COALESCE_SECONDS = 0.02
 # How often the loop looks for subscriptions to cancel (only failures for cancel_after_days).
 CANCEL_CHECK_SECONDS = 60.0
 
 log = logging.getLogger("receiver.dispatcher")
+
+CONTENT_TYPE_CHARS: int = EVENTS.c.content_type.type.length
+IDEMPOTENCY_KEY_CHARS: int = EVENTS.c.idempotency_key.type.length
 
 
 class Dispatcher:
@@ -195,8 +201,14 @@ class Dispatcher:
         content_type: str = "application/json",
         idempotency_key: str | None = None,
     ) -> EmitResult:
-        """Emit ``body`` as is (a forwarded notification keeps the sender's bytes)."""
+        """Emit ``body`` as is (a forwarded notification keeps the sender's bytes).
+
+        A content type or idempotency key the outbox cannot hold is a ValueError here, in the
+        caller's own call, not a failure of the emits stored with it."""
         parse_evento(evento)
+        storable.require(content_type, CONTENT_TYPE_CHARS, "content type")
+        if idempotency_key is not None:
+            storable.require(idempotency_key, IDEMPOTENCY_KEY_CHARS, "idempotency key")
         request = EmitRequest(evento, body, content_type, utcnow(), idempotency_key)
         result = await self._emits.submit(request)
         self.kick()
@@ -337,7 +349,7 @@ class Dispatcher:
                 raise
             finally:
                 self._attempts.pop(delivery.id, None)
-            status = await self._records.submit((delivery, outcome))
+            status = await self._record(delivery, outcome)
             log.info(
                 "delivery %s (%s) to %s: %s -> %s",
                 delivery.id,
@@ -346,3 +358,26 @@ class Dispatcher:
                 outcome.description,
                 status.value,
             )
+
+    async def _record(self, delivery: DueDelivery, outcome: AttemptOutcome) -> DeliveryStatus:
+        """Count the attempt. Its values are made safe for the store (Outbox); if the store still
+        refuses its record (not being down), the attempt is counted with a placeholder instead:
+        left uncounted, it would be sent again at every lease expiry, for ever."""
+        try:
+            return await self._records.submit((delivery, outcome))
+        except Exception as error:
+            if store_down(error):
+                raise
+            log.error(
+                "delivery %s: the store refused the record of its attempt (%s); counted with a "
+                "placeholder",
+                delivery.id,
+                storable.safe(f"{type(error).__name__}: {error}", 300),
+            )
+            placeholder = replace(
+                outcome,
+                description=f"the outcome of this attempt could not be stored "
+                f"({type(error).__name__})",
+                response_excerpt=None,
+            )
+            return await self._records.submit((delivery, placeholder))

@@ -52,8 +52,10 @@ if TYPE_CHECKING:
 DUIMP_VERSIONS_PATH = "/duimp-api/api/ext/duimp/{numero}/versoes"
 DUIMP_VERSION_PATH = "/duimp-api/api/ext/duimp/{numero}/{versao}"
 _VERSION_FIELDS = ("versao", "numeroVersao", "versaoDuimp", "versaoDeclaracao")
-_DUIMP_NUMBER = re.compile(r"[0-9]{2}[A-Z]{2}[0-9]{6,16}\Z")
-_DUIMP_VERSION = re.compile(r"[0-9]{1,4}\Z")
+# Matched whole (fullmatch): "$" also matches before a trailing newline, which would then travel
+# in the request's path.
+_DUIMP_NUMBER = re.compile(r"[0-9]{2}[A-Z]{2}[0-9]{6,16}")
+_DUIMP_VERSION = re.compile(r"[0-9]{1,4}")
 # Connection errors for which the request certainly never reached the Portal.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _EXCERPT = 200
@@ -314,13 +316,13 @@ class PortalClient:
         """The Duimp consultation: every field of the Portal's answer, as a dict. Without
         ``versao``, the Duimp's versions are asked first and the latest is fetched."""
         numero = str(numero).strip().upper()
-        if not _DUIMP_NUMBER.match(numero):
+        if not _DUIMP_NUMBER.fullmatch(numero):
             raise PortalError(f"{numero!r} is not a Duimp number (like 24BR0000012345)")
         if versao is None:
             versao = await self.duimp_versions(numero)
         else:
             versao = str(versao).strip()
-            if not _DUIMP_VERSION.match(versao):
+            if not _DUIMP_VERSION.fullmatch(versao):
                 raise PortalError(f"{versao!r} is not a Duimp version (a number)")
         path = DUIMP_VERSION_PATH.format(numero=numero, versao=versao)
         data = await self.json("GET", path)
@@ -352,6 +354,6 @@ def latest_version(data: Any) -> int | None:
             item = next((item[k] for k in _VERSION_FIELDS if item.get(k) is not None), None)
         if isinstance(item, int) and not isinstance(item, bool):
             found.append(item)
-        elif isinstance(item, str) and _DUIMP_VERSION.match(item.strip()):
+        elif isinstance(item, str) and _DUIMP_VERSION.fullmatch(item.strip()):
             found.append(int(item.strip()))
     return max(found, default=None)

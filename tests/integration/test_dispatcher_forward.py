@@ -4,6 +4,7 @@ dispatcher (outbox, 200 as receipt); a handler run again forwards nothing new.""
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,23 @@ async def test_a_notification_is_forwarded_unchanged(dispatcher: Any) -> None:
     (request,) = dispatcher.requests
     assert request.content == BODY
     assert request.headers["content-type"] == "application/json; charset=utf-8"
+
+
+@pytest.mark.parametrize("content_type", ["application/json; x=" + "y" * 100, "text/plain\x00"])
+async def test_a_content_type_the_outbox_cannot_hold_is_forwarded_as_octets(
+    dispatcher: Any, content_type: str
+) -> None:
+    async def source(ctx: Context) -> Dispatcher:
+        return dispatcher  # type: ignore[no-any-return]
+
+    odd = replace(note(), headers={"Content-Type": content_type})
+    (route,) = forwarding_router(source).routes
+    await route.handler(odd, context())
+    (state,) = dispatcher.store.deliveries(ids=[1])
+    await dispatcher.wait_for([state.id], within=10)
+    (request,) = dispatcher.requests
+    assert request.content == BODY
+    assert request.headers["content-type"] == "application/octet-stream"
 
 
 @pytest.mark.parametrize(

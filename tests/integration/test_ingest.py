@@ -24,7 +24,7 @@ from receiver.errors import StoreUnavailable
 from receiver.groupcommit import BatchWriter
 from receiver.ids import new_id
 from receiver.sources import dedup_key
-from receiver.store import Incoming, Store
+from receiver.store import Incoming, Receipt, Store
 from tests.conftest import (
     ALLOWLIST,
     PUCOMEX_OLD_TOKEN,
@@ -286,14 +286,16 @@ async def test_oversized_body_refused_without_reading_the_rest(
 def inserts_refused(store: Store) -> Iterator[None]:
     """The database itself refuses every new notification (a trigger), until the block ends."""
     if store.dialect == "sqlite":
+        # A table that is not there: an OperationalError, as SQLite's own failures are (disk
+        # full, I/O error). RAISE(ABORT) would be an IntegrityError, which is one item's fault.
         create = [
             "CREATE TRIGGER refuse_notes BEFORE INSERT ON notifications "
-            "BEGIN SELECT RAISE(ABORT, 'disk full (injected)'); END"
+            "BEGIN INSERT INTO disk_full_injected VALUES (1); END"
         ]
         drop = ["DROP TRIGGER refuse_notes"]
     else:
         create = [
-            "CREATE FUNCTION refuse_notes() RETURNS trigger LANGUAGE plpgsql AS "
+            "CREATE OR REPLACE FUNCTION refuse_notes() RETURNS trigger LANGUAGE plpgsql AS "
             "$$ BEGIN RAISE EXCEPTION 'disk full (injected)'; END $$",
             "CREATE TRIGGER refuse_notes BEFORE INSERT ON notifications "
             "FOR EACH ROW EXECUTE FUNCTION refuse_notes()",
@@ -310,9 +312,13 @@ def inserts_refused(store: Store) -> Iterator[None]:
                 conn.exec_driver_sql(statement)
 
 
-def hold_write_lock(store: Store, seconds: float) -> threading.Thread:
-    """Another connection takes the lock that inserting a notification needs, for ``seconds``."""
+def hold_write_lock(
+    store: Store, seconds: float, release: threading.Event | None = None
+) -> threading.Thread:
+    """Another connection takes the lock that inserting a notification needs, for ``seconds``
+    (or until ``release`` is set)."""
     locked = threading.Event()
+    release = release if release is not None else threading.Event()
 
     def hold() -> None:
         # On SQLite the BEGIN IMMEDIATE that begin() issues is the write lock itself.
@@ -320,7 +326,7 @@ def hold_write_lock(store: Store, seconds: float) -> threading.Thread:
             if store.dialect != "sqlite":
                 conn.exec_driver_sql("LOCK TABLE notifications IN SHARE ROW EXCLUSIVE MODE")
             locked.set()
-            time.sleep(seconds)
+            release.wait(seconds)
 
     holder = threading.Thread(target=hold, daemon=True)
     holder.start()
@@ -349,16 +355,16 @@ def test_the_sqlite_writer_asks_again_for_the_write_lock_until_it_is_free(
     finally:
         writer.close()
     assert not isinstance(receipts, StoreUnavailable)
-    assert sqlite_store.note(receipts[0].id) is not None
+    [receipt] = receipts
+    assert isinstance(receipt, Receipt) and sqlite_store.note(receipt.id) is not None
     assert len(polls) >= 10  # asked again and again while the lock was held elsewhere
     assert set(polls) == {BatchWriter.LOCK_POLL_SECONDS}
 
 
 def test_the_sqlite_writer_gives_up_on_a_write_lock_held_past_its_wait(
-    sqlite_store: Store, monkeypatch: pytest.MonkeyPatch
+    sqlite_store: Store,
 ) -> None:
-    monkeypatch.setattr(BatchWriter, "LOCK_WAIT_SECONDS", 0.05)
-    writer = BatchWriter(sqlite_store.engine)
+    writer = BatchWriter(sqlite_store.engine, timeout_seconds=0.05)
     try:
         holder = hold_write_lock(sqlite_store, 0.5)
         outcome = writer.commit([(ITEM, new_id())])
@@ -401,28 +407,37 @@ def test_a_batch_whose_commit_fails_is_acknowledged_to_nobody(tmp_path: Path) ->
     store = Store(fresh_database("postgres", tmp_path))
     store.create_schema()
     writer = BatchWriter(store.engine)
-    with store.engine.begin() as conn:
-        conn.exec_driver_sql(
-            "CREATE FUNCTION refuse_at_commit() RETURNS trigger LANGUAGE plpgsql AS "
-            "$$ BEGIN RAISE EXCEPTION 'no space at commit (injected)'; END $$"
-        )
-        conn.exec_driver_sql(
-            "CREATE CONSTRAINT TRIGGER refuse_at_commit AFTER INSERT ON notifications "
-            "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse_at_commit()"
-        )
+
+    def drop_trigger() -> None:
+        with store.engine.begin() as conn:
+            conn.exec_driver_sql("DROP TRIGGER IF EXISTS refuse_at_commit ON notifications")
+            conn.exec_driver_sql("DROP FUNCTION IF EXISTS refuse_at_commit()")
+
     try:
+        with store.engine.begin() as conn:
+            conn.exec_driver_sql(
+                "CREATE OR REPLACE FUNCTION refuse_at_commit() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN RAISE EXCEPTION 'no space at commit (injected)'; END $$"
+            )
+            conn.exec_driver_sql(
+                "CREATE CONSTRAINT TRIGGER refuse_at_commit AFTER INSERT ON notifications "
+                "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse_at_commit()"
+            )
         outcome = writer.commit([(ITEM, new_id())])
         assert isinstance(outcome, StoreUnavailable)
         assert store.count_notes() == 0
-        with store.engine.begin() as conn:
-            conn.exec_driver_sql("DROP TRIGGER refuse_at_commit ON notifications")
-            conn.exec_driver_sql("DROP FUNCTION refuse_at_commit()")
+        drop_trigger()
         # The same writer commits the next batch, on a fresh connection.
         receipts = writer.commit([(ITEM, new_id())])
         assert not isinstance(receipts, StoreUnavailable)
-        assert [store.note(receipt.id) is not None for receipt in receipts] == [True]
+        [receipt] = receipts
+        assert isinstance(receipt, Receipt) and store.note(receipt.id) is not None
         assert store.count_notes() == 1
     finally:
+        # Also when an assertion failed: a trigger left behind would refuse every later run's
+        # inserts into this database (fresh_database drops our tables, and with them their
+        # triggers, but not the function).
+        drop_trigger()
         writer.close()
         store.close()
 

@@ -300,3 +300,15 @@ def test_calls_without_a_session_get_401(portal: Portal, certs: Certs) -> None:
         )
     assert answer.status_code == 401 and forged.status_code == 401
     assert time.monotonic() - started < 5
+
+
+def test_a_version_int_cannot_read_is_a_422(portal: Portal, certs: Certs) -> None:
+    """'²' is a digit to str.isdigit, not to int(): the simulator answered 500."""
+
+    async def run() -> None:
+        async with client(portal, certs) as api:
+            await api.json("GET", f"/duimp-api/api/ext/duimp/{NUMERO}/%C2%B2")
+
+    with pytest.raises(PortalError) as failed:
+        asyncio.run(run())
+    assert failed.value.status == 422

@@ -116,3 +116,9 @@ def test_values_are_realistic() -> None:
         ii = sum(i["itemTributo"]["calculosTributos"][0]["valorDevido"] for i in found["itens"])
         assert totals["1"] == pytest.approx(ii, abs=0.01)
         assert found["dataHoraRegistro"] > found["dataHoraCriacao"]
+
+
+@pytest.mark.parametrize("numero", ["24BR0000012345\n", "24BR0000012345 ", "\n24BR0000012345"])
+def test_a_duimp_number_is_matched_whole(numero: str) -> None:
+    assert duimps.is_duimp_number(numero.strip())
+    assert not duimps.is_duimp_number(numero)  # "$" alone let the trailing newline through

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 
 import pytest
@@ -11,11 +10,15 @@ from hypothesis import strategies as st
 
 from receiver.sources import (
     INVOICY_EVENTS,
+    PARSERS,
     PUCOMEX_EVENTS,
+    Parsed,
     ParseError,
     dedup_key,
     is_known_event,
     parse,
+    parse_generic,
+    parse_invoicy,
 )
 
 
@@ -92,11 +95,73 @@ def test_dedup_key_depends_on_source_and_body_only() -> None:
     assert dedup_key("pucomex", b"a") != dedup_key("pucomex", b"b")
 
 
-@given(st.binary(max_size=300))
-def test_any_bytes_parse_or_quarantine(body: bytes) -> None:
-    for source in ("pucomex", "sintegre", "invoicy", "other"):
-        with contextlib.suppress(ParseError):
-            parse(source, body, None)
+# Values a sender could put where a parser looks: codes as Unicode digits ("²", "٣") and as more
+# digits than int() converts, events of every kind, and the rest of JSON.
+_CODES = st.one_of(
+    st.integers(),
+    st.booleans(),
+    st.none(),
+    st.floats(allow_nan=False),
+    st.text(max_size=12),
+    st.from_regex(r"\s*[0-9\u00b2\u00b3\u00b9\u0660-\u0669\u07c0-\u07c9]{1,12}\s*", fullmatch=True),
+    st.integers(min_value=4_301, max_value=6_000).map(lambda n: "7" * n),
+)
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(), children),
+    max_leaves=8,
+)
+_FIELDS = st.fixed_dictionaries(
+    {},
+    optional={
+        "evento": st.text(max_size=140) | _JSON,
+        "event": st.text(max_size=140) | _JSON,
+        "type": st.text(max_size=140) | _JSON,
+        "Modulo": _CODES,
+        "TipoNotificacao": _CODES,
+        "Nome": _JSON,
+        "Uri": _JSON,
+    },
+)
+BODIES = st.one_of(
+    st.binary(max_size=300),
+    _FIELDS.map(lambda fields: json.dumps(fields).encode()),
+    _JSON.map(lambda value: json.dumps(value).encode()),
+)
+
+
+@given(BODIES, st.none() | st.text(max_size=130))
+def test_every_parser_failure_is_a_parse_error(body: bytes, path_event: str | None) -> None:
+    """Each source's parser on its own (not through ``parse``, which would turn a stray exception
+    into a ParseError): what it cannot read is a ParseError with a reason, and what it reads has
+    an event."""
+    for parser in (*PARSERS.values(), parse_generic):
+        try:
+            parsed = parser(body, path_event)
+        except ParseError as error:
+            assert str(error)
+        else:
+            assert isinstance(parsed.event, str) and parsed.event
+
+
+@pytest.mark.parametrize(
+    "code", ["\u00b2", "\u0663", "7" * 5_000, " 1 ²", "-1", "+1", "1_0", "0x1"]
+)
+def test_invoicy_codes_int_cannot_read_quarantine(code: str) -> None:
+    body = json.dumps({"Modulo": code, "TipoNotificacao": "1"}).encode()
+    with pytest.raises(ParseError, match="unknown InvoiCy module None"):
+        parse_invoicy(body, None)
+
+
+def test_an_unforeseen_parser_error_is_a_parse_error_naming_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(body: bytes, path_event: str | None) -> Parsed:
+        raise KeyError("nobody saw this coming")
+
+    monkeypatch.setitem(PARSERS, "pucomex", broken)
+    with pytest.raises(ParseError, match="KeyError: 'nobody saw this coming'"):
+        parse("pucomex", b"{}", None)
 
 
 @given(

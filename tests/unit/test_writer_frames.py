@@ -6,7 +6,7 @@ import os
 import socket
 import threading
 
-from receiver.writerprocess import _frame, _frames, _Inbound
+from receiver.writerframes import Inbound, frame, frames
 
 
 def test_frames_round_trip_whatever_the_chunks_the_socket_gives() -> None:
@@ -19,37 +19,37 @@ def test_frames_round_trip_whatever_the_chunks_the_socket_gives() -> None:
         (None, [(1, "01ABC", None), (2, "01ABD", "01ABC")]),
         ("", []),
     ]
-    stream = b"".join(_frame(p) for p in payloads)
+    stream = b"".join(frame(p) for p in payloads)
     for chunk_size in (1, 3, 7, 64, len(stream)):
         buffer = bytearray()
         received = []
         for start in range(0, len(stream), chunk_size):
             buffer += stream[start : start + chunk_size]
-            received += _frames(buffer)
+            received += frames(buffer)
         assert received == payloads
         assert buffer == bytearray()  # nothing left over once every frame is whole
 
 
 def test_an_incomplete_frame_stays_in_the_buffer_until_it_is_whole() -> None:
-    whole = _frame((7, 0.0, "sintegre", "produto.publicado", "::1", [], b"{}", True))
+    whole = frame((7, 0.0, "sintegre", "produto.publicado", "::1", [], b"{}", True))
     buffer = bytearray(whole[:-1])
-    assert _frames(buffer) == []
+    assert frames(buffer) == []
     assert bytes(buffer) == whole[:-1]
     buffer += whole[-1:]
-    assert _frames(buffer) == [(7, 0.0, "sintegre", "produto.publicado", "::1", [], b"{}", True)]
+    assert frames(buffer) == [(7, 0.0, "sintegre", "produto.publicado", "::1", [], b"{}", True)]
 
 
 def test_frames_longer_than_the_scratch_buffer_arrive_whole_over_several_reads() -> None:
     headers: list[tuple[bytes, bytes]] = []
     big = [(n, 0.0, "pucomex", None, "::1", headers, os.urandom(4096), False) for n in range(200)]
     small = (None, [(1, "01ABC", None)])
-    assert len(_frame(big)) > 3 * _Inbound.SCRATCH
-    inbound = _Inbound()
+    assert len(frame(big)) > 3 * Inbound.SCRATCH
+    inbound = Inbound()
     ours, theirs = socket.socketpair()
     with ours, theirs:
 
         def send() -> None:
-            ours.sendall(_frame(big) + _frame(small))
+            ours.sendall(frame(big) + frame(small))
             ours.shutdown(socket.SHUT_WR)
 
         sender = threading.Thread(target=send)
