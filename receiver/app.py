@@ -266,7 +266,8 @@ class IngestEndpoint:
                 self._reject(source, "bad_request")
                 return _error(400, "invalid content-length")
             # More digits than any limit has are over it (and int() refuses 4,300 of them).
-            declared = int(content_length) if len(content_length) <= 18 else self._max_body + 1
+            digits = content_length.lstrip(b"0")
+            declared = int(digits or b"0") if len(digits) <= 18 else self._max_body + 1
             if declared > self._max_body:
                 self._reject(source, "too_large")
                 return _error(413, "body over the limit", [(b"connection", b"close")])

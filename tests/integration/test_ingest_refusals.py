@@ -85,9 +85,24 @@ async def test_an_invalid_content_length_is_answered_400(
     assert store.count_notes() == 0
 
 
-async def test_a_valid_content_length_is_read(settings: Settings, store: Store) -> None:
+@pytest.mark.parametrize("length", [b"9" * 19, b"9" * 5000, b"0" * 30 + b"99999999"])
+async def test_a_content_length_with_more_digits_than_any_limit_is_413(
+    settings: Settings, store: Store, length: bytes
+) -> None:
+    """int() refuses 4,300 digits or more: a 500, were the digits not counted first."""
     body = {"type": "http.request", "body": b'{"a":1}', "more_body": False}
-    sent, _ = await drive(settings, store, webhook_scope((b"content-length", b"7")), [body])
+    sent, read = await drive(settings, store, webhook_scope((b"content-length", length)), [body])
+    assert sent[0]["status"] == 413
+    assert read == 0
+    assert store.count_notes() == 0
+
+
+@pytest.mark.parametrize("length", [b"7", b"0" * 40 + b"7"])
+async def test_a_valid_content_length_is_read(
+    settings: Settings, store: Store, length: bytes
+) -> None:
+    body = {"type": "http.request", "body": b'{"a":1}', "more_body": False}
+    sent, _ = await drive(settings, store, webhook_scope((b"content-length", length)), [body])
     assert sent[0]["status"] == 200 and store.count_notes() == 1
 
 
