@@ -21,9 +21,10 @@ from sqlalchemy import Select, false, insert, select, update
 from sqlalchemy.engine import Connection
 
 from receiver import storable
+from receiver.errors import ParseError
 from receiver.models import JOBS, NOTES, JobStatus, NoteStatus, utcnow
 from receiver.routing import Routing
-from receiver.sources import ParseError, parse
+from receiver.sources import parse
 from receiver.store import Store
 from receiver.storefaults import store_down
 

@@ -23,13 +23,13 @@ from receiver.catalog import (
     SINTEGRE_CATALOG,
     is_known_event,
 )
+from receiver.errors import ParseError
 
 __all__ = [
     "CATALOGS",
     "INVOICY_EVENTS",
     "PUCOMEX_EVENTS",
     "SINTEGRE_EVENTS",
-    "ParseError",
     "Parsed",
     "dedup_key",
     "is_known_event",
@@ -52,10 +52,6 @@ SINTEGRE_FIELDS = (
 )
 
 MAX_JSON_DEPTH = 64
-
-
-class ParseError(ValueError):
-    """The stored body cannot be read as this source's notification; it goes to quarantine."""
 
 
 @dataclass(frozen=True, slots=True)

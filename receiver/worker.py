@@ -21,13 +21,13 @@ import httpx
 
 from receiver import inbox, metrics, planner, storable
 from receiver.config import Settings
-from receiver.errors import GiveUp, Retry
+from receiver.errors import GiveUp, ParseError, Retry
 from receiver.grouped import GroupedWrites
 from receiver.inbox import ClaimedJob
 from receiver.models import JobStatus
 from receiver.retry import Decision, RetryPolicy
 from receiver.routing import Context, Notification, Route, Routing
-from receiver.sources import ParseError, parse
+from receiver.sources import parse
 from receiver.store import Store
 from receiver.storefaults import store_down
 

@@ -22,12 +22,12 @@ from receiver.dispatcher.records import (
     DeliveryState,
     EmitResult,
     Subscription,
-    UnknownSubscription,
 )
 from receiver.dispatcher.sender import Dispatcher
 from receiver.dispatcher.server import RunningDispatcher, RunningServer, run_dispatcher, serve_app
 from receiver.dispatcher.store import DispatchStore
-from receiver.dispatcher.validation import InvalidField, OutboundAuth
+from receiver.dispatcher.validation import OutboundAuth
+from receiver.errors import InvalidField, UnknownSubscription
 from receiver.outbound import AddressPolicy, AddressRefused
 
 __all__ = [

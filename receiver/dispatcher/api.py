@@ -41,11 +41,8 @@ from starlette.routing import Route
 
 from receiver.dispatcher.identity import ClientIdentifier
 from receiver.dispatcher.lifecycle import cancelled_subscriptions
-from receiver.dispatcher.records import UnknownSubscription
 from receiver.dispatcher.sender import Dispatcher
 from receiver.dispatcher.validation import (
-    ConflictingFields,
-    InvalidField,
     brasilia_date,
     parse_data,
     parse_evento,
@@ -53,6 +50,7 @@ from receiver.dispatcher.validation import (
     parse_json_object,
     parse_subscription,
 )
+from receiver.errors import ConflictingFields, InvalidField, UnknownSubscription
 from receiver.models import utcnow
 
 WEBHOOK_PATH = "/portal/api/ext/webhook"

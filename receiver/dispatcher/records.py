@@ -10,11 +10,6 @@ from sqlalchemy.engine import RowMapping
 
 from receiver.dispatcher.tables import AuthType
 from receiver.dispatcher.validation import OutboundAuth
-from receiver.errors import ReceiverError
-
-
-class UnknownSubscription(ReceiverError):
-    """No active subscription with that id belongs to the caller."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,6 @@ from receiver.dispatcher.records import (
     EmitRequest,
     EmitResult,
     Subscription,
-    UnknownSubscription,
     auth_columns,
     subscription_from_row,
 )
@@ -38,7 +37,7 @@ from receiver.dispatcher.tables import (
     DeliveryStatus,
 )
 from receiver.dispatcher.validation import OutboundAuth, SubscriptionInput
-from receiver.errors import ConfigError, StoreUnavailable
+from receiver.errors import ConfigError, StoreUnavailable, UnknownSubscription
 from receiver.ids import new_id
 from receiver.store import make_engine
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from receiver.auth import basic_header
 from receiver.dispatcher.tables import AuthType
-from receiver.errors import ReceiverError
+from receiver.errors import ConflictingFields, InvalidField
 
 # Brasília has kept UTC-3 all year since 2019; a fixed offset avoids needing tzdata installed.
 BRASILIA = timezone(timedelta(hours=-3), "BRT")
@@ -56,22 +56,6 @@ _data = re.compile(DATA_PATTERN)
 _token = re.compile(TOKEN_PATTERN)
 _username = re.compile(USERNAME_PATTERN)
 _chave = re.compile(CHAVE_PATTERN)
-
-
-class InvalidField(ReceiverError):
-    """A request field breaks a rule; ``status`` is 400 for an unreadable body, else 422."""
-
-    def __init__(self, field: str, message: str, status: int = 422) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.status = status
-
-
-class ConflictingFields(InvalidField):
-    """Each value is valid, but two of them disagree (the body's id and the path's): 409."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(field, message, 409)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,6 @@ from receiver.dispatcher.validation import (
     DATA_PATTERN,
     ENDPOINT_PATTERN,
     EVENTO_PATTERN,
-    InvalidField,
     OutboundAuth,
     brasilia_date,
     parse_auth,
@@ -25,6 +24,7 @@ from receiver.dispatcher.validation import (
     parse_json_object,
     parse_subscription,
 )
+from receiver.errors import InvalidField
 
 OK = {"evento": "duimp.registro", "endpoint": "https://sefaz.example.gov.br/webhook"}
 

@@ -8,12 +8,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from receiver.errors import ParseError
 from receiver.sources import (
     INVOICY_EVENTS,
     PARSERS,
     PUCOMEX_EVENTS,
     Parsed,
-    ParseError,
     dedup_key,
     is_known_event,
     parse,
