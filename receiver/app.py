@@ -25,6 +25,12 @@ from receiver import metrics
 from receiver.allowlist import Allowlist, ClientResolver
 from receiver.auth import Verifier
 from receiver.config import EVENT_ID, Settings
+from receiver.credentials import (
+    BasicCredential,
+    BearerCredential,
+    Credential,
+    HeaderCredential,
+)
 from receiver.deadlines import Deadlines
 from receiver.errors import StoreUnavailable
 from receiver.store import Incoming, Store
@@ -111,11 +117,29 @@ def _error(
     return _json(status, b'{"error":"' + message.encode() + b'"}', extra)
 
 
+def verifier_of(realm: str, credentials: Sequence[Credential]) -> Verifier:
+    """The verifier of a source's configured credentials, from their plain values."""
+    return Verifier(
+        realm,
+        bearer=[c.token.get_secret_value() for c in credentials if isinstance(c, BearerCredential)],
+        basic=[
+            (c.username, c.password.get_secret_value())
+            for c in credentials
+            if isinstance(c, BasicCredential)
+        ],
+        headers=[
+            (c.name, c.value.get_secret_value())
+            for c in credentials
+            if isinstance(c, HeaderCredential)
+        ],
+    )
+
+
 def _verifiers(settings: Settings) -> tuple[dict[str, Verifier], frozenset[bytes]]:
     """Each source's verifier, and the names of every header credential: those are kept out of
     every source's stored headers, whichever source configured them."""
     verifiers = {
-        name: Verifier(source.credentials, realm=name) for name, source in settings.sources.items()
+        name: verifier_of(name, source.credentials) for name, source in settings.sources.items()
     }
     names = frozenset(name for verifier in verifiers.values() for name in verifier.header_names)
     return verifiers, names

@@ -19,8 +19,6 @@ import hashlib
 import hmac
 from collections.abc import Mapping, Sequence
 
-from receiver.config import BasicCredential, BearerCredential, Credential, HeaderCredential
-
 MAX_AUTHORIZATION_BYTES = 4096
 
 
@@ -29,27 +27,30 @@ def _digest(value: bytes) -> bytes:
 
 
 class Verifier:
-    """Checks one source's ``Authorization`` header against its configured credentials."""
+    """Checks one source's ``Authorization`` header and header secrets against its credentials,
+    given as plain values (``receiver.credentials`` reads them from ``receiver.yaml``): Bearer
+    tokens, Basic (username, password) pairs and header (name, secret) pairs. None at all: no
+    credential check."""
 
-    def __init__(self, credentials: Sequence[Credential], realm: str) -> None:
-        self._bearer = [
-            _digest(c.token.get_secret_value().encode())
-            for c in credentials
-            if isinstance(c, BearerCredential)
-        ]
+    def __init__(
+        self,
+        realm: str,
+        *,
+        bearer: Sequence[str] = (),
+        basic: Sequence[tuple[str, str]] = (),
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        self._bearer = [_digest(token.encode()) for token in bearer]
         self._basic = [
-            (_digest(c.username.encode()), _digest(c.password.get_secret_value().encode()))
-            for c in credentials
-            if isinstance(c, BasicCredential)
+            (_digest(username.encode()), _digest(password.encode())) for username, password in basic
         ]
         self._headers = [
-            (c.name.encode("ascii"), _digest(c.value.get_secret_value().encode("ascii")))
-            for c in credentials
-            if isinstance(c, HeaderCredential)
+            (name.lower().encode("ascii"), _digest(value.encode("ascii")))
+            for name, value in headers
         ]
         # The request headers ingest must pick out for this source (and never store).
         self.header_names = frozenset(name for name, _ in self._headers)
-        self.open = not credentials
+        self.open = not (bearer or basic or headers)
         safe_realm = realm.replace('"', "")
         challenges = [
             f'{scheme} realm="{safe_realm}"'
@@ -132,9 +133,3 @@ def _decode_basic(value: bytes) -> tuple[bytes, bytes] | None:
     if not colon:
         return None
     return user, password
-
-
-def basic_header(username: str, password: str) -> str:
-    """The ``Authorization`` value a sender uses for Basic; public so tests and the dispatcher agree."""
-    token = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
-    return f"Basic {token}"

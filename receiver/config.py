@@ -7,23 +7,24 @@ read from the environment, which is how secrets stay out of the file.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    SecretStr,
-    ValidationError,
-    ValidationInfo,
-    field_validator,
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
+
+from receiver.configfile import (
+    Section,
+    anchor,
+    anchor_database_url,
+    check_networks,
+    describe,
+    read_yaml,
+    resolve_env,
+    top_level_mapping,
 )
-
+from receiver.credentials import SourceSettings, secret_of
 from receiver.errors import ConfigError
 
 CONFIG_ENV = "RECEIVER_CONFIG"
@@ -31,105 +32,19 @@ KNOWN_SOURCES = ("pucomex", "sintegre", "invoicy")
 SOURCE_NAME_CHARS = 64  # what the notifications table holds (models.StoredNotification.source)
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class BearerCredential(_Frozen):
-    type: Literal["bearer"]
-    token: SecretStr = Field(min_length=1)
-
-
-class BasicCredential(_Frozen):
-    type: Literal["basic"]
-    username: str = Field(min_length=1)
-    password: SecretStr = Field(min_length=1)
-
-    @field_validator("username")
-    @classmethod
-    def _no_colon(cls, value: str) -> str:
-        if ":" in value:
-            raise ValueError("a Basic username cannot contain ':'")
-        return value
-
-
 # An event id, in the path, the event-type header or a config key. Always fullmatch: `$` would
 # let a trailing newline through.
 EVENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:*-]{0,119}")
-# RFC 9110 token: what a header name may be.
-_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-# Names that carry something else (framing, routing, the event id, other credentials): a secret
-# there would be parsed, logged or rewritten by someone else along the way.
-RESERVED_HEADER_NAMES = frozenset(
-    {
-        "authorization",
-        "proxy-authorization",
-        "cookie",
-        "set-cookie",
-        "host",
-        "content-length",
-        "content-type",
-        "content-encoding",
-        "transfer-encoding",
-        "connection",
-        "keep-alive",
-        "upgrade",
-        "te",
-        "trailer",
-        "expect",
-        "forwarded",
-        "x-forwarded-for",
-        "event-type",
-    }
-)
 
 
-class HeaderCredential(_Frozen):
-    """A shared secret in a named request header, compared in constant time: the Portal sends the
-    ``chaveSecreta`` given at subscription in a header named ``secret`` (DESIGN.md)."""
-
-    type: Literal["header"]
-    name: str = Field(min_length=1, max_length=100)
-    value: SecretStr = Field(min_length=1, max_length=4096)
-
-    @field_validator("name")
-    @classmethod
-    def _header_name(cls, value: str) -> str:
-        if not _HEADER_NAME.fullmatch(value):
-            raise ValueError(f"{value!r} is not an HTTP header name (letters, digits, '-', ...)")
-        name = value.lower()  # header names are case-insensitive; ASGI hands them lowercased
-        if name in RESERVED_HEADER_NAMES:
-            raise ValueError(f"header {name!r} carries something else; name another one")
-        return name
-
-    @field_validator("value")
-    @classmethod
-    def _header_value(cls, value: SecretStr) -> SecretStr:
-        text = value.get_secret_value()
-        # A sender can only put visible ASCII in a header; spaces around it would be stripped.
-        if not all(" " <= char <= "~" for char in text) or text != text.strip():
-            raise ValueError("a header secret must be visible ASCII without surrounding spaces")
-        return value
-
-
-Credential = Annotated[
-    BearerCredential | BasicCredential | HeaderCredential, Field(discriminator="type")
-]
-
-
-class SourceSettings(_Frozen):
-    # Any one of them admits the request; an empty list means no credential check.
-    credentials: list[Credential] = []
-
-
-class RetrySettings(_Frozen):
+class RetrySettings(Section):
     max_attempts: int = Field(default=8, ge=1, le=100)
     backoff_seconds: float = Field(default=10.0, ge=0)
     max_backoff_seconds: float = Field(default=3600.0, ge=0)
     jitter: float = Field(default=0.25, ge=0, le=1)
 
 
-class WorkerSettings(_Frozen):
+class WorkerSettings(Section):
     concurrency: int = Field(default=8, ge=1, le=1000)
     handler_timeout_seconds: float = Field(default=60.0, gt=0)
     # A claimed job whose worker vanished is taken again after this long.
@@ -139,7 +54,7 @@ class WorkerSettings(_Frozen):
     strict_events: bool = False
 
 
-class GroupCommitSettings(_Frozen):
+class GroupCommitSettings(Section):
     max_batch: int = Field(default=512, ge=1, le=100_000)
     # Extra wait for company once a commit is due; 0 means commit as soon as the disk is free.
     max_wait_ms: float = Field(default=0.0, ge=0, le=1000)
@@ -148,7 +63,7 @@ class GroupCommitSettings(_Frozen):
     writer: Literal["process", "thread"] = "process"
 
 
-class PortalSettings(_Frozen):
+class PortalSettings(Section):
     base_url: str = "https://portalunico.siscomex.gov.br"
     role_type: str = "IMPEXP"
     # ICP-Brasil A1 certificate: a PKCS#12 file with its password, or PEM certificate and key.
@@ -171,16 +86,7 @@ class PortalSettings(_Frozen):
     watch_every_seconds: float | None = Field(default=600.0, ge=0)
 
 
-def _check_networks(value: list[str]) -> list[str]:
-    for entry in value:
-        try:
-            ipaddress.ip_network(entry.strip(), strict=False)
-        except ValueError:
-            raise ValueError(f"{entry!r} is not a CIDR or an IP address") from None
-    return value
-
-
-class OutboundSettings(_Frozen):
+class OutboundSettings(Section):
     """What handlers may reach through ``ctx.http``: public addresses over https, nothing else,
     unless listed here (see ``receiver.outbound``)."""
 
@@ -197,10 +103,10 @@ class OutboundSettings(_Frozen):
     @field_validator("allowed_networks")
     @classmethod
     def _networks(cls, value: list[str]) -> list[str]:
-        return _check_networks(value)
+        return check_networks(value)
 
 
-class DownloadSettings(_Frozen):
+class DownloadSettings(Section):
     """Disk limits of the reference handlers that download files (handlers.sintegre)."""
 
     max_file_bytes: int = Field(default=1 << 30, ge=1)  # one file: 1 GiB
@@ -208,12 +114,12 @@ class DownloadSettings(_Frozen):
     max_total_bytes: int = Field(default=20 << 30, ge=1)
 
 
-class SubscriptionSpec(_Frozen):
+class SubscriptionSpec(Section):
     evento: str = Field(min_length=1, max_length=40)
     endpoint: str = Field(min_length=1, max_length=500)
 
 
-class DispatcherSettings(_Frozen):
+class DispatcherSettings(Section):
     """The outbound dispatcher (the Portal's side): its own store, delivery rule and safety limits."""
 
     database_url: str = "sqlite:///dispatcher.db"
@@ -246,7 +152,7 @@ class DispatcherSettings(_Frozen):
     @field_validator("allowed_networks")
     @classmethod
     def _networks(cls, value: list[str]) -> list[str]:
-        return _check_networks(value)
+        return check_networks(value)
 
     @field_validator("clients")
     @classmethod
@@ -268,7 +174,7 @@ class DispatcherSettings(_Frozen):
         return list(self.clients)
 
 
-class EventSettings(_Frozen):
+class EventSettings(Section):
     """``events.aliases``: per source, an id a sender uses -> the catalog id handlers are routed
     on, so an id the Portal publishes later needs a line here, not a new release."""
 
@@ -293,7 +199,7 @@ class EventSettings(_Frozen):
         return value
 
 
-class Settings(_Frozen):
+class Settings(Section):
     database_url: str = "sqlite:///receiver.db"
     allowlist: Path = Path("allowlist.yaml")
     trusted_proxies: list[str] = []
@@ -356,7 +262,7 @@ class Settings(_Frozen):
     @field_validator("monitoring_addresses")
     @classmethod
     def _monitoring_networks(cls, value: list[str]) -> list[str]:
-        return _check_networks(value)
+        return check_networks(value)
 
     @field_validator("sources")
     @classmethod
@@ -373,13 +279,7 @@ class Settings(_Frozen):
         """Every configured secret, so logs and tests can look for leaks."""
         found: list[str] = []
         for source in self.sources.values():
-            for cred in source.credentials:
-                if isinstance(cred, BearerCredential):
-                    found.append(cred.token.get_secret_value())
-                elif isinstance(cred, BasicCredential):
-                    found.append(cred.password.get_secret_value())
-                else:
-                    found.append(cred.value.get_secret_value())
+            found.extend(secret_of(credential) for credential in source.credentials)
         if self.portal is not None:
             portal = self.portal
             for secret in (portal.pfx_password, portal.client_secret, portal.chave_secreta):
@@ -388,43 +288,14 @@ class Settings(_Frozen):
         return found
 
 
-def _resolve_env(value: Any, path: str, origin: str) -> Any:
-    if isinstance(value, dict):
-        return {
-            key: _resolve_env(item, f"{path}.{key}" if path else str(key), origin)
-            for key, item in value.items()
-        }
-    if isinstance(value, list):
-        return [_resolve_env(item, f"{path}.{index}", origin) for index, item in enumerate(value)]
-    if isinstance(value, str) and value.startswith("env:"):
-        name = value[4:]
-        if name not in os.environ:
-            raise ConfigError(f"{origin}: {path}: environment variable {name} is not set")
-        return os.environ[name]
-    return value
-
-
-def _describe(error: ValidationError, origin: str) -> str:
-    first = error.errors()[0]
-    key = ".".join(str(part) for part in first["loc"]) or "(top level)"
-    more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
-    return f"{origin}: {key}: {first['msg']}{more}"
-
-
 def settings_from_mapping(
     raw: Any, origin: str = "receiver.yaml", base_dir: Path | None = None
 ) -> Settings:
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(
-            f"{origin}: (top level): expected a mapping of keys, got {type(raw).__name__}"
-        )
-    resolved = _resolve_env(raw, "", origin)
+    resolved = resolve_env(top_level_mapping(raw, origin), "", origin)
     try:
         settings = Settings.model_validate(resolved)
     except ValidationError as error:
-        raise ConfigError(_describe(error, origin)) from None
+        raise ConfigError(describe(error, origin)) from None
     if base_dir is not None:
         settings = _anchor_paths(settings, base_dir)
     return settings
@@ -433,27 +304,21 @@ def settings_from_mapping(
 def _anchor_paths(settings: Settings, base_dir: Path) -> Settings:
     """Relative paths in a config file mean 'next to that file', not 'wherever I was started'."""
 
-    def anchor(path: Path) -> Path:
-        return path if path.is_absolute() else base_dir / path
-
     changes: dict[str, Any] = {
-        "allowlist": anchor(settings.allowlist),
-        "store_dir": anchor(settings.store_dir),
+        "allowlist": anchor(settings.allowlist, base_dir),
+        "store_dir": anchor(settings.store_dir, base_dir),
+        "database_url": anchor_database_url(settings.database_url, base_dir),
     }
-    url = settings.database_url
-    prefix = "sqlite:///"
-    if url.startswith(prefix) and not url.startswith(prefix + "/") and url != prefix + ":memory:":
-        changes["database_url"] = prefix + str(anchor(Path(url[len(prefix) :])))
     if settings.portal is not None:
         portal_paths = {
-            field: anchor(value)
+            field: anchor(value, base_dir)
             for field in ("pfx_file", "cert_file", "key_file", "ca_file")
             if (value := getattr(settings.portal, field)) is not None
         }
         changes["portal"] = settings.portal.model_copy(update=portal_paths)
     if settings.outbound.ca_file is not None:
         changes["outbound"] = settings.outbound.model_copy(
-            update={"ca_file": anchor(settings.outbound.ca_file)}
+            update={"ca_file": anchor(settings.outbound.ca_file, base_dir)}
         )
     return settings.model_copy(update=changes)
 
@@ -465,17 +330,4 @@ def load_settings(path: Path | str | None = None) -> Settings:
     if path is None:
         return settings_from_mapping({}, origin="(defaults)")
     file = Path(path)
-    origin = str(file)
-    try:
-        text = file.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{origin}: file not found") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(f"{origin}: cannot be read: {error}") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark is not None else "(top level)"
-        raise ConfigError(f"{origin}: {where}: not valid YAML") from None
-    return settings_from_mapping(raw, origin=origin, base_dir=file.resolve().parent)
+    return settings_from_mapping(read_yaml(file), origin=str(file), base_dir=file.resolve().parent)

@@ -3,7 +3,8 @@ once, at start (through logging, at WARNING)."""
 
 from __future__ import annotations
 
-from receiver.config import HeaderCredential, Settings
+from receiver.config import Settings
+from receiver.credentials import HeaderCredential
 
 SHORT_SECRET = 16
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from receiver.auth import basic_header
+from receiver.credentials import basic_header
 from receiver.dispatcher.tables import AuthType
 from receiver.errors import ConflictingFields, InvalidField
 

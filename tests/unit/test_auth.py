@@ -11,15 +11,14 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 import receiver.auth
-from receiver.auth import MAX_AUTHORIZATION_BYTES, Verifier, basic_header
-from receiver.config import BasicCredential, BearerCredential, Credential, HeaderCredential
+from receiver.auth import MAX_AUTHORIZATION_BYTES, Verifier
+from receiver.credentials import HeaderCredential, basic_header
 
-CREDENTIALS: list[Credential] = [
-    BearerCredential(type="bearer", token="new-token-1234567890"),
-    BearerCredential(type="bearer", token="old-token-0987654321"),
-    BasicCredential(type="basic", username="ons", password="senha-forte"),
-]
-VERIFIER = Verifier(CREDENTIALS, realm="sintegre")
+VERIFIER = Verifier(
+    "sintegre",
+    bearer=["new-token-1234567890", "old-token-0987654321"],
+    basic=[("ons", "senha-forte")],
+)
 
 
 def b64(raw: bytes) -> bytes:
@@ -58,7 +57,7 @@ def test_verify(header: bytes | None, ok: bool) -> None:
 
 
 def test_no_credentials_means_no_check() -> None:
-    assert Verifier([], realm="invoicy").verify(None) is True
+    assert Verifier("invoicy").verify(None) is True
 
 
 def test_challenge_names_each_scheme_and_realm() -> None:
@@ -168,12 +167,9 @@ def test_basic_user_and_password_are_both_compared_in_constant_time(
 SECRET = "0484a6e22cf66a2d3da8953789f8c6b3"
 NEXT_SECRET = "5d0e9c41b7a2f83e6c1d4a90b2e7f356"
 HEADER_VERIFIER = Verifier(
-    [
-        HeaderCredential(type="header", name="secret", value=SECRET),
-        HeaderCredential(type="header", name="secret", value=NEXT_SECRET),
-        BearerCredential(type="bearer", token="token-for-scripts-123"),
-    ],
-    realm="pucomex",
+    "pucomex",
+    bearer=["token-for-scripts-123"],
+    headers=[("secret", SECRET), ("secret", NEXT_SECRET)],
 )
 
 

@@ -6,12 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from receiver.config import (
-    BearerCredential,
-    Settings,
-    load_settings,
-    settings_from_mapping,
-)
+from receiver.config import Settings, load_settings, settings_from_mapping
+from receiver.credentials import BearerCredential
 from receiver.errors import ConfigError
 from receiver.startup import startup_warnings
 
