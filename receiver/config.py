@@ -119,61 +119,6 @@ class SubscriptionSpec(Section):
     endpoint: str = Field(min_length=1, max_length=500)
 
 
-class DispatcherSettings(Section):
-    """The outbound dispatcher (the Portal's side): its own store, delivery rule and safety limits."""
-
-    database_url: str = "sqlite:///dispatcher.db"
-    # Seed pucomex-proposta-sefaz.txt: 3 attempts, one every 5 minutes, then never again.
-    attempts: int = Field(default=3, ge=1, le=100)
-    interval_seconds: float = Field(default=300.0, ge=0)
-    # The Portal counts an answer slower than 3,500 ms as a failed delivery.
-    attempt_timeout_seconds: float = Field(default=3.5, gt=0, le=300)
-    per_endpoint_concurrency: int = Field(default=4, ge=1, le=1000)
-    max_in_flight: int = Field(default=256, ge=1, le=100_000)
-    max_response_bytes: int = Field(default=65_536, ge=0, le=1 << 24)
-    # Longest sleep of the sender between looks at the outbox (another process may have emitted).
-    poll_seconds: float = Field(default=1.0, gt=0, le=60)
-    # Destinations normally refused as internal (loopback, private...) that may be reached anyway.
-    allowed_networks: list[str] = []
-    # Bearer token -> client name, for plain-HTTP setups where no client certificate is presented.
-    clients: dict[str, str] = {}
-    # Server TLS; tls_ca_file verifies client certificates (mutual TLS) when present.
-    tls_cert_file: Path | None = None
-    tls_key_file: Path | None = None
-    tls_ca_file: Path | None = None
-    # Extra CA bundle trusted when delivering to endpoints (a local receiver with its own CA).
-    outbound_ca_file: Path | None = None
-    # The Portal cancels a subscription after this many days of only failed deliveries.
-    cancel_after_days: float = Field(default=30.0, gt=0)
-    # The recipient headers of PUCOMEX deliveries (values unpublished: these are guesses).
-    destinatario_tipo: str = Field(default="CNPJ", min_length=1, max_length=20)
-    destinatario_id: str = Field(default="00000000000191", min_length=1, max_length=20)
-
-    @field_validator("allowed_networks")
-    @classmethod
-    def _networks(cls, value: list[str]) -> list[str]:
-        return check_networks(value)
-
-    @field_validator("clients")
-    @classmethod
-    def _client_tokens(cls, value: dict[str, str]) -> dict[str, str]:
-        resolved: dict[str, str] = {}
-        for token, name in value.items():
-            # Tokens are the keys here, which the file-wide env: resolution does not reach.
-            if token.startswith("env:"):
-                if token[4:] not in os.environ:
-                    raise ValueError(f"environment variable {token[4:]} is not set")
-                token = os.environ[token[4:]]
-            if not token or not name:
-                raise ValueError("every client needs a non-empty token and name")
-            resolved[token] = name
-        return resolved
-
-    def secrets(self) -> list[str]:
-        """The client tokens, so the dispatcher's logs can redact them."""
-        return list(self.clients)
-
-
 class EventSettings(Section):
     """``events.aliases``: per source, an id a sender uses -> the catalog id handlers are routed
     on, so an id the Portal publishes later needs a line here, not a new release."""
@@ -236,7 +181,9 @@ class Settings(Section):
     portal: PortalSettings | None = None
     subscriptions: list[SubscriptionSpec] = []
     events: EventSettings = EventSettings()
-    dispatcher: DispatcherSettings = DispatcherSettings()
+    # The dispatcher's section (receiver.dispatcher.config), allowed here so that one file can serve
+    # both; the dispatcher's loader validates it, the receiver does not read it.
+    dispatcher: dict[str, Any] | None = None
     outbound: OutboundSettings = OutboundSettings()
     downloads: DownloadSettings = DownloadSettings()
     store_dir: Path = Path("data")

@@ -35,9 +35,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from receiver.app import create_app
-from receiver.config import DispatcherSettings, Settings, load_settings
+from receiver.config import Settings, load_settings
 from receiver.demo_report import DemoReport, check, kept_duimps, receiver_counts, summary
-from receiver.dispatcher import Dispatcher, run_dispatcher, serve_app
+from receiver.dispatcher import Dispatcher, DispatcherSettings, run_dispatcher, serve_app
 from receiver.dispatcher.duimps import duimp_number, latest_version
 from receiver.dispatcher.portal_events import PUBLISHED_DUIMP_EVENTS
 from receiver.dispatcher.tls import server_ssl_context
@@ -238,18 +238,16 @@ async def run_demo(
         folder = Path(tmp)
         certs = write_demo_certificates(folder)
         say(f"folder {folder}: certificates made (test CA, server, Sefaz client)")
-        simulator_settings = Settings(
-            dispatcher=DispatcherSettings(
-                database_url=f"sqlite:///{folder / 'dispatcher.db'}",
-                interval_seconds=0.3,  # the Portal waits 5 minutes between attempts
-                # Past 8, a burst goes slower, not faster: httpx's pool checks every connection
-                # it holds on each request (e2e at 3,000: 4: 64 s, 8: 50 s, 16: 51 s, 32: 56 s).
-                per_endpoint_concurrency=8,
-                allowed_networks=["127.0.0.0/8", "::1/128"],
-                tls_cert_file=certs["server"],
-                tls_ca_file=certs["ca"],
-                outbound_ca_file=certs["ca"],
-            )
+        simulator_settings = DispatcherSettings(
+            database_url=f"sqlite:///{folder / 'dispatcher.db'}",
+            interval_seconds=0.3,  # the Portal waits 5 minutes between attempts
+            # Past 8, a burst goes slower, not faster: httpx's pool checks every connection
+            # it holds on each request (e2e at 3,000: 4: 64 s, 8: 50 s, 16: 51 s, 32: 56 s).
+            per_endpoint_concurrency=8,
+            allowed_networks=["127.0.0.0/8", "::1/128"],
+            tls_cert_file=certs["server"],
+            tls_ca_file=certs["ca"],
+            outbound_ca_file=certs["ca"],
         )
         async with run_dispatcher(simulator_settings) as simulator:
             say(f"Portal simulator on {simulator.url} (subscription API, Portal API, mutual TLS)")
@@ -284,8 +282,7 @@ async def run_demo(
                 stories = demo_stories(duimps)
                 await _emit(simulator.dispatcher, stories, report, patience_seconds, say)
                 report.expected_failure_records = (
-                    report.by_event.get(FAILING_EVENT, [0])[0]
-                    * simulator_settings.dispatcher.attempts
+                    report.by_event.get(FAILING_EVENT, [0])[0] * simulator_settings.attempts
                 )
                 deadline = time.monotonic() + patience_seconds
                 while True:

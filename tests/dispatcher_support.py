@@ -17,8 +17,7 @@ import pytest
 import trustme
 from starlette.types import Receive, Scope, Send
 
-from receiver.config import Settings, settings_from_mapping
-from receiver.dispatcher import RunningServer, serve_app
+from receiver.dispatcher import DispatcherSettings, RunningServer, serve_app
 from receiver.dispatcher.tables import DISPATCH_TABLES
 from tests.conftest import PG_SKIP_REASON, drop_tables, postgres_url
 
@@ -28,7 +27,7 @@ LOOPBACK = ["127.0.0.0/8", "::1/128"]
 T = TypeVar("T")
 
 
-def dispatcher_settings(database_url: str, **dispatcher: Any) -> Settings:
+def dispatcher_settings(database_url: str, **dispatcher: Any) -> DispatcherSettings:
     values: dict[str, Any] = {
         "database_url": database_url,
         "attempts": 3,
@@ -39,7 +38,7 @@ def dispatcher_settings(database_url: str, **dispatcher: Any) -> Settings:
         "clients": {TOKEN_A: "client-a", TOKEN_B: "client-b"},
     }
     values.update(dispatcher)
-    return settings_from_mapping({"dispatcher": values}, origin="test")
+    return DispatcherSettings.model_validate(values)
 
 
 def sqlite_url(folder: Path, name: str = "dispatcher.db") -> str:

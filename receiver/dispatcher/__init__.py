@@ -16,7 +16,7 @@ addresses is ``receiver.outbound`` (handlers use it too); ``netguard`` re-export
 """
 
 from receiver.dispatcher.app import create_dispatcher_app, create_simulator_app
-from receiver.dispatcher.configfile import load_dispatcher_settings
+from receiver.dispatcher.config import DispatcherSettings, load_dispatcher_settings
 from receiver.dispatcher.portal_events import pucomex_body
 from receiver.dispatcher.records import (
     DeliveryState,
@@ -36,6 +36,7 @@ __all__ = [
     "DeliveryState",
     "DispatchStore",
     "Dispatcher",
+    "DispatcherSettings",
     "EmitResult",
     "InvalidField",
     "OutboundAuth",

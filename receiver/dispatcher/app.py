@@ -17,8 +17,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from receiver.config import Settings
 from receiver.dispatcher.api import SubscriptionAPI
+from receiver.dispatcher.config import DispatcherSettings
 from receiver.dispatcher.identity import ClientIdentifier, SessionLookup
 from receiver.dispatcher.openapi import OPENAPI_PATH, openapi_document
 from receiver.dispatcher.portal_api import (
@@ -32,7 +32,7 @@ from receiver.dispatcher.sender import Dispatcher
 
 
 def create_dispatcher_app(
-    settings: Settings,
+    settings: DispatcherSettings,
     dispatcher: Dispatcher | None = None,
     *,
     extra_routes: Sequence[BaseRoute] = (),
@@ -48,9 +48,9 @@ def create_dispatcher_app(
     """
     owned = dispatcher is None if owns_dispatcher is None else owns_dispatcher
     if dispatcher is None:
-        dispatcher = Dispatcher(settings.dispatcher, transport=transport, verify=verify)
+        dispatcher = Dispatcher(settings, transport=transport, verify=verify)
     running = dispatcher
-    identifier = ClientIdentifier(settings.dispatcher.clients, session_identity)
+    identifier = ClientIdentifier(settings.clients, session_identity)
     api = SubscriptionAPI(running, identifier)
     document = openapi_document()
 
@@ -84,7 +84,7 @@ def create_dispatcher_app(
 
 
 def create_simulator_app(
-    settings: Settings,
+    settings: DispatcherSettings,
     dispatcher: Dispatcher | None = None,
     *,
     authority: PortalAuthority | None = None,
@@ -96,7 +96,7 @@ def create_simulator_app(
     Duimp consultation answers the situation the events emitted so far gave each Duimp."""
     authority = authority if authority is not None else PortalAuthority()
     if dispatcher is None:
-        dispatcher = Dispatcher(settings.dispatcher, transport=transport, verify=verify)
+        dispatcher = Dispatcher(settings, transport=transport, verify=verify)
         owned = True
     else:
         owned = False

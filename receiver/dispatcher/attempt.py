@@ -8,7 +8,7 @@ import asyncio
 
 import httpx
 
-from receiver.config import DispatcherSettings
+from receiver.dispatcher.config import DispatcherSettings
 from receiver.dispatcher.records import AttemptOutcome, DueDelivery
 from receiver.models import utcnow
 

@@ -24,19 +24,18 @@ import uvicorn
 
 from receiver import logs
 from receiver.cliutil import config_option, friendly_errors
-from receiver.config import Settings
-from receiver.dispatcher.configfile import load_dispatcher_settings
+from receiver.dispatcher.config import DispatcherSettings, load_dispatcher_config
 from receiver.dispatcher.records import DeliveryState
 from receiver.dispatcher.store import DispatchStore
 from receiver.errors import ConfigError
 
 
-def _settings(ctx: click.Context, config_path: Path | None) -> Settings:
+def _settings(ctx: click.Context, config_path: Path | None) -> DispatcherSettings:
     group_path = ctx.find_root().meta.get("dispatcher.config_path")
     path = config_path or group_path
-    settings = load_dispatcher_settings(path)
-    logs.configure(settings.log_level, settings.secrets() + settings.dispatcher.secrets())
-    return settings
+    config = load_dispatcher_config(path)
+    logs.configure(config.log_level, config.secrets)
+    return config.settings
 
 
 @click.group(invoke_without_command=True)
@@ -54,14 +53,14 @@ def dispatcher(ctx: click.Context, config_path: Path | None, host: str, port: in
     from receiver.dispatcher.server import dispatcher_ssl_context, uvicorn_config
 
     settings = _settings(ctx, config_path)
-    store = DispatchStore(settings.dispatcher.database_url)
+    store = DispatchStore(settings.database_url)
     try:
         store.create_schema()  # a wrong database URL is one line here, not a lifespan traceback
     finally:
         store.close()
     app = create_simulator_app(settings)
     try:
-        ssl_context = dispatcher_ssl_context(settings.dispatcher)
+        ssl_context = dispatcher_ssl_context(settings)
     except (OSError, ValueError) as error:
         raise ConfigError(f"dispatcher TLS files: {error}") from error
     uvicorn.Server(
@@ -78,11 +77,13 @@ def _report(states: list[DeliveryState]) -> int:
     return 0 if all(state.status == "delivered" for state in states) else 1
 
 
-def _run(settings: Settings, wait: bool, action: Callable[[Any], Awaitable[list[int]]]) -> None:
+def _run(
+    settings: DispatcherSettings, wait: bool, action: Callable[[Any], Awaitable[list[int]]]
+) -> None:
     from receiver.dispatcher.sender import Dispatcher
 
     async def main() -> int:
-        sender = Dispatcher(settings.dispatcher)
+        sender = Dispatcher(settings)
         try:
             # Without --wait the outbox is only written: a running dispatcher sends.
             await sender.start(deliver=wait)
@@ -93,9 +94,9 @@ def _run(settings: Settings, wait: bool, action: Callable[[Any], Awaitable[list[
             if not wait:
                 click.echo(f"stored {len(ids)} deliveries: {', '.join(map(str, ids))}")
                 return 0
-            interval = settings.dispatcher.interval_seconds
+            interval = settings.interval_seconds
             click.echo(
-                f"sending {len(ids)} deliveries (up to {settings.dispatcher.attempts} attempts, "
+                f"sending {len(ids)} deliveries (up to {settings.attempts} attempts, "
                 f"{interval:g} s apart; --no-wait leaves them to a running dispatcher)",
                 err=True,
             )

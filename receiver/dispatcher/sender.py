@@ -26,9 +26,8 @@ from typing import Any
 import httpx
 
 from receiver import storable
-from receiver.config import DispatcherSettings
 from receiver.dispatcher.attempt import USER_AGENT, attempt_delivery, origin_of, where
-from receiver.dispatcher.configfile import load_dispatcher_settings
+from receiver.dispatcher.config import DispatcherSettings, load_dispatcher_settings
 from receiver.dispatcher.lifecycle import cancel_failing
 from receiver.dispatcher.outbox import Claim
 from receiver.dispatcher.portal_events import pucomex_body
@@ -124,7 +123,7 @@ class Dispatcher:
     @classmethod
     def from_config(cls, path: str | Path | None = None) -> Dispatcher:
         """A dispatcher for the ``dispatcher:`` section of ``path``, else ``$RECEIVER_CONFIG``."""
-        return cls(load_dispatcher_settings(path).dispatcher)
+        return cls(load_dispatcher_settings(path))
 
     # --- life cycle -------------------------------------------------------------------------
 

@@ -27,8 +27,8 @@ import uvicorn
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp
 
-from receiver.config import DispatcherSettings, Settings
 from receiver.dispatcher.app import create_simulator_app
+from receiver.dispatcher.config import DispatcherSettings
 from receiver.dispatcher.portal_api import PortalAuthority
 from receiver.dispatcher.sender import Dispatcher
 from receiver.dispatcher.tls import server_ssl_context, tls_uvicorn_config
@@ -137,7 +137,7 @@ async def serve_app(
 
 @contextlib.asynccontextmanager
 async def run_dispatcher(
-    settings: Settings,
+    settings: DispatcherSettings,
     *,
     host: str = "127.0.0.1",
     port: int = 0,
@@ -150,13 +150,13 @@ async def run_dispatcher(
 ) -> AsyncIterator[RunningDispatcher]:
     """The dispatcher and Portal API simulator served on ``host:port`` (0: a free port).
 
-    TLS comes from ``ssl_context``, else from ``settings.dispatcher.tls_*``, else plain HTTP.
+    TLS comes from ``ssl_context``, else from ``settings.tls_*``, else plain HTTP.
     ``clock`` is what automatic cancellation judges by (tests move it).
     """
-    dispatcher = Dispatcher(settings.dispatcher, transport=transport, verify=verify, clock=clock)
+    dispatcher = Dispatcher(settings, transport=transport, verify=verify, clock=clock)
     app = create_simulator_app(settings, dispatcher, authority=authority, extra_routes=extra_routes)
     if ssl_context is None:
-        ssl_context = dispatcher_ssl_context(settings.dispatcher)
+        ssl_context = dispatcher_ssl_context(settings)
     async with (
         dispatcher,
         serve_app(app, host=host, port=port, ssl_context=ssl_context) as server,

@@ -52,7 +52,7 @@ async def delivered_three_times(
     how many POSTs it received, and the delivery's final status."""
     tls = TLS()
     recorder = Recorder(default=(500, {}, answer))
-    settings = dispatcher_settings(url, interval_seconds=0.05, **options).dispatcher
+    settings = dispatcher_settings(url, interval_seconds=0.05, **options)
     store = DispatchStore(url)
     async with (
         https_endpoint(tls, recorder) as endpoint,
@@ -150,7 +150,7 @@ async def test_a_record_the_store_still_refuses_is_counted_with_a_placeholder(ur
 async def test_an_emit_the_outbox_cannot_hold_fails_alone(
     url: str, options: dict[str, str], why: str
 ) -> None:
-    settings = dispatcher_settings(url).dispatcher
+    settings = dispatcher_settings(url)
     async with Dispatcher(settings) as dispatcher:
         outcomes = await asyncio.gather(
             dispatcher.emit_body("duimp.registro", b"1"),

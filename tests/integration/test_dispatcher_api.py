@@ -42,7 +42,7 @@ async def api(tmp_path: Path) -> AsyncIterator[Harness]:
         return httpx.Response(answers.pop(0) if answers else 200)
 
     settings = dispatcher_settings(sqlite_url(tmp_path), attempts=2, interval_seconds=0.01)
-    dispatcher = Dispatcher(settings.dispatcher, transport=httpx.MockTransport(endpoint))
+    dispatcher = Dispatcher(settings, transport=httpx.MockTransport(endpoint))
     async with dispatcher:
         harness = Harness(create_dispatcher_app(settings, dispatcher), dispatcher, answers)
         async with harness.a, harness.b:

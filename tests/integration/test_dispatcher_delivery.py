@@ -37,7 +37,7 @@ async def failures(dispatcher: Dispatcher) -> list[dict[str, Any]]:
 
 def make(tmp_path: Path, tls: TLS, **options: Any) -> Dispatcher:
     settings = dispatcher_settings(sqlite_url(tmp_path), **options)
-    return Dispatcher(settings.dispatcher, verify=tls.client_context())
+    return Dispatcher(settings, verify=tls.client_context())
 
 
 async def test_delivery_over_https_with_basic_credentials(tmp_path: Path) -> None:
@@ -110,7 +110,7 @@ async def test_a_name_is_checked_once_and_connected_to_as_resolved(tmp_path: Pat
     settings = dispatcher_settings(sqlite_url(tmp_path))
     server_context = tls.server_context("receiver.test")
     async with serve_app(recorder, ssl_context=server_context) as endpoint:
-        dispatcher = Dispatcher(settings.dispatcher, verify=tls.client_context(), resolver=resolver)
+        dispatcher = Dispatcher(settings, verify=tls.client_context(), resolver=resolver)
         async with dispatcher:
             await subscribe(dispatcher, f"https://receiver.test:{endpoint.port}/hook")
             result = await dispatcher.emit("duimp.registro", {})

@@ -67,7 +67,7 @@ async def dispatcher(tmp_path: Path) -> Any:
         return httpx.Response(200)
 
     settings = dispatcher_settings(sqlite_url(tmp_path))
-    running = Dispatcher(settings.dispatcher, transport=httpx.MockTransport(internal_endpoint))
+    running = Dispatcher(settings, transport=httpx.MockTransport(internal_endpoint))
     async with running:
         data = SubscriptionInput("duimp.registro", "https://erp.internal.example/hook", None)
         running.store.add_subscription("erp", data, utcnow())

@@ -10,8 +10,7 @@ import httpx
 import pytest
 import trustme
 
-from receiver.config import Settings
-from receiver.dispatcher import run_dispatcher
+from receiver.dispatcher import DispatcherSettings, run_dispatcher
 from tests.dispatcher_support import TOKEN_A, dispatcher_settings, sqlite_url
 
 pytestmark = pytest.mark.anyio
@@ -44,7 +43,7 @@ def pki(tmp_path: Path) -> PKI:
     return PKI(tmp_path)
 
 
-def tls_settings(tmp_path: Path, pki: PKI) -> Settings:
+def tls_settings(tmp_path: Path, pki: PKI) -> DispatcherSettings:
     return dispatcher_settings(
         sqlite_url(tmp_path),
         tls_cert_file=str(pki.server_file),

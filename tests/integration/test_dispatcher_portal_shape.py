@@ -45,7 +45,7 @@ class Clock:
 
 def make(tmp_path: Path, tls: TLS, clock: Clock | None = None, **options: Any) -> Dispatcher:
     settings = dispatcher_settings(sqlite_url(tmp_path), **options)
-    return Dispatcher(settings.dispatcher, verify=tls.client_context(), clock=clock or Clock())
+    return Dispatcher(settings, verify=tls.client_context(), clock=clock or Clock())
 
 
 async def subscribe(
@@ -220,7 +220,7 @@ def _tls11_only(tls: TLS) -> ssl.SSLContext:
 
 async def _deliver_once(database: str, endpoint: str, verify: ssl.SSLContext) -> str:
     settings = dispatcher_settings(database, attempts=1)
-    async with Dispatcher(settings.dispatcher, verify=verify) as dispatcher:
+    async with Dispatcher(settings, verify=verify) as dispatcher:
         await subscribe(dispatcher, "dimp-registro-import", endpoint, None)
         result = await dispatcher.emit("dimp-registro-import", {"numero": NUMERO, "versao": 1})
         [state] = await dispatcher.wait_for(result.delivery_ids, within=10)

@@ -26,7 +26,7 @@ def numbers(recorder: Recorder) -> Counter[int]:
 
 
 def new_dispatcher(url: str, tls: TLS, **options: Any) -> Dispatcher:
-    return Dispatcher(dispatcher_settings(url, **options).dispatcher, verify=tls.client_context())
+    return Dispatcher(dispatcher_settings(url, **options), verify=tls.client_context())
 
 
 async def subscribe(dispatcher: Dispatcher, endpoint: str) -> None:

@@ -243,7 +243,7 @@ async def test_a_dispatcher_delivers_through_this_store(url: str) -> None:
     def endpoint(request: httpx.Request) -> httpx.Response:
         return httpx.Response(answers.pop(0) if answers else 200)
 
-    dispatcher = Dispatcher(settings.dispatcher, transport=httpx.MockTransport(endpoint))
+    dispatcher = Dispatcher(settings, transport=httpx.MockTransport(endpoint))
     async with dispatcher:
         await asyncio.to_thread(dispatcher.store.add_subscription, "a", SUB, utcnow())
         result = await dispatcher.emit("duimp.registro", {"numero": "24BR0000000001"})

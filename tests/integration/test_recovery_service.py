@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from receiver.config import DispatcherSettings, Settings
 from receiver.demo import demo_receiver_settings, write_demo_certificates
-from receiver.dispatcher import run_dispatcher
+from receiver.dispatcher import DispatcherSettings, run_dispatcher
 from receiver.portal.client import PortalClient
 from receiver.services import recovery_service
 from receiver.store import NoteFilter, Store
@@ -20,15 +19,13 @@ pytestmark = pytest.mark.anyio
 
 async def test_failed_deliveries_are_recovered_by_serve(tmp_path: Path) -> None:
     certs = write_demo_certificates(tmp_path)
-    simulator = Settings(
-        dispatcher=DispatcherSettings(
-            database_url=f"sqlite:///{tmp_path / 'dispatcher.db'}",
-            interval_seconds=0.02,
-            allowed_networks=["127.0.0.0/8"],
-            tls_cert_file=certs["server"],
-            tls_ca_file=certs["ca"],
-            outbound_ca_file=certs["ca"],
-        )
+    simulator = DispatcherSettings(
+        database_url=f"sqlite:///{tmp_path / 'dispatcher.db'}",
+        interval_seconds=0.02,
+        allowed_networks=["127.0.0.0/8"],
+        tls_cert_file=certs["server"],
+        tls_ca_file=certs["ca"],
+        outbound_ca_file=certs["ca"],
     )
     async with run_dispatcher(simulator) as portal_side:
         base = demo_receiver_settings(tmp_path, certs, portal_side.url)

@@ -50,7 +50,7 @@ class Script:
 def make_dispatcher(tmp_path: Path) -> Callable[..., AsyncIterator[Dispatcher]]:
     def make(handler: Handler, **options: Any) -> Any:
         settings = dispatcher_settings(sqlite_url(tmp_path), **options)
-        return Dispatcher(settings.dispatcher, transport=httpx.MockTransport(handler))
+        return Dispatcher(settings, transport=httpx.MockTransport(handler))
 
     return make
 
