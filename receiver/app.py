@@ -157,7 +157,7 @@ class IngestEndpoint:
         self._max_body = settings.max_body_bytes
         self._max_inflight = settings.max_inflight_bytes
         self._inflight = 0  # bytes of bodies being read or waiting for the store, not answered
-        self._body_deadlines = Deadlines[_BodyWait](settings.read_timeout_seconds, _cut_off)
+        self._body_deadlines = Deadlines[_BodyWait](settings.server.read_timeout_seconds, _cut_off)
         self._ack_timeout = settings.ack_timeout_seconds
         self._retry_after = str(settings.retry_after_seconds).encode()
         # (source, peer) -> (client address, allowed?) for peers that send no X-Forwarded-For:

@@ -18,7 +18,7 @@ from receiver import logs
 from receiver.cliutil import LazyGroup, config_option, friendly_errors
 from receiver.config import CONFIG_ENV, Settings, load_settings
 from receiver.safetext import for_terminal, json_text
-from receiver.server import ReceiverProtocol, ReloadingSupervisor
+from receiver.server import ReceiverProtocol, ReloadingSupervisor, uvicorn_config
 from receiver.startup import startup_warnings
 from receiver.store import NoteFilter, Store
 
@@ -103,29 +103,10 @@ def serve(config_path: Path | None, host: str, port: int, no_worker: bool, worke
     settings = _settings(config_path)
     for warning in startup_warnings(settings):
         logging.getLogger("receiver.config").warning("%s", warning)
-    options: dict[str, Any] = {
-        "host": host,
-        "port": port,
-        # Set explicitly rather than left to "auto": the fast parser and loop are what the
-        # benchmark measures, and a missing one should fail here, not slow down silently.
-        # httptools, with the edge policy in front of the app (see receiver.server).
-        "http": ReceiverProtocol,
-        "loop": "uvloop",
-        # Our code resolves the client from trusted_proxies; uvicorn's own handling trusts
-        # 127.0.0.1 by default and would let a local proxy's header choose the address.
-        "proxy_headers": False,
-        "server_header": False,
-        "timeout_keep_alive": 5,
-        "limit_concurrency": settings.limit_concurrency,
-        "h11_max_incomplete_event_size": 16 * 1024,
-        "log_config": None,
-        "access_log": False,
-        "lifespan": "on",
-    }
     if workers == 1:
         _tune_interpreter()
         app = _ingest_app(settings, config_path, no_worker)
-        uvicorn.Server(uvicorn.Config(app, **options)).run()
+        uvicorn.Server(uvicorn_config(app, settings.server, host=host, port=port)).run()
         return
 
     from receiver.services import build_routing
@@ -149,7 +130,14 @@ def serve(config_path: Path | None, host: str, port: int, no_worker: bool, worke
     os.environ[SERVE_NO_WORKER_ENV] = "1" if no_worker else "0"
     from receiver import reload
 
-    config = uvicorn.Config("receiver.cli:serve_app", factory=True, workers=workers, **options)
+    config = uvicorn_config(
+        "receiver.cli:serve_app",
+        settings.server,
+        host=host,
+        port=port,
+        factory=True,
+        workers=workers,
+    )
     # What uvicorn.run does for workers > 1, with SIGHUP passed on instead of restarting them.
     ReloadingSupervisor(
         config, [config.bind_socket()], check=lambda: reload.check(config_path)

@@ -7,12 +7,20 @@ read from the environment, which is how secrets stay out of the file.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from receiver.configfile import (
     Section,
@@ -26,6 +34,8 @@ from receiver.configfile import (
 )
 from receiver.credentials import SourceSettings, secret_of
 from receiver.errors import ConfigError
+
+log = logging.getLogger("receiver.config")
 
 CONFIG_ENV = "RECEIVER_CONFIG"
 KNOWN_SOURCES = ("pucomex", "sintegre", "invoicy")
@@ -144,6 +154,56 @@ class EventSettings(Section):
         return value
 
 
+class ServerSettings(Section):
+    """``server:``: how ``receiver serve`` serves HTTP. ``receiver.ingest.http.uvicorn_config``
+    makes uvicorn's ``Config`` from it; what is not here is fixed there, with the reason."""
+
+    # Past this many open connections a request is answered 503 (with Retry-After) at once.
+    limit_concurrency: int = Field(default=4096, ge=1)
+    # An idle keep-alive connection is closed after this long (uvicorn's timeout_keep_alive).
+    timeout_keep_alive_seconds: int = Field(default=5, ge=1, le=3600)
+    # A request's head (request line and headers) must arrive whole within this, counted from
+    # the connection or the end of the previous answer; then the connection is closed.
+    header_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    # A webhook's body must arrive whole within this once its head is in; then 408.
+    read_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Request head size: the target plus every header line (name, value, separators), and the
+    # number of header lines. nginx's defaults (large_client_header_buffers 4 8k) allow about
+    # 32 KiB; past either limit the answer is 431 and nothing is stored.
+    max_header_bytes: int = Field(default=32_768, ge=1024, le=1 << 20)
+    max_header_count: int = Field(default=100, ge=8, le=10_000)
+    # Besides allowlisted addresses, trusted proxies and loopback, who may connect (health
+    # checks, metrics scrapes from another host); their webhooks are still refused (403).
+    monitoring_addresses: list[str] = []
+
+    @field_validator("monitoring_addresses")
+    @classmethod
+    def _monitoring_networks(cls, value: list[str]) -> list[str]:
+        return check_networks(value)
+
+
+# Keys of the previous release's top level that live under server: now; still read there, with a
+# warning, until the next release.
+MOVED_TO_SERVER = ("limit_concurrency", "read_timeout_seconds")
+
+
+def _move_to_server(data: dict[str, Any], origin: str) -> dict[str, Any]:
+    moved = [key for key in MOVED_TO_SERVER if key in data]
+    server = data.get("server")
+    if not moved or not (server is None or isinstance(server, dict)):
+        return data  # nothing to move, or a server: that is not a mapping (validation says so)
+    data, server = dict(data), dict(server or {})
+    for key in moved:
+        if key in server:
+            raise ValueError(f"{key} is given twice, at the top level and as server.{key}")
+        server[key] = data.pop(key)
+        log.warning(
+            "%s: %s at the top level is deprecated; write it as server.%s", origin, key, key
+        )
+    data["server"] = server
+    return data
+
+
 class Settings(Section):
     database_url: str = "sqlite:///receiver.db"
     allowlist: Path = Path("allowlist.yaml")
@@ -154,23 +214,10 @@ class Settings(Section):
     # 16 MiB is 16,000 Portal notifications of 1 KB; with 700 requests of 1 MB at once against a
     # stopped writer the serving process peaked at 144-166 MiB (64 MiB: 192-206, loadtests/memory.py).
     max_inflight_bytes: int = Field(default=16 * 1_048_576, ge=1)
-    read_timeout_seconds: float = Field(default=10.0, gt=0)
     # Answer 503 rather than late: the Portal counts anything over 3.5 s as a failure.
     ack_timeout_seconds: float = Field(default=2.0, gt=0)
     retry_after_seconds: int = Field(default=5, ge=0)
-    # Past this many open connections a request is answered 503 (with Retry-After) at once.
-    limit_concurrency: int = Field(default=4096, ge=1)
-    # A request's head (request line and headers) must arrive whole within this, counted from
-    # the connection or the end of the previous answer; then the connection is closed.
-    header_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
-    # Request head size: the target plus every header line (name, value, separators), and the
-    # number of header lines. nginx's defaults (large_client_header_buffers 4 8k) allow about
-    # 32 KiB; past either limit the answer is 431 and nothing is stored.
-    max_header_bytes: int = Field(default=32_768, ge=1024, le=1 << 20)
-    max_header_count: int = Field(default=100, ge=8, le=10_000)
-    # Besides allowlisted addresses, trusted proxies and loopback, who may connect (health
-    # checks, metrics scrapes from another host); their webhooks are still refused (403).
-    monitoring_addresses: list[str] = []
+    server: ServerSettings = ServerSettings()
     sources: dict[str, SourceSettings] = Field(
         default_factory=lambda: {name: SourceSettings() for name in KNOWN_SOURCES}
     )
@@ -206,10 +253,13 @@ class Settings(Section):
             raise ValueError("trusting every proxy lets anyone choose their address; list CIDRs")
         return value
 
-    @field_validator("monitoring_addresses")
+    @model_validator(mode="before")
     @classmethod
-    def _monitoring_networks(cls, value: list[str]) -> list[str]:
-        return check_networks(value)
+    def _moved_keys(cls, data: Any, info: ValidationInfo) -> Any:
+        if not isinstance(data, dict):
+            return data
+        origin = (info.context or {}).get("origin", "receiver.yaml")
+        return _move_to_server(data, origin)
 
     @field_validator("sources")
     @classmethod
@@ -240,7 +290,7 @@ def settings_from_mapping(
 ) -> Settings:
     resolved = resolve_env(top_level_mapping(raw, origin), "", origin)
     try:
-        settings = Settings.model_validate(resolved)
+        settings = Settings.model_validate(resolved, context={"origin": origin})
     except ValidationError as error:
         raise ConfigError(describe(error, origin)) from None
     if base_dir is not None:

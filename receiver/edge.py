@@ -46,7 +46,7 @@ class ConnectionGate:
         admitted = allowlist.every_address() | LOOPBACK
         admitted |= build_ipset(settings.trusted_proxies, "receiver.yaml", "trusted_proxies")
         admitted |= build_ipset(
-            settings.monitoring_addresses, "receiver.yaml", "monitoring_addresses"
+            settings.server.monitoring_addresses, "receiver.yaml", "server.monitoring_addresses"
         )
         return cls(admitted)
 
@@ -126,9 +126,9 @@ class EdgePolicy:
     @classmethod
     def from_settings(cls, settings: Settings, allowlist: Allowlist) -> EdgePolicy:
         return cls(
-            header_timeout=settings.header_timeout_seconds,
-            max_header_bytes=settings.max_header_bytes,
-            max_header_count=settings.max_header_count,
+            header_timeout=settings.server.header_timeout_seconds,
+            max_header_bytes=settings.server.max_header_bytes,
+            max_header_count=settings.server.max_header_count,
             retry_after_seconds=settings.retry_after_seconds,
             gate=ConnectionGate.from_settings(settings, allowlist),
         )

@@ -2,8 +2,9 @@
 change without dropping a request.
 
 Reloaded: the allowlist (the file, and the ``allowlist`` key naming it), ``trusted_proxies``,
-``sources`` and their credentials, ``monitoring_addresses``, the request head limits
-(``header_timeout_seconds``, ``max_header_bytes``, ``max_header_count``) and ``log_level``. They
+``sources`` and their credentials, ``server.monitoring_addresses``, the request head limits
+(``server.header_timeout_seconds``, ``server.max_header_bytes``, ``server.max_header_count``)
+and ``log_level``. They
 apply to the next request and the next connection; nothing open is closed. Any other key that
 changed is named in a warning and takes effect at the next restart. A file that cannot be read or
 is invalid changes nothing: one error line says why, and the process keeps serving with what it
@@ -26,24 +27,16 @@ from types import FrameType
 
 from receiver import logs
 from receiver.allowlist import Allowlist
-from receiver.config import Settings, load_settings
+from receiver.config import ServerSettings, Settings, load_settings
 from receiver.edge import EdgePolicy
 from receiver.errors import ConfigError
 from receiver.server import ReceiverProtocol
 
 log = logging.getLogger("receiver.reload")
 
-RELOADED = frozenset(
-    {
-        "allowlist",
-        "trusted_proxies",
-        "sources",
-        "monitoring_addresses",
-        "header_timeout_seconds",
-        "max_header_bytes",
-        "max_header_count",
-        "log_level",
-    }
+RELOADED = frozenset({"allowlist", "trusted_proxies", "sources", "log_level"})
+RELOADED_SERVER = frozenset(
+    {"monitoring_addresses", "header_timeout_seconds", "max_header_bytes", "max_header_count"}
 )
 
 Admission = Callable[[Settings, Allowlist], None]
@@ -65,6 +58,22 @@ def check(path: Path | None) -> str | None:
     except ConfigError as error:
         return str(error)
     return None
+
+
+def needing_restart(running: Settings, read: Settings) -> list[str]:
+    """The keys that differ between ``running`` and ``read`` and are not reloaded in place
+    (``server.*`` named one by one: part of that section is reloaded)."""
+    changed = [
+        key
+        for key in Settings.model_fields
+        if key not in RELOADED and key != "server" and getattr(read, key) != getattr(running, key)
+    ]
+    changed += [
+        f"server.{key}"
+        for key in ServerSettings.model_fields
+        if key not in RELOADED_SERVER and getattr(read.server, key) != getattr(running.server, key)
+    ]
+    return sorted(changed)
 
 
 class Reloader:
@@ -143,11 +152,7 @@ class Reloader:
         self._secrets |= set(settings.secrets())
         logs.configure(settings.log_level, sorted(self._secrets))
         self.reloads += 1
-        changed = sorted(
-            key
-            for key in Settings.model_fields
-            if key not in RELOADED and getattr(settings, key) != getattr(self._started_with, key)
-        )
+        changed = needing_restart(self._started_with, settings)
         log.info(
             "SIGHUP: reloaded %s (allowlist %s, sources %s)",
             origin,

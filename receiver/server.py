@@ -39,6 +39,7 @@ from starlette.types import Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.supervisors import Multiprocess
 
+from receiver.config import ServerSettings
 from receiver.edge import BUSY_REFUSED, CONNECTIONS_REFUSED, HEADS_REFUSED, EdgePolicy
 
 
@@ -314,6 +315,43 @@ class ReceiverProtocol(HttpToolsProtocol):
 
 
 log = logging.getLogger("receiver.serve")
+
+
+def uvicorn_config(
+    app: Any,
+    server: ServerSettings,
+    *,
+    host: str,
+    port: int,
+    http: type[asyncio.Protocol] | str = ReceiverProtocol,
+    **overrides: Any,
+) -> uvicorn.Config:
+    """uvicorn's ``Config`` for ``receiver serve`` (one process, or ``workers=N`` with an app
+    factory's import string), from the ``server:`` section; ``loadtests/bench`` serves its bare
+    endpoint with it too (``http="httptools"``: uvicorn's own protocol), so both run alike.
+
+    What the section does not hold is fixed here: the parser and the loop are set rather than
+    left to "auto", since they are what the benchmark measures and a missing one must fail here,
+    not slow down silently; uvicorn's proxy-header handling is off, since it trusts 127.0.0.1 by
+    default and would let a local proxy's header choose the client's address (our code resolves
+    it from trusted_proxies); logging is ours, and there is no access log (a line per request).
+    """
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "http": http,
+        "loop": "uvloop",
+        "proxy_headers": False,
+        "server_header": False,
+        "timeout_keep_alive": server.timeout_keep_alive_seconds,
+        "limit_concurrency": server.limit_concurrency,
+        "h11_max_incomplete_event_size": 16 * 1024,
+        "log_config": None,
+        "access_log": False,
+        "lifespan": "on",
+    }
+    options.update(overrides)
+    return uvicorn.Config(app, **options)
 
 
 class ReloadingSupervisor(Multiprocess):

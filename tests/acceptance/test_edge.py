@@ -178,9 +178,9 @@ def test_at_the_connection_limit_a_delivery_gets_503_with_retry_after(tmp_path: 
     deployment = Deployment(
         tmp_path,
         f"sqlite:///{tmp_path / 'r.db'}",
-        limit_concurrency=20,
         retry_after_seconds=3,
-        header_timeout_seconds=60,  # the holders below stay, however slow the machine is
+        # The holders below stay, however slow the machine is.
+        server={"limit_concurrency": 20, "header_timeout_seconds": 60},
     )
     port = free_port()
     acknowledged: list[str] = []

@@ -80,7 +80,9 @@ async def real_traffic(port: int, count: int) -> tuple[int, list[float]]:
 
 def test_slow_and_idle_clients_are_dropped_without_blocking_others(tmp_path: Path) -> None:
     deployment = Deployment(
-        tmp_path, f"sqlite:///{tmp_path / 'r.db'}", header_timeout_seconds=HEADER_DEADLINE
+        tmp_path,
+        f"sqlite:///{tmp_path / 'r.db'}",
+        server={"header_timeout_seconds": HEADER_DEADLINE},
     )
     port = free_port()
     try:

@@ -525,7 +525,7 @@ async def test_metrics_count_what_ingest_received_stored_and_refused(ingest: App
 
 
 async def test_slow_body_is_cut_off_with_408(make_settings: Any, store: Store) -> None:
-    settings = make_settings(read_timeout_seconds=0.2)
+    settings = make_settings(server={"read_timeout_seconds": 0.2})
     app = create_app(settings, store=store, allowlist=Allowlist.from_mapping(ALLOWLIST))
     store.start()
 

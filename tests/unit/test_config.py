@@ -188,3 +188,38 @@ def test_the_example_configuration_protects_pucomex_as_the_readme_says(
     [credential] = settings.sources["pucomex"].credentials
     assert (credential.type, getattr(credential, "name", None)) == ("header", "secret")
     assert startup_warnings(settings) == []
+
+
+def test_the_server_section_holds_the_http_options() -> None:
+    server = settings_from_mapping({}).server
+    assert (server.limit_concurrency, server.timeout_keep_alive_seconds) == (4096, 5)
+    assert (server.header_timeout_seconds, server.read_timeout_seconds) == (10.0, 10.0)
+    assert (server.max_header_bytes, server.max_header_count) == (32_768, 100)
+    with pytest.raises(ConfigError, match=r"^test: server\.max_header_bytes: .*greater"):
+        settings_from_mapping({"server": {"max_header_bytes": 10}}, origin="test")
+    with pytest.raises(ConfigError, match=r"^test: server\.monitoring_addresses: .*not a CIDR"):
+        settings_from_mapping({"server": {"monitoring_addresses": ["nowhere"]}}, origin="test")
+    # Issue 16's keys were never released at the top level: they are unknown there.
+    with pytest.raises(ConfigError, match=r"^test: max_header_bytes: Extra inputs"):
+        settings_from_mapping({"max_header_bytes": 32_768}, origin="test")
+
+
+@pytest.mark.parametrize(("key", "value"), [("limit_concurrency", 20), ("read_timeout_seconds", 3)])
+def test_the_previous_release_top_level_keys_still_work_with_a_warning(
+    key: str, value: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = settings_from_mapping({key: value}, origin="old.yaml")
+    assert getattr(settings.server, key) == value
+    [record] = [r for r in caplog.records if r.name == "receiver.config"]
+    assert record.levelname == "WARNING"
+    assert record.getMessage() == (
+        f"old.yaml: {key} at the top level is deprecated; write it as server.{key}"
+    )
+    with pytest.raises(ConfigError, match=f"{key} is given twice"):
+        settings_from_mapping({key: value, "server": {key: value}}, origin="old.yaml")
+
+
+def test_the_new_spot_gives_no_warning(caplog: pytest.LogCaptureFixture) -> None:
+    settings = settings_from_mapping({"server": {"limit_concurrency": 20}})
+    assert settings.server.limit_concurrency == 20
+    assert not [r for r in caplog.records if r.name == "receiver.config"]

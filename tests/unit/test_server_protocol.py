@@ -20,8 +20,9 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 from uvicorn.supervisors.multiprocess import SIGNALS, Multiprocess
 
+from receiver.config import settings_from_mapping
 from receiver.edge import ConnectionGate, EdgePolicy, RefusalLog
-from receiver.server import ReceiverProtocol
+from receiver.server import ReceiverProtocol, uvicorn_config
 
 LIMIT = 2048  # the smallest max_header_bytes allowed is 1024; small keeps the cases readable
 HEADERS = 20
@@ -383,3 +384,27 @@ def test_uvicorn_supervisor_code_the_reload_relies_on_is_unchanged(name: str) ->
         "reaches ReloadingSupervisor.handle_hup (receiver/server.py), then update the digest"
     )
     assert signal.SIGHUP in SIGNALS
+
+
+# --- uvicorn's Config, made from the server: section -----------------------------------------
+
+
+def test_the_server_section_makes_uvicorns_config() -> None:
+    server = settings_from_mapping(
+        {"server": {"limit_concurrency": 77, "timeout_keep_alive_seconds": 9}}
+    ).server
+    config = uvicorn_config("receiver.cli:serve_app", server, host="::1", port=9, workers=3)
+    assert (config.app, config.host, config.port, config.workers) == (
+        "receiver.cli:serve_app",
+        "::1",
+        9,
+        3,
+    )
+    assert (config.limit_concurrency, config.timeout_keep_alive) == (77, 9)
+    assert config.http is ReceiverProtocol and config.loop == "uvloop"
+    # Fixed whatever the file says: uvicorn's proxy handling would trust 127.0.0.1's headers.
+    assert config.proxy_headers is False and config.server_header is False
+    assert config.access_log is False and config.log_config is None
+    # What loadtests/bench's bare endpoint changes: uvicorn's own protocol, no lifespan.
+    bare = uvicorn_config(App(), server, host="127.0.0.1", port=1, http="httptools", lifespan="off")
+    assert (bare.http, bare.lifespan, bare.limit_concurrency) == ("httptools", "off", 77)
