@@ -356,7 +356,7 @@ def process_tree(pid: int) -> list[int]:
 
 def is_writer(pid: int) -> bool:
     with contextlib.suppress(OSError):
-        return b"receiver.writerprocess" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        return b"receiver.store.process" in Path(f"/proc/{pid}/cmdline").read_bytes()
     return False
 
 

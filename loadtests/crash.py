@@ -79,7 +79,7 @@ def writer_of(serving: int) -> int | None:
         return None
     for child in children:
         try:
-            if b"receiver.writerprocess" in Path(f"/proc/{child}/cmdline").read_bytes():
+            if b"receiver.store.process" in Path(f"/proc/{child}/cmdline").read_bytes():
                 return int(child)
         except OSError:
             continue

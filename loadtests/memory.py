@@ -89,7 +89,7 @@ def writer_of(pid: int, seconds: float = 20) -> int:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
-            if b"receiver.writerprocess" in Path(f"/proc/{child}/cmdline").read_bytes():
+            if b"receiver.store.process" in Path(f"/proc/{child}/cmdline").read_bytes():
                 return int(child)
         time.sleep(0.05)
     raise RuntimeError("no writer process found")

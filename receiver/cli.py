@@ -71,9 +71,10 @@ def _ingest_app(settings: Settings, config_path: Path | None, no_worker: bool) -
 
 
 def _tune_interpreter() -> None:
-    # The group-commit thread needs the GIL back after every fsync while the event loop holds it
-    # for runs of requests; CPython lets a waiting thread in after 5 ms by default. 1 ms gave
-    # about 3 % more throughput at 64 connections on SQLite (4 alternating runs), p99 unchanged.
+    # A writer thread (group_commit.writer: thread) needs the GIL back after every fsync while the
+    # event loop holds it for runs of requests; CPython lets a waiting thread in after 5 ms by
+    # default. 1 ms gave about 3 % more throughput at 64 connections on SQLite (4 alternating
+    # runs), p99 unchanged.
     sys.setswitchinterval(0.001)
 
 

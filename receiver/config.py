@@ -39,7 +39,9 @@ log = logging.getLogger("receiver.config")
 
 CONFIG_ENV = "RECEIVER_CONFIG"
 KNOWN_SOURCES = ("pucomex", "sintegre", "invoicy")
-SOURCE_NAME_CHARS = 64  # what the notifications table holds (models.StoredNotification.source)
+SOURCE_NAME_CHARS = (
+    64  # what the notifications table holds (store.tables.StoredNotification.source)
+)
 
 
 # An event id, in the path, the event-type header or a config key. Always fullmatch: `$` would

@@ -22,10 +22,10 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
 from receiver import storable
-from receiver.models import JobStatus, NoteStatus, utcnow
 from receiver.planner import plan as plan
 from receiver.planner import unrouted as unrouted
 from receiver.store import JOBS, NOTES, RESULTS, Store, received_since
+from receiver.store.tables import JobStatus, NoteStatus, utcnow
 
 CLAIMABLE = (JobStatus.PENDING, JobStatus.FAILED)
 KIND_CHARS: int = RESULTS.c.kind.type.length

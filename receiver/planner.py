@@ -22,11 +22,11 @@ from sqlalchemy.engine import Connection
 
 from receiver import storable
 from receiver.errors import ParseError
-from receiver.models import JOBS, NOTES, JobStatus, NoteStatus, utcnow
 from receiver.routing import Routing
 from receiver.sources import parse
 from receiver.store import Store
-from receiver.storefaults import store_down
+from receiver.store.faults import store_down
+from receiver.store.tables import JOBS, NOTES, JobStatus, NoteStatus, utcnow
 
 log = logging.getLogger("receiver.planner")
 

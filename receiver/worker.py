@@ -22,14 +22,14 @@ import httpx
 from receiver import inbox, metrics, planner, storable
 from receiver.config import Settings
 from receiver.errors import GiveUp, ParseError, Retry
-from receiver.grouped import GroupedWrites
 from receiver.inbox import ClaimedJob
-from receiver.models import JobStatus
 from receiver.retry import Decision, RetryPolicy
 from receiver.routing import Context, Notification, Route, Routing
 from receiver.sources import parse
 from receiver.store import Store
-from receiver.storefaults import store_down
+from receiver.store.faults import store_down
+from receiver.store.grouped import GroupedWrites
+from receiver.store.tables import JobStatus
 
 log = logging.getLogger("receiver.worker")
 

@@ -51,7 +51,7 @@ from receiver.dispatcher.validation import (
     parse_subscription,
 )
 from receiver.errors import ConflictingFields, InvalidField, UnknownSubscription
-from receiver.models import utcnow
+from receiver.store.tables import utcnow
 
 WEBHOOK_PATH = "/portal/api/ext/webhook"
 MAX_REQUEST_BYTES = 64 * 1024

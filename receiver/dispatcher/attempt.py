@@ -10,7 +10,7 @@ import httpx
 
 from receiver.dispatcher.config import DispatcherSettings
 from receiver.dispatcher.records import AttemptOutcome, DueDelivery
-from receiver.models import utcnow
+from receiver.store.tables import utcnow
 
 USER_AGENT = "portal-receiver-dispatcher/0.1"
 EXCERPT_CHARS = 300

@@ -41,8 +41,6 @@ from receiver.dispatcher.records import (
 from receiver.dispatcher.store import DispatchStore
 from receiver.dispatcher.tables import EVENTS, FINAL_STATUSES, DeliveryStatus
 from receiver.dispatcher.validation import BRASILIA, parse_evento
-from receiver.grouped import GroupedWrites
-from receiver.models import utcnow
 from receiver.outbound import (
     AddressPolicy,
     GuardedTransport,
@@ -50,7 +48,9 @@ from receiver.outbound import (
     outbound_ssl_context,
     system_resolver,
 )
-from receiver.storefaults import store_down
+from receiver.store.faults import store_down
+from receiver.store.grouped import GroupedWrites
+from receiver.store.tables import utcnow
 
 WAIT_FOR_COALESCE_SECONDS = 0.02
 # How often the loop looks for subscriptions to cancel (only failures for cancel_after_days).

@@ -32,7 +32,7 @@ from receiver.dispatcher.config import DispatcherSettings
 from receiver.dispatcher.portal_api import PortalAuthority
 from receiver.dispatcher.sender import Dispatcher
 from receiver.dispatcher.tls import server_ssl_context, tls_uvicorn_config
-from receiver.models import utcnow
+from receiver.store.tables import utcnow
 
 _COMMON: dict[str, Any] = {
     "proxy_headers": False,

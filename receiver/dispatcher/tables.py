@@ -19,7 +19,7 @@ from enum import StrEnum
 from sqlalchemy import BigInteger, Column, Index, Integer, LargeBinary, Text
 from sqlmodel import Field, SQLModel
 
-from receiver.models import UTCDateTime
+from receiver.store.tables import UTCDateTime
 
 
 def _utc(nullable: bool = False, index: bool = False) -> Column[datetime]:

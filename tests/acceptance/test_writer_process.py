@@ -19,13 +19,13 @@ pytestmark = pytest.mark.acceptance
 
 
 def writer_of(serve_pid: int) -> int:
-    """The `receiver.writerprocess` child of a serving process."""
+    """The `receiver.store.process.client` child of a serving process."""
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         children = Path(f"/proc/{serve_pid}/task/{serve_pid}/children").read_text().split()
         for child in children:
             command = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
-            if b"receiver.writerprocess" in command:
+            if b"receiver.store.process" in command:
                 return int(child)
         time.sleep(0.05)
     raise AssertionError("no writer process found")

@@ -22,11 +22,11 @@ from starlette.types import Message
 
 from receiver import storable
 from receiver.app import SECRET_HEADERS
-from receiver.batchwriter import BatchWriter
 from receiver.errors import RefusedByStore, StoreUnavailable
 from receiver.ids import new_id
 from receiver.sources import dedup_key
 from receiver.store import Incoming, Receipt, Store
+from receiver.store.writer import BatchWriter
 from tests.conftest import AppClient
 from tests.integration.test_ingest import webhook_scope
 

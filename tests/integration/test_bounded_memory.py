@@ -20,11 +20,11 @@ from starlette.types import Message
 
 from receiver.allowlist import Allowlist
 from receiver.app import create_app
-from receiver.batchwriter import BatchWriter
 from receiver.errors import StoreUnavailable
 from receiver.ids import new_id
 from receiver.sources import dedup_key
 from receiver.store import Incoming, Store
+from receiver.store.writer import BatchWriter
 from tests.conftest import ALLOWLIST
 from tests.integration.test_ingest import ITEM, hold_write_lock, webhook_scope
 

@@ -9,9 +9,9 @@ from receiver.demo import demo_events, demo_stories
 from receiver.demo_report import REGISTRATION_EVENTS, DemoReport, kept_duimps, receiver_counts
 from receiver.dispatcher import pucomex_body
 from receiver.inbox import Result, save_results
-from receiver.models import utcnow
 from receiver.sources import dedup_key
 from receiver.store import Incoming, Store
+from receiver.store.tables import utcnow
 
 
 def save_result(store: Store, kind: str, key: str, value: object) -> None:

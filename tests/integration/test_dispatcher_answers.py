@@ -17,7 +17,7 @@ import pytest
 
 from receiver.dispatcher import Dispatcher, DispatchStore
 from receiver.dispatcher.validation import SubscriptionInput, brasilia_date
-from receiver.models import utcnow
+from receiver.store.tables import utcnow
 from tests.dispatcher_support import (
     TLS,
     Recorder,

@@ -16,7 +16,7 @@ from starlette.routing import Route
 from receiver.dispatcher import Dispatcher, create_dispatcher_app
 from receiver.dispatcher.openapi import OPENAPI_PATH
 from receiver.dispatcher.validation import brasilia_date
-from receiver.models import utcnow
+from receiver.store.tables import utcnow
 from tests.dispatcher_support import TOKEN_A, TOKEN_B, api_client, dispatcher_settings, sqlite_url
 
 pytestmark = pytest.mark.anyio

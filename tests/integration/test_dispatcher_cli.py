@@ -22,7 +22,7 @@ from click.testing import CliRunner
 from receiver.cli import main
 from receiver.dispatcher import DispatchStore
 from receiver.dispatcher.validation import SubscriptionInput
-from receiver.models import utcnow
+from receiver.store.tables import utcnow
 from tests.dispatcher_support import LOOPBACK, TLS, TOKEN_A, InThread, Recorder, https_endpoint
 
 ROOT = Path(__file__).parents[2]

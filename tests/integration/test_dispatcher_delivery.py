@@ -13,7 +13,7 @@ import pytest
 from receiver.dispatcher import Dispatcher, OutboundAuth, serve_app
 from receiver.dispatcher.tables import AuthType
 from receiver.dispatcher.validation import SubscriptionInput, brasilia_date
-from receiver.models import utcnow
+from receiver.store.tables import utcnow
 from tests.dispatcher_support import (
     TLS,
     Recorder,

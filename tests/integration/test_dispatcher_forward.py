@@ -17,7 +17,7 @@ from handlers.forward import ConfiguredDispatcher, forwarding_router, router
 from receiver import Context, Notification
 from receiver.dispatcher import Dispatcher
 from receiver.dispatcher.validation import SubscriptionInput
-from receiver.models import utcnow
+from receiver.store.tables import utcnow
 from tests.dispatcher_support import dispatcher_settings, sqlite_url
 
 pytestmark = pytest.mark.anyio

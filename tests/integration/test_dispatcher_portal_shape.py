@@ -19,7 +19,7 @@ from receiver.dispatcher.netguard import outbound_ssl_context
 from receiver.dispatcher.portal_events import duimp_situation
 from receiver.dispatcher.tables import AuthType
 from receiver.dispatcher.validation import SubscriptionInput, brasilia_date
-from receiver.models import utcnow
+from receiver.store.tables import utcnow
 from tests.dispatcher_support import (
     TLS,
     Recorder,

@@ -15,7 +15,7 @@ import pytest
 
 from receiver.dispatcher import Dispatcher
 from receiver.dispatcher.validation import SubscriptionInput, brasilia_date
-from receiver.models import utcnow
+from receiver.store.tables import utcnow
 from tests.dispatcher_support import TLS, Recorder, dispatcher_settings, https_endpoint, sqlite_url
 
 pytestmark = pytest.mark.anyio

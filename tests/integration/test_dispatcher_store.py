@@ -17,7 +17,7 @@ from receiver.dispatcher import Dispatcher, DispatchStore, OutboundAuth, Unknown
 from receiver.dispatcher.records import AttemptOutcome, EmitRequest, EmitResult
 from receiver.dispatcher.tables import SUBSCRIPTIONS, AuthType, DeliveryStatus
 from receiver.dispatcher.validation import SubscriptionInput, brasilia_date
-from receiver.models import utcnow
+from receiver.store.tables import utcnow
 from tests.dispatcher_support import dispatcher_settings, postgres_or_skip, sqlite_url
 
 SUB = SubscriptionInput("duimp.registro", "https://sefaz.example/hook", None)

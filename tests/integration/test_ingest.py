@@ -21,10 +21,10 @@ from receiver.allowlist import Allowlist
 from receiver.app import create_app
 from receiver.config import Settings
 from receiver.errors import StoreUnavailable
-from receiver.groupcommit import BatchWriter
 from receiver.ids import new_id
 from receiver.sources import dedup_key
 from receiver.store import Incoming, Receipt, Store
+from receiver.store.writer import BatchWriter
 from tests.conftest import (
     ALLOWLIST,
     PUCOMEX_OLD_TOKEN,

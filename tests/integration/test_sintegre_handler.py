@@ -25,10 +25,10 @@ import handlers.sintegre
 from receiver import AddressRefused, GiveUp, Retry, guarded_client
 from receiver.config import DownloadSettings, settings_from_mapping
 from receiver.dispatcher.tls import server_ssl_context
-from receiver.models import JobStatus
 from receiver.routing import Routing
 from receiver.services import outbound_client
 from receiver.store import NoteFilter, Store
+from receiver.store.tables import JobStatus
 from receiver.worker import Worker
 from tests.integration.portal_support import MemoryResults, context, dispatch, serve, stored
 

@@ -16,7 +16,7 @@ from receiver.cli import main
 from receiver.dispatcher import RunningDispatcher, run_dispatcher
 from receiver.dispatcher.portal_api import PortalAuthority
 from receiver.dispatcher.tables import AuthType
-from receiver.models import utcnow
+from receiver.store.tables import utcnow
 from tests.dispatcher_support import TOKEN_A, InThread, dispatcher_settings, sqlite_url
 
 CHAVE = "5d0e9c41b7a2f83e6c1d4a90b2e7f356"

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from receiver.groupcommit import BatchWriter, Incoming
 from receiver.ids import new_id
 from receiver.sources import dedup_key
-from receiver.store import Store
+from receiver.store import Incoming, Store
+from receiver.store.writer import BatchWriter
 
 FRAME_BYTES = 24 + 4096  # a WAL frame: its header and one page
 

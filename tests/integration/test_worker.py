@@ -15,11 +15,11 @@ from sqlalchemy.exc import OperationalError
 from receiver import Context, Notification, Retry, Router
 from receiver import inbox as jobs
 from receiver.config import Settings
-from receiver.grouped import GroupedWrites
-from receiver.models import JobStatus
 from receiver.routing import Routing
 from receiver.sources import dedup_key
 from receiver.store import Incoming, NoteFilter, Store
+from receiver.store.grouped import GroupedWrites
+from receiver.store.tables import JobStatus
 from receiver.worker import StoreResults, Worker
 from tests.conftest import BOTH_STORES, fresh_database
 

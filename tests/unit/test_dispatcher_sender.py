@@ -19,7 +19,7 @@ from sqlalchemy import select
 from receiver.dispatcher import Dispatcher, OutboundAuth, Subscription
 from receiver.dispatcher.tables import ATTEMPTS, AuthType
 from receiver.dispatcher.validation import SubscriptionInput, brasilia_date
-from receiver.models import utcnow
+from receiver.store.tables import utcnow
 from tests.dispatcher_support import dispatcher_settings, eventually, sqlite_url
 
 pytestmark = pytest.mark.anyio

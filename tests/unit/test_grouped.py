@@ -9,7 +9,7 @@ import threading
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from receiver.grouped import GroupedWrites
+from receiver.store.grouped import GroupedWrites
 
 pytestmark = pytest.mark.anyio
 

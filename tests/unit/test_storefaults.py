@@ -9,7 +9,7 @@ import pytest
 from psycopg import errors as pg
 from sqlalchemy import exc
 
-from receiver.storefaults import store_down
+from receiver.store.faults import store_down
 
 
 def wrapped(error: Exception) -> exc.StatementError:

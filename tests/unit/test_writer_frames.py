@@ -6,7 +6,7 @@ import os
 import socket
 import threading
 
-from receiver.writerframes import Inbound, frame, frames
+from receiver.store.process.wire import Inbound, frame, frames
 
 
 def test_frames_round_trip_whatever_the_chunks_the_socket_gives() -> None:

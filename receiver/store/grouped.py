@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
-from receiver.storefaults import store_down
+from receiver.store.faults import store_down
 
 T = TypeVar("T")
 R = TypeVar("R")

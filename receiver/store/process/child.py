@@ -1,7 +1,8 @@
 """The writer process: commits what its serving process sends, answers with receipts.
 
-Started by ``receiver.writerprocess.WriterProcess`` as ``python -m receiver.writerprocess FD``;
-it stops when the serving process closes its end of the socket, or goes away.
+Started by ``receiver.store.process.ProcessCommitter`` as ``python -m receiver.store.process FD``
+(``__main__.py`` calls ``main``); it stops when the serving process closes its end of the socket,
+or goes away.
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ from typing import Any
 from sqlalchemy import make_url
 
 from receiver import logs
-from receiver.batchinsert import Incoming, Receipt
-from receiver.batchwriter import MAX_BATCH_BYTES, BatchWriter
 from receiver.errors import StoreUnavailable
 from receiver.ids import new_id
 from receiver.sources import dedup_key
-from receiver.writerframes import EXPIRED, REFUSED, Inbound, frame
+from receiver.store.committer import Incoming, Receipt
+from receiver.store.engine import make_engine, normalise_url
+from receiver.store.process.wire import EXPIRED, REFUSED, Inbound, frame
+from receiver.store.writer import MAX_BATCH_BYTES, BatchWriter
 
 
 class _Feed:
@@ -105,8 +107,6 @@ class _Feed:
 
 def serve_writer(sock: socket.socket) -> None:
     """Commit what the serving process sends until it closes its end (or goes away)."""
-    from receiver.store import make_engine, normalise_url  # receiver.store imports this module
-
     feed = _Feed(sock)
     settings = feed.settings()
     url = make_url(normalise_url(settings["url"]))

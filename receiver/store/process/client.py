@@ -1,4 +1,5 @@
-"""Group commit in a process of its own: the event loop and the writer stop sharing one GIL.
+"""The process committer, the serving process's side: group commit in a writer process of its
+own, so the event loop and the writer stop sharing one GIL.
 
 With the writer as a thread, every driver call (BEGIN, INSERT, COMMIT and its fsync) hands the GIL
 back and forth with the event loop, which holds it for runs of requests; at 64 connections that
@@ -12,8 +13,8 @@ A request is still answered 200 only after the commit that holds its row has ret
 writer. If the writer dies, every request waiting on it gets ``StoreUnavailable`` (a 503, which
 the Portal retries), and a new writer is started.
 
-The frames on the socket are described in ``receiver.writerframes``; the writer process's side
-is ``receiver.writerfeed``, which ``python -m receiver.writerprocess FD`` runs.
+The frames on the socket are described in ``receiver.store.process.wire``; the writer process's
+side is ``receiver.store.process.child``, which ``python -m receiver.store.process FD`` runs.
 """
 
 from __future__ import annotations
@@ -29,11 +30,10 @@ import threading
 import time
 from typing import Any
 
-from receiver.batchinsert import Incoming, Receipt
-from receiver.batchwriter import DEFAULT_TIMEOUT_SECONDS
 from receiver.errors import RefusedByStore, StoreUnavailable
-from receiver.groupcommit import CommitHealth
-from receiver.writerframes import EXPIRED, REFUSED, Inbound, frame
+from receiver.store.committer import CommitHealth, Incoming, Receipt
+from receiver.store.process.wire import EXPIRED, REFUSED, Inbound, frame
+from receiver.store.writer import DEFAULT_TIMEOUT_SECONDS
 
 log = logging.getLogger("receiver.store")
 
@@ -50,8 +50,9 @@ FLUSH_EVERY = 32
 FRAME_BYTES = 1024 * 1024
 
 
-class WriterProcess(CommitHealth):
-    """The serving process's side: hands notifications to the writer process, awaits receipts.
+class ProcessCommitter(CommitHealth):
+    """A ``Committer`` (``receiver.store.committer``): hands notifications to the writer process,
+    awaits receipts.
 
     Bound to the event loop that starts it (a serving process has one).
     """
@@ -113,7 +114,7 @@ class WriterProcess(CommitHealth):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _SOCKET_BUFFER)
         with theirs:
             self._process = subprocess.Popen(  # noqa: S603 (our interpreter, our module)
-                [sys.executable, "-m", "receiver.writerprocess", str(theirs.fileno())],
+                [sys.executable, "-m", "receiver.store.process", str(theirs.fileno())],
                 pass_fds=[theirs.fileno()],
                 stdin=subprocess.DEVNULL,
                 # Out of the terminal's process group: a Ctrl-C must not interrupt a commit. The
@@ -350,9 +351,3 @@ class WriterProcess(CommitHealth):
             future = self._pending.pop(seq, None)
             if future is not None and not future.done():
                 future.set_exception(RefusedByStore(why))
-
-
-if __name__ == "__main__":
-    from receiver.writerfeed import main
-
-    main(sys.argv)

@@ -1,8 +1,12 @@
-"""Group commit: one writer thread stores everything waiting in one transaction and one fsync.
+"""The thread committer: a writer thread of the serving process stores everything waiting in one
+transaction and one fsync (``group_commit.writer: thread``).
 
-Concurrent requests hand their notification to the writer, which commits what has queued up
-while the previous commit was on disk, then wakes every waiting request at once. A request is
-answered 200 only after the commit that holds its row has returned.
+Concurrent requests hand their notification to the writer thread, which commits what has queued
+up while the previous commit was on disk (through the same ``BatchWriter`` as the writer process),
+then wakes every waiting request at once, on its own event loop. A request is answered 200 only
+after the commit that holds its row has returned. ``receiver serve`` commits in a writer process
+by default (``receiver.store.process``): with a thread, every driver call hands the GIL back and
+forth with the event loop.
 """
 
 from __future__ import annotations
@@ -17,32 +21,10 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from receiver.batchinsert import Incoming as Incoming
-from receiver.batchinsert import Receipt as Receipt
-from receiver.batchinsert import commit_batch as commit_batch
-from receiver.batchwriter import DEFAULT_TIMEOUT_SECONDS, MAX_BATCH_BYTES
-from receiver.batchwriter import BatchWriter as BatchWriter
 from receiver.errors import StoreUnavailable
 from receiver.ids import new_id
-
-
-class CommitHealth:
-    """When ingest's commits last succeeded and failed, for readiness."""
-
-    def __init__(self) -> None:
-        # monotonic times of the last commit that succeeded and the last that failed (0: never)
-        self.last_success = 0.0
-        self.last_failure = 0.0
-        self.started = True  # able to take notifications (a writer process says when it is)
-
-    def failing(self, within: float) -> bool:
-        """The latest commit failed, less than ``within`` seconds ago.
-
-        Forgotten after ``within`` so that a load balancer that stopped sending traffic on our
-        503 sends some again: the next real commit is the probe, and sets it anew if it fails.
-        """
-        failed = self.last_failure > self.last_success
-        return failed and time.monotonic() - self.last_failure < within
+from receiver.store.committer import CommitHealth, Incoming, Receipt
+from receiver.store.writer import DEFAULT_TIMEOUT_SECONDS, MAX_BATCH_BYTES, BatchWriter
 
 
 class _Waiting:
@@ -66,11 +48,11 @@ class _Waiting:
         self.item = None
 
 
-class GroupCommitter(CommitHealth):
+class ThreadCommitter(CommitHealth):
     """One writer thread; everything queued while it commits goes into its next transaction.
 
-    The writer for in-process use (tests that inject faults into the engine, ``:memory:``
-    databases); ``receiver serve`` commits in a writer process (``receiver.writerprocess``).
+    A ``Committer`` (``receiver.store.committer``) for in-process use: ``:memory:`` databases,
+    tests that inject faults into the engine, ``group_commit.writer: thread``.
     """
 
     _STOP = object()
@@ -90,6 +72,11 @@ class GroupCommitter(CommitHealth):
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
         self._thread.start()
+
+    @property
+    def pid(self) -> int | None:
+        """None: the writer is a thread of this process."""
+        return None
 
     def submit(self, item: Incoming, expires_at: float = 0.0) -> asyncio.Future[Receipt]:
         """Queue ``item`` for the next commit; ``expires_at`` is unused: the writer thread sees

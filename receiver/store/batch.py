@@ -1,7 +1,7 @@
 """A batch of notifications as rows: the multi-row insert, its statements, and its receipts.
 
 ``commit_batch`` inserts a batch inside the caller's transaction; the writers (``BatchWriter``, in
-the group-commit thread or the writer process) and the synchronous append of recovery use it.
+the thread committer or the writer process) and the synchronous append of recovery use it.
 """
 
 from __future__ import annotations
@@ -10,46 +10,14 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from itertools import chain
-from typing import Any, NamedTuple
+from typing import Any
 
 from sqlalchemy.engine import Connection, Dialect
 
 from receiver import storable
-from receiver.models import NOTES, NoteStatus, utcnow
 from receiver.sources import dedup_key
-
-
-class Incoming(NamedTuple):
-    """A notification that passed every check and is waiting for its commit.
-
-    A named tuple, not a frozen dataclass: one is made for every request on the event loop, and
-    the frozen dataclass's ``__init__`` (``object.__setattr__`` per field) took 1.1 us against
-    0.45 us for this (with keywords; 0.25 positional), with the same fields, constructor and
-    immutability.
-    """
-
-    source: str
-    event: str | None
-    client_ip: str
-    # As received (name and value bytes, credentials already removed), or already decoded.
-    # Ingest hands the raw pairs over: decoding them is the writer's work, not the event loop's.
-    headers: Sequence[tuple[bytes, bytes]] | Mapping[str, str]
-    body: bytes
-    # sources.dedup_key (64 hex digits, stored as the 32 bytes they spell); None: the writer
-    # computes it, off the event loop.
-    dedup_key: str | None = None
-    recovered: bool = False
-
-
-class Receipt(NamedTuple):
-    """Where a notification was stored; a named tuple for the same reason as ``Incoming``."""
-
-    id: str
-    duplicate_of: str | None
-
-    @property
-    def duplicate(self) -> bool:
-        return self.duplicate_of is not None
+from receiver.store.committer import Incoming, Receipt
+from receiver.store.tables import NOTES, NoteStatus, utcnow
 
 
 class BatchInsert:
@@ -117,7 +85,7 @@ class BatchInsert:
         self._false = boolean(False) if boolean else False
         # The driver's binary wrapper, if the dialect has one (sqlite3.Binary, psycopg.Binary).
         self._body = NOTES.c.body.type.dialect_impl(dialect).bind_processor(dialect)
-        # Hex in, 32 raw bytes out (models.Digest), then the driver's binary wrapper if any.
+        # Hex in, 32 raw bytes out (tables.Digest), then the driver's binary wrapper if any.
         digest = NOTES.c.dedup_key.type.dialect_impl(dialect).bind_processor(dialect)
         assert digest is not None
         self._digest = digest

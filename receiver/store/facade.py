@@ -1,8 +1,8 @@
-"""The durable store: SQLite (WAL, synchronous=FULL) or PostgreSQL, one code path for both.
+"""The store facade: SQLite (WAL, synchronous=FULL) or PostgreSQL, one code path for both.
 
-``Store.append`` is the ingest's only write; it goes through the group commit, in a thread
-(``receiver.groupcommit``) or a writer process (``receiver.writerprocess``). The rest is the
-engine, the schema and its durability check, and reads.
+``Store.append`` is the ingest's only write; it goes through a ``Committer``
+(``receiver.store.committer``): a writer process (``receiver.store.process``) or a writer thread
+(``receiver.store.thread``). The rest is the schema, its durability check (``engine``), and reads.
 """
 
 from __future__ import annotations
@@ -15,25 +15,22 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, Engine, and_, create_engine, event, func, select
+from sqlalchemy import ColumnElement, and_, func, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import SQLModel
 
-from receiver.batchinsert import Incoming as Incoming
-from receiver.batchinsert import Receipt as Receipt
-from receiver.batchinsert import commit_batch
-from receiver.batchwriter import DEFAULT_TIMEOUT_SECONDS
 from receiver.config import Settings
 from receiver.deadlines import Deadlines
-from receiver.errors import ConfigError, StoreUnavailable
-from receiver.groupcommit import CommitHealth, GroupCommitter
+from receiver.errors import StoreUnavailable
 from receiver.ids import id_floor, new_id
-from receiver.models import JOBS as JOBS
-from receiver.models import NOTES as NOTES
-from receiver.models import RECEIVER_TABLES as RECEIVER_TABLES
-from receiver.models import RESULTS as RESULTS
-from receiver.writerprocess import WriterProcess
+from receiver.store.batch import commit_batch
+from receiver.store.committer import Committer, Incoming, Receipt
+from receiver.store.engine import check_durability, in_memory, make_engine, safe_url
+from receiver.store.process import ProcessCommitter
+from receiver.store.tables import JOBS, NOTES, RECEIVER_TABLES
+from receiver.store.thread import ThreadCommitter
+from receiver.store.writer import DEFAULT_TIMEOUT_SECONDS
 
 log = logging.getLogger("receiver.store")
 
@@ -53,55 +50,7 @@ def received_since(when: datetime) -> ColumnElement[bool]:
     return and_(NOTES.c.id >= id_floor(when - ID_LEAD), NOTES.c.received_at >= when)
 
 
-def normalise_url(url: str) -> str:
-    """``postgresql://`` means psycopg 3 here; SQLAlchemy alone would pick psycopg2."""
-    for prefix in ("postgresql://", "postgres://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix) :]
-    return url
-
-
-def make_engine(url: str, *, pool_size: int = 8) -> Engine:
-    url = normalise_url(url)
-    if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
-        _make_sqlite_durable(engine)
-        return engine
-    if url.startswith("postgresql"):
-        return create_engine(
-            url,
-            pool_size=pool_size,
-            max_overflow=pool_size,
-            pool_pre_ping=True,
-            pool_timeout=5,
-            connect_args={"connect_timeout": 5},
-        )
-    raise ConfigError(f"receiver.yaml: database_url: unsupported database {url.split(':')[0]!r}")
-
-
-def _make_sqlite_durable(engine: Engine) -> None:
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # Let us issue BEGIN ourselves (IMMEDIATE for writes), instead of pysqlite's deferred one.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=FULL")
-        cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(connection: Connection) -> None:
-        # A deferred read-then-write can fail with SQLITE_BUSY_SNAPSHOT whatever the busy timeout;
-        # writers take the lock up front. Readers ask for a plain BEGIN.
-        if connection.get_execution_options().get("sqlite_readonly"):
-            connection.exec_driver_sql("BEGIN")
-        else:
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-
-def _give_up(committer: CommitHealth, deadline: float) -> Callable[[asyncio.Future[Any]], None]:
+def _give_up(committer: Committer, deadline: float) -> Callable[[asyncio.Future[Any]], None]:
     def give_up(future: asyncio.Future[Any]) -> None:
         if not future.done():
             # A commit stuck past the deadline (a lock held elsewhere, a stalled disk) is a
@@ -137,14 +86,13 @@ class Store:
         self.url = url
         self.engine = make_engine(url, pool_size=pool_size)
         self.dialect = self.engine.dialect.name
-        self._committer: GroupCommitter | WriterProcess | None = None
+        self._committer: Committer | None = None
         self._ack_deadlines: dict[float, Deadlines[asyncio.Future[Any]]] = {}
         self._max_batch = max_batch
         self._max_wait_ms = max_wait_ms
         self._commit_timeout = commit_timeout_seconds
-        in_memory = self.dialect == "sqlite" and self.engine.url.database in (None, "", ":memory:")
         # A writer process cannot see this process's in-memory database.
-        self._writer = "thread" if in_memory else writer
+        self._writer = "thread" if in_memory(self.engine) else writer
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Store:
@@ -170,27 +118,11 @@ class Store:
 
     @property
     def safe_url(self) -> str:
-        return self.engine.url.render_as_string(hide_password=True)
+        return safe_url(self.engine)
 
     def check_durability(self) -> None:
         """Refuse to run on a store that would acknowledge what it has not flushed."""
-        with self.engine.connect() as conn:
-            if self.dialect == "sqlite":
-                mode = conn.exec_driver_sql("PRAGMA journal_mode").scalar()
-                sync = conn.exec_driver_sql("PRAGMA synchronous").scalar()
-                # A file database must be in WAL with FULL (2) sync; ':memory:' is for tests only.
-                if self.engine.url.database not in (None, "", ":memory:") and (
-                    str(mode).lower() != "wal" or sync != 2
-                ):
-                    raise ConfigError(f"{self.safe_url}: SQLite is not WAL + synchronous=FULL")
-            elif self.dialect == "postgresql":
-                for setting in ("fsync", "synchronous_commit"):
-                    value = conn.exec_driver_sql(f"SHOW {setting}").scalar()
-                    if str(value).lower() not in ("on", "remote_write", "remote_apply"):
-                        raise ConfigError(
-                            f"{self.safe_url}: PostgreSQL {setting} is {value}; acknowledged "
-                            "notifications could be lost. Turn it on."
-                        )
+        check_durability(self.engine)
 
     # --- ingest ---------------------------------------------------------------------------
 
@@ -200,18 +132,18 @@ class Store:
             return
         if self._writer == "process":
             url = self.engine.url.render_as_string(hide_password=False)
-            self._committer = WriterProcess(
+            self._committer = ProcessCommitter(
                 url, self._max_batch, self._max_wait_ms, self._commit_timeout
             )
         else:
-            self._committer = GroupCommitter(
+            self._committer = ThreadCommitter(
                 self.engine, self._max_batch, self._max_wait_ms, self._commit_timeout
             )
 
     @property
     def writer_pid(self) -> int | None:
         """The writer process's id, when the group commit runs in one (for operators and tests)."""
-        return self._committer.pid if isinstance(self._committer, WriterProcess) else None
+        return self._committer.pid if self._committer is not None else None
 
     async def append(self, item: Incoming, deadline: float | None = None) -> Receipt:
         """Durably store ``item``; raise StoreUnavailable if that cannot be promised in time."""

@@ -1,7 +1,7 @@
 """The writer's side of the group commit: one held connection, one transaction per batch.
 
-Used by one thread at a time: the group-commit thread (``receiver.groupcommit``) or the writer
-process's main thread (``receiver.writerprocess``).
+Used by one thread at a time: the thread committer's writer thread (``receiver.store.thread``) or
+the writer process's main thread (``receiver.store.process.child``).
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import Connection
 
 from receiver import storable
-from receiver.batchinsert import BatchInsert, Incoming, Receipt, commit_batch
 from receiver.errors import RefusedByStore, StoreUnavailable
-from receiver.storefaults import store_down
+from receiver.store.batch import BatchInsert, commit_batch
+from receiver.store.committer import Incoming, Receipt
+from receiver.store.faults import store_down
 
 log = logging.getLogger("receiver.store")
 
@@ -35,7 +36,7 @@ DEFAULT_TIMEOUT_SECONDS = 3.0
 class BatchWriter:
     """Commits batches on one held connection; SQLite's WAL is checkpointed beside it.
 
-    Used by one thread at a time: the group-commit thread, or the writer process's main thread.
+    Used by one thread at a time: the thread committer's, or the writer process's main thread.
     """
 
     IDLE_SECONDS = 1.0  # hold the connection across batches while busy; re-check it after this
@@ -72,7 +73,7 @@ class BatchWriter:
     ) -> list[Receipt | RefusedByStore] | StoreUnavailable:
         """Store ``batch``: a receipt per notification, or why none was stored (the store failed).
 
-        A notification the store refuses for its own values (``storefaults``: not the store being
+        A notification the store refuses for its own values (``faults``: not the store being
         down) gets a ``RefusedByStore`` in its place, and the others are stored all the same: the
         batch is committed again in halves, and halves of halves, until only the culprits are
         left out (a batch of 190 with one culprit: 16 transactions, not 190).

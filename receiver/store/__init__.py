@@ -1,0 +1,49 @@
+"""The durable store: what ingest commits, the inbox the worker reads, the results handlers keep.
+
+Modules, from the bottom: ``tables`` (the three tables), ``engine`` (SQLAlchemy's engine for
+SQLite or PostgreSQL, and the durability check), ``faults`` (the store failing, told apart from
+one row it refuses), ``batch`` (a batch of notifications as one multi-row insert), ``writer``
+(the writer's held connection, one transaction per batch, SQLite's WAL checkpoints),
+``committer`` (the ``Committer`` protocol, ``Incoming`` and ``Receipt``), ``thread`` and
+``process`` (the two committers), ``grouped`` (group commit for other writers on an event loop),
+``facade`` (``Store``, the one object a process holds).
+
+What other layers use is exported here.
+"""
+
+from receiver.store.committer import Committer, Incoming, Receipt
+from receiver.store.engine import make_engine, normalise_url
+from receiver.store.facade import NoteFilter, Store, received_since
+from receiver.store.faults import store_down
+from receiver.store.grouped import GroupedWrites
+from receiver.store.tables import (
+    JOBS,
+    NOTES,
+    RECEIVER_TABLES,
+    RESULTS,
+    JobStatus,
+    NoteStatus,
+    UTCDateTime,
+    utcnow,
+)
+
+__all__ = [
+    "JOBS",
+    "NOTES",
+    "RECEIVER_TABLES",
+    "RESULTS",
+    "Committer",
+    "GroupedWrites",
+    "Incoming",
+    "JobStatus",
+    "NoteFilter",
+    "NoteStatus",
+    "Receipt",
+    "Store",
+    "UTCDateTime",
+    "make_engine",
+    "normalise_url",
+    "received_since",
+    "store_down",
+    "utcnow",
+]
