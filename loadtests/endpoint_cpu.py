@@ -21,9 +21,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from receiver.allowlist import Allowlist
-from receiver.app import IngestEndpoint
 from receiver.config import settings_from_mapping
+from receiver.ingest.allowlist import Allowlist
+from receiver.ingest.endpoint import IngestEndpoint
 
 SECRET = "tok-0484a6e22cf66a2d3da8953789f8c6b3"
 BODY = b'{"identificacao":{"numero":"26BR00000000198","versao":2},"situacaoDuimp":"X"}'

@@ -1,4 +1,4 @@
-"""CPU per request of the serving protocol alone: receiver.server.ReceiverProtocol against
+"""CPU per request of the serving protocol alone: receiver.ingest.http.ReceiverProtocol against
 uvicorn's own HttpToolsProtocol, on the same typical webhook request, in one process.
 
     .venv/bin/python loadtests/protocol_cost.py [--requests 200000] [--rounds 5]
@@ -27,7 +27,7 @@ from uvicorn.server import ServerState
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from receiver.server import ReceiverProtocol
+from receiver.ingest.http import ReceiverProtocol
 
 BODY = b'{"evento":"duimp.registro","dataHora":"2026-11-22T10:00:00-03:00","dados":{"x":"%s"}}' % (
     b"a" * 900

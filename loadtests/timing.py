@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from receiver.auth import Verifier
+from receiver.ingest.verifier import Verifier
 
 SECRET = "tok-" + "7f3a9c1e" * 6
 

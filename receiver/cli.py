@@ -17,8 +17,8 @@ import uvicorn
 from receiver import logs
 from receiver.cliutil import LazyGroup, config_option, friendly_errors
 from receiver.config import CONFIG_ENV, Settings, load_settings
+from receiver.ingest.http import ReceiverProtocol, ReloadingSupervisor, uvicorn_config
 from receiver.safetext import for_terminal, json_text
-from receiver.server import ReceiverProtocol, ReloadingSupervisor, uvicorn_config
 from receiver.startup import startup_warnings
 from receiver.store import NoteFilter, Store
 
@@ -51,11 +51,11 @@ SERVE_NO_WORKER_ENV = "RECEIVER_SERVE_NO_WORKER"
 
 
 def _ingest_app(settings: Settings, config_path: Path | None, no_worker: bool) -> Any:
-    """The app of one serving process; also gives its protocol the edge policy (receiver.edge),
+    """The app of one serving process; also gives its protocol the edge policy (receiver.ingest.edge),
     and reloads both on SIGHUP (receiver.reload)."""
-    from receiver.allowlist import Allowlist
-    from receiver.app import create_app
-    from receiver.edge import EdgePolicy
+    from receiver.ingest.allowlist import Allowlist
+    from receiver.ingest.app import create_app
+    from receiver.ingest.edge import EdgePolicy
     from receiver.reload import Reloader
     from receiver.services import serve_services
 

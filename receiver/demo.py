@@ -34,13 +34,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from receiver.app import create_app
 from receiver.config import Settings, load_settings
 from receiver.demo_report import DemoReport, check, kept_duimps, receiver_counts, summary
 from receiver.dispatcher import Dispatcher, DispatcherSettings, run_dispatcher, serve_app
 from receiver.dispatcher.duimps import duimp_number, latest_version
 from receiver.dispatcher.portal_events import PUBLISHED_DUIMP_EVENTS
 from receiver.dispatcher.tls import server_ssl_context
+from receiver.ingest.app import ReceiverApp, create_app
 from receiver.portal.client import PortalClient
 from receiver.services import build_routing, worker_service
 from receiver.store import Store
@@ -62,7 +62,7 @@ def _free_socket() -> socket.socket:
 
 
 @contextlib.asynccontextmanager
-async def _serve_receiver(app: Starlette, cert: Path) -> AsyncIterator[str]:
+async def _serve_receiver(app: ReceiverApp, cert: Path) -> AsyncIterator[str]:
     """The receiver app on uvicorn with its lifespan (store, worker), as ``receiver serve`` runs it."""
     sock = _free_socket()
     port = sock.getsockname()[1]

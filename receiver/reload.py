@@ -11,7 +11,7 @@ is invalid changes nothing: one error line says why, and the process keeps servi
 had.
 
 With ``--workers N`` the supervisor checks the file once and passes SIGHUP on to every serving
-process (``receiver.server.ReloadingSupervisor``), which reloads itself here.
+process (``receiver.ingest.http.ReloadingSupervisor``), which reloads itself here.
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ from pathlib import Path
 from types import FrameType
 
 from receiver import logs
-from receiver.allowlist import Allowlist
 from receiver.config import ServerSettings, Settings, load_settings
-from receiver.edge import EdgePolicy
 from receiver.errors import ConfigError
-from receiver.server import ReceiverProtocol
+from receiver.ingest.allowlist import Allowlist
+from receiver.ingest.edge import EdgePolicy
+from receiver.ingest.http import ReceiverProtocol
 
 log = logging.getLogger("receiver.reload")
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import httpx
 
-from receiver.app import BackgroundService
 from receiver.config import Settings
+from receiver.ingest.app import BackgroundService
 from receiver.outbound import guarded_client
 from receiver.routing import Routing, load_routers
 from receiver.store import Store

@@ -11,9 +11,9 @@ import httpx
 import pytest
 from sqlalchemy import Table, text
 
-from receiver.allowlist import Allowlist
-from receiver.app import create_app
 from receiver.config import Settings, settings_from_mapping
+from receiver.ingest.allowlist import Allowlist
+from receiver.ingest.app import create_app
 from receiver.store import RECEIVER_TABLES, Store, make_engine
 
 POSTGRES_ENV = "RECEIVER_TEST_POSTGRES_URL"

@@ -1,5 +1,5 @@
 """HTTP/1.1 as it goes over the wire to a real `receiver serve`: interim answers, pipelining,
-and closing, which the coalesced response writes (receiver.server) must all keep intact."""
+and closing, which the coalesced response writes (receiver.ingest.http) must all keep intact."""
 
 from __future__ import annotations
 

@@ -21,9 +21,9 @@ from hypothesis import strategies as st
 from starlette.types import Message
 
 from receiver import storable
-from receiver.app import SECRET_HEADERS
 from receiver.errors import RefusedByStore, StoreUnavailable
 from receiver.ids import new_id
+from receiver.ingest.endpoint import SECRET_HEADERS
 from receiver.sources import dedup_key
 from receiver.store import Incoming, Receipt, Store
 from receiver.store.writer import BatchWriter

@@ -18,10 +18,10 @@ import pytest
 from sqlalchemy.pool import QueuePool
 from starlette.types import Message
 
-from receiver.allowlist import Allowlist
-from receiver.app import create_app
 from receiver.errors import StoreUnavailable
 from receiver.ids import new_id
+from receiver.ingest.allowlist import Allowlist
+from receiver.ingest.app import create_app
 from receiver.sources import dedup_key
 from receiver.store import Incoming, Store
 from receiver.store.writer import BatchWriter

@@ -17,11 +17,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.types import Message
 
-from receiver.allowlist import Allowlist
-from receiver.app import create_app
 from receiver.config import Settings
 from receiver.errors import StoreUnavailable
 from receiver.ids import new_id
+from receiver.ingest.allowlist import Allowlist
+from receiver.ingest.app import create_app
 from receiver.sources import dedup_key
 from receiver.store import Incoming, Receipt, Store
 from receiver.store.writer import BatchWriter

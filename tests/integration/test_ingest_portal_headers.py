@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from receiver.allowlist import Allowlist
-from receiver.app import create_app
 from receiver.config import Settings
+from receiver.ingest.allowlist import Allowlist
+from receiver.ingest.app import create_app
 from receiver.store import NoteFilter, Store
 from tests.conftest import ALLOWLIST, AppClient
 

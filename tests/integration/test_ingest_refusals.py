@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 from starlette.types import Message
 
-from receiver.allowlist import Allowlist
-from receiver.app import SECRET_HEADERS, create_app
 from receiver.config import Settings
+from receiver.ingest.allowlist import Allowlist
+from receiver.ingest.app import create_app
+from receiver.ingest.endpoint import SECRET_HEADERS
 from receiver.store import Store
 from tests.conftest import ALLOWLIST, PUCOMEX_TOKEN, AppClient, bearer
 from tests.integration.test_ingest import webhook_scope

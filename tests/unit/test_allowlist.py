@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from receiver.allowlist import Allowlist, ClientResolver, parse_address
 from receiver.errors import ConfigError
+from receiver.ingest.allowlist import Allowlist, ClientResolver, parse_address
 
 ALLOW = Allowlist.from_mapping(
     {

@@ -10,9 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-import receiver.auth
-from receiver.auth import MAX_AUTHORIZATION_BYTES, Verifier
+import receiver.ingest.verifier
 from receiver.credentials import HeaderCredential, basic_header
+from receiver.ingest.verifier import MAX_AUTHORIZATION_BYTES, Verifier
 
 VERIFIER = Verifier(
     "sintegre",
@@ -119,7 +119,7 @@ def test_any_text_header_gives_exactly_the_right_answer(header: str) -> None:
 
 
 class CountingHmac:
-    """receiver.auth's ``hmac``, counting every comparison and the lengths it was given."""
+    """receiver.ingest.verifier's ``hmac``, counting every comparison and the lengths it was given."""
 
     def __init__(self) -> None:
         self.compared: list[tuple[int, int]] = []
@@ -145,7 +145,7 @@ def test_every_bearer_token_is_compared_in_constant_time(
     """Whatever the header, each configured token is compared, digest to digest (32 bytes
     each, so the length of neither shows), with hmac.compare_digest: never ==, no early exit."""
     counting = CountingHmac()
-    monkeypatch.setattr(receiver.auth, "hmac", counting)
+    monkeypatch.setattr(receiver.ingest.verifier, "hmac", counting)
     VERIFIER.verify(header)
     assert counting.compared == [(32, 32)] * len(TOKENS)
 
@@ -157,7 +157,7 @@ def test_basic_user_and_password_are_both_compared_in_constant_time(
     monkeypatch: pytest.MonkeyPatch, user_password: bytes
 ) -> None:
     counting = CountingHmac()
-    monkeypatch.setattr(receiver.auth, "hmac", counting)
+    monkeypatch.setattr(receiver.ingest.verifier, "hmac", counting)
     VERIFIER.verify(b"Basic " + b64(user_password))
     assert counting.compared == [(32, 32), (32, 32)]  # username, then password, always both
 
@@ -222,7 +222,7 @@ def test_every_header_secret_is_compared_in_constant_time(
 ) -> None:
     """Present, wrong or absent, each configured secret costs one digest comparison."""
     counting = CountingHmac()
-    monkeypatch.setattr(receiver.auth, "hmac", counting)
+    monkeypatch.setattr(receiver.ingest.verifier, "hmac", counting)
     HEADER_VERIFIER.verify(None, presented)
     assert counting.compared == [(32, 32), (32, 32)]
 

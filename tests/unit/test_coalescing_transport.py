@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from receiver.server import CoalescingTransport
+from receiver.ingest.http import CoalescingTransport
 
 
 class RecordingTransport(asyncio.Transport):

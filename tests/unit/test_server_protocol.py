@@ -21,8 +21,8 @@ from uvicorn.server import ServerState
 from uvicorn.supervisors.multiprocess import SIGNALS, Multiprocess
 
 from receiver.config import settings_from_mapping
-from receiver.edge import ConnectionGate, EdgePolicy, RefusalLog
-from receiver.server import ReceiverProtocol, uvicorn_config
+from receiver.ingest.edge import ConnectionGate, EdgePolicy, RefusalLog
+from receiver.ingest.http import ReceiverProtocol, uvicorn_config
 
 LIMIT = 2048  # the smallest max_header_bytes allowed is 1024; small keeps the cases readable
 HEADERS = 20
@@ -326,7 +326,7 @@ def test_under_the_limit_requests_reach_the_app(edge: EdgePolicy) -> None:
 
 # --- The uvicorn code ReceiverProtocol relies on ------------------------------------------------
 
-# sha256 of the source of each uvicorn 0.54.0 method that receiver/server.py copies or wraps. If
+# sha256 of the source of each uvicorn 0.54.0 method that receiver/ingest/http.py copies or wraps. If
 # one changes, review the matching method of ReceiverProtocol against the new code (the limit
 # check, the callbacks it counts, the parser errors it answers), then update the digest.
 PINNED = {
@@ -346,7 +346,7 @@ def test_uvicorn_code_the_protocol_relies_on_is_unchanged(name: str) -> None:
     digest = hashlib.sha256(source.encode()).hexdigest()
     assert digest == PINNED[name], (
         f"uvicorn's HttpToolsProtocol.{name} changed (sha256 {digest}): review "
-        "receiver/server.py's ReceiverProtocol against it, then update PINNED"
+        "receiver/ingest/http.py's ReceiverProtocol against it, then update PINNED"
     )
 
 
@@ -381,7 +381,7 @@ def test_uvicorn_supervisor_code_the_reload_relies_on_is_unchanged(name: str) ->
     digest = hashlib.sha256(source.encode()).hexdigest()
     assert digest == PINNED_SUPERVISOR[name], (
         f"uvicorn's Multiprocess.{name} changed (sha256 {digest}): check that SIGHUP still "
-        "reaches ReloadingSupervisor.handle_hup (receiver/server.py), then update the digest"
+        "reaches ReloadingSupervisor.handle_hup (receiver/ingest/http.py), then update the digest"
     )
     assert signal.SIGHUP in SIGNALS
 

@@ -3,7 +3,7 @@ may connect at all, how large and how slow a request head may be, and what a req
 the connection limit is reached.
 
 ``EdgePolicy.from_settings`` builds it from ``receiver.yaml`` and the allowlist; the serving
-protocol (``receiver.server``) is given it by ``ReceiverProtocol.configure``, once at start-up in
+protocol (``receiver.ingest.http``) is given it by ``ReceiverProtocol.configure``, once at start-up in
 every serving process and again on SIGHUP. Pure logic apart from the audit lines and counters.
 """
 
@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 import netaddr
 
 from receiver import metrics
-from receiver.allowlist import Allowlist, build_ipset, parse_address
 from receiver.config import Settings
+from receiver.ingest.allowlist import Allowlist, build_ipset, parse_address
 
 audit = logging.getLogger("receiver.audit")
 

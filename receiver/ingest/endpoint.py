@@ -1,29 +1,23 @@
-"""The ingest app: checks in order, ``store.append``, then the answer. Handlers never run here.
+"""The webhook endpoint: checks in order, ``store.append``, then the answer. Handlers never run
+here.
 
-The webhook endpoint is a plain ASGI callable mounted as a Starlette route: it reads the body
-itself so it can enforce the size limit and the read deadline while streaming, and it answers
-before touching anything it does not need (no JSON parsing before the acknowledgement).
+``IngestEndpoint`` is a plain ASGI callable (``receiver.ingest.app`` calls it for every webhook
+POST): it reads the body itself so it can enforce the size limit and the read deadline while
+streaming, and it answers before touching anything it does not need (no JSON parsing before the
+acknowledgement). The checks, in order: the source, the address (``allowlist``), the credentials
+(``verifier``), the event id, the declared length, the bytes in flight; then the body, the store.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import netaddr
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from receiver import metrics
-from receiver.allowlist import Allowlist, ClientResolver
-from receiver.auth import Verifier
 from receiver.config import EVENT_ID, Settings
 from receiver.credentials import (
     BasicCredential,
@@ -33,6 +27,8 @@ from receiver.credentials import (
 )
 from receiver.deadlines import Deadlines
 from receiver.errors import StoreUnavailable
+from receiver.ingest.allowlist import Allowlist, ClientResolver
+from receiver.ingest.verifier import Verifier
 from receiver.store import Incoming, Store
 
 log = logging.getLogger("receiver.ingest")
@@ -47,8 +43,6 @@ SECRET_HEADERS = frozenset(
 EVENT_TYPE_HEADER = b"event-type"
 PEER_CACHE_SIZE = 4096
 EVENT_CACHE_SIZE = 1024
-
-BackgroundService = Callable[[], contextlib.AbstractAsyncContextManager[Any]]
 
 
 def _event_id(value: bytes) -> str:
@@ -372,95 +366,3 @@ class IngestEndpoint:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
-
-
-def _webhook_params(path: str) -> dict[str, str] | None:
-    """The path parameters of ``/webhooks/{source}`` or ``/webhooks/{source}/{event}``, as
-    Starlette's routes would match them (no empty segment, no further slash), else None."""
-    if not path.startswith("/webhooks/"):
-        return None
-    source, slash, event = path[10:].partition("/")
-    if not source:
-        return None
-    if not slash:
-        return {"source": source}
-    if not event or "/" in event:
-        return None
-    return {"source": source, "event": event}
-
-
-class ReceiverApp(Starlette):
-    """Starlette, except that a webhook POST goes straight to the ingest endpoint.
-
-    The routes table still lists the ingest routes (and answers everything else: 405 for a GET,
-    redirects, 404), but the POSTs skip the middleware stack and the route-by-route regex match,
-    which cost about a third of a bare Starlette request: they are the only hot path.
-    An exception in the endpoint still becomes a 500, from uvicorn instead of the middleware.
-    """
-
-    def __init__(self, ingest: IngestEndpoint, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._ingest = ingest
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and not scope.get("root_path"):
-            params = _webhook_params(scope["path"])
-            if params is not None:
-                scope["app"] = self
-                scope["path_params"] = params
-                await self._ingest(scope, receive, send)
-                return
-        await super().__call__(scope, receive, send)
-
-
-def create_app(
-    settings: Settings,
-    store: Store | None = None,
-    allowlist: Allowlist | None = None,
-    background: Sequence[BackgroundService] = (),
-) -> Starlette:
-    """The ingest app. ``background`` services (such as the in-process worker) run in its lifespan."""
-    store = store if store is not None else Store.from_settings(settings)
-    allowlist = allowlist if allowlist is not None else Allowlist.load(settings.allowlist)
-    ingest = IngestEndpoint(settings, allowlist, store)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await asyncio.to_thread(store.create_schema)
-        store.start()
-        async with contextlib.AsyncExitStack() as stack:
-            for service in background:
-                await stack.enter_async_context(service())
-            yield
-        await asyncio.to_thread(store.close)
-
-    async def healthz(request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
-
-    async def readyz(request: Request) -> Response:
-        if await asyncio.to_thread(store.ready, settings.retry_after_seconds):
-            return JSONResponse({"status": "ready"})
-        return JSONResponse(
-            {"status": "store unreachable or failing to commit"},
-            status_code=503,
-            headers={"Retry-After": str(settings.retry_after_seconds)},
-        )
-
-    async def metrics_endpoint(request: Request) -> Response:
-        return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
-
-    app = ReceiverApp(
-        ingest,
-        routes=[
-            Route("/webhooks/{source}", ingest, methods=["POST"]),
-            Route("/webhooks/{source}/{event}", ingest, methods=["POST"]),
-            Route("/healthz", healthz),
-            Route("/readyz", readyz),
-            Route("/metrics", metrics_endpoint),
-        ],
-        lifespan=lifespan,
-    )
-    app.state.store = store
-    app.state.settings = settings
-    app.state.ingest = ingest
-    return app

@@ -1,5 +1,5 @@
 """The uvicorn protocol that ``receiver serve`` uses: httptools, with what uvicorn lacks in front
-of the app (``receiver.edge`` says what), and a response written with one ``send`` instead of two.
+of the app (``receiver.ingest.edge`` says what), and a response written with one ``send`` instead of two.
 
 - Peers in no allowlist (and not a trusted proxy, monitoring address or loopback) are closed in
   ``connection_made``, before a byte is read: they cannot fill ``limit_concurrency``.
@@ -40,7 +40,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.supervisors import Multiprocess
 
 from receiver.config import ServerSettings
-from receiver.edge import BUSY_REFUSED, CONNECTIONS_REFUSED, HEADS_REFUSED, EdgePolicy
+from receiver.ingest.edge import BUSY_REFUSED, CONNECTIONS_REFUSED, HEADS_REFUSED, EdgePolicy
 
 
 class CoalescingTransport:

@@ -1,0 +1,125 @@
+"""The ingest app: a pure-ASGI front that takes the webhook POSTs itself and hands everything
+else, lifespan included, to a plain Starlette app.
+
+``ReceiverApp`` is a plain class holding the inner app, as Starlette's own middleware are
+(``starlette/middleware/trustedhost.py``): a ``POST /webhooks/{source}[/{event}]`` goes straight
+to the ``IngestEndpoint``, skipping the middleware stack and the route-by-route regex match,
+which cost about a third of a bare Starlette request; it is the only hot path. The inner app has
+``/healthz``, ``/readyz``, ``/metrics`` and the lifespan (the store, the background services),
+and still lists the webhook routes, so everything else about those paths is answered as
+Starlette answers it: 405 for a GET, a redirect for a trailing slash, 404. An exception in the
+endpoint becomes a 500 from uvicorn instead of from the middleware.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.datastructures import State
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from receiver import metrics
+from receiver.config import Settings
+from receiver.ingest.allowlist import Allowlist
+from receiver.ingest.endpoint import IngestEndpoint
+from receiver.store import Store
+
+# Something to run beside ingest for the life of the app (the handler worker, the Portal watch).
+BackgroundService = Callable[[], contextlib.AbstractAsyncContextManager[Any]]
+
+
+def webhook_params(path: str) -> dict[str, str] | None:
+    """The path parameters of ``/webhooks/{source}`` or ``/webhooks/{source}/{event}``, as
+    Starlette's routes would match them (no empty segment, no further slash), else None."""
+    if not path.startswith("/webhooks/"):
+        return None
+    source, slash, event = path[10:].partition("/")
+    if not source:
+        return None
+    if not slash:
+        return {"source": source}
+    if not event or "/" in event:
+        return None
+    return {"source": source, "event": event}
+
+
+class ReceiverApp:
+    """The webhook POSTs to ``ingest``; everything else to ``app``.
+
+    ``state`` is the inner app's: ``store``, ``settings`` and ``ingest`` (whose ``reload`` a
+    SIGHUP calls).
+    """
+
+    def __init__(self, ingest: IngestEndpoint, app: ASGIApp, state: State) -> None:
+        self.ingest = ingest
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and not scope.get("root_path"):
+            params = webhook_params(scope["path"])
+            if params is not None:
+                scope["path_params"] = params
+                await self.ingest(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def create_app(
+    settings: Settings,
+    store: Store | None = None,
+    allowlist: Allowlist | None = None,
+    background: Sequence[BackgroundService] = (),
+) -> ReceiverApp:
+    """The ingest app. ``background`` services (such as the in-process worker) run in its lifespan."""
+    store = store if store is not None else Store.from_settings(settings)
+    allowlist = allowlist if allowlist is not None else Allowlist.load(settings.allowlist)
+    ingest = IngestEndpoint(settings, allowlist, store)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await asyncio.to_thread(store.create_schema)
+        store.start()
+        async with contextlib.AsyncExitStack() as stack:
+            for service in background:
+                await stack.enter_async_context(service())
+            yield
+        await asyncio.to_thread(store.close)
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        if await asyncio.to_thread(store.ready, settings.retry_after_seconds):
+            return JSONResponse({"status": "ready"})
+        return JSONResponse(
+            {"status": "store unreachable or failing to commit"},
+            status_code=503,
+            headers={"Retry-After": str(settings.retry_after_seconds)},
+        )
+
+    async def metrics_endpoint(request: Request) -> Response:
+        return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    inner = Starlette(
+        routes=[
+            Route("/webhooks/{source}", ingest, methods=["POST"]),
+            Route("/webhooks/{source}/{event}", ingest, methods=["POST"]),
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            Route("/metrics", metrics_endpoint),
+        ],
+        lifespan=lifespan,
+    )
+    inner.state.store = store
+    inner.state.settings = settings
+    inner.state.ingest = ingest
+    return ReceiverApp(ingest, inner, inner.state)
