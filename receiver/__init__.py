@@ -14,7 +14,7 @@ from receiver.errors import (
     Retry,
 )
 from receiver.outbound import guarded_client
-from receiver.routing import Context, Notification, Router
+from receiver.worker.routing import Context, Notification, PortalAPI, Router
 
 __all__ = [
     "AddressRefused",
@@ -22,6 +22,7 @@ __all__ = [
     "GiveUp",
     "HandlerError",
     "Notification",
+    "PortalAPI",
     "PortalError",
     "ReceiverError",
     "Retry",

@@ -308,7 +308,7 @@ def replay(
     event: str | None,
 ) -> None:
     """Run handlers again for stored notifications, with the same idempotency keys."""
-    from receiver import inbox as inbox_jobs
+    from receiver.worker import replay as inbox_jobs
 
     chosen = sum([bool(note_ids), dead, quarantined, since is not None])
     if chosen != 1:

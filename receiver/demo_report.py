@@ -12,9 +12,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from receiver.inbox import load_result
 from receiver.sources import dedup_key
 from receiver.store import NoteFilter, Store
+from receiver.worker.results import load_result
 
 # Their handler keeps the Duimp itself, by number and version; the others keep a situation.
 REGISTRATION_EVENTS = (

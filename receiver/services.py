@@ -18,9 +18,12 @@ import httpx
 from receiver.config import Settings
 from receiver.ingest.app import BackgroundService
 from receiver.outbound import guarded_client
-from receiver.routing import Routing, load_routers
 from receiver.store import Store
-from receiver.worker import Worker, running_worker
+from receiver.worker.jobs import StoreJobQueue
+from receiver.worker.results import StoreResults
+from receiver.worker.retry import RetryPolicy
+from receiver.worker.routing import PortalAPI, Routing, load_routers
+from receiver.worker.worker import Worker, running_worker
 
 log = logging.getLogger("receiver.services")
 
@@ -33,6 +36,28 @@ def build_routing(settings: Settings) -> Routing:
         settings.sources,
         strict=settings.worker.strict_events,
         aliases=settings.events.aliases,
+    )
+
+
+def build_worker(
+    settings: Settings,
+    store: Store,
+    routing: Routing,
+    portal: PortalAPI | None = None,
+    http: httpx.AsyncClient | None = None,
+) -> Worker:
+    """The worker ``receiver.yaml`` describes, on the store's job queue: its own sections
+    (``worker:``, ``retry:``, ``downloads:``, ``store_dir``), not the whole settings."""
+    return Worker(
+        StoreJobQueue(store),
+        routing,
+        results=StoreResults(store),
+        settings=settings.worker,
+        retry=RetryPolicy.from_settings(settings.retry),
+        downloads=settings.downloads,
+        data_dir=settings.store_dir,
+        portal=portal,
+        http=http,
     )
 
 
@@ -65,7 +90,7 @@ def worker_service(settings: Settings, store: Store, routing: Routing) -> Backgr
     @contextlib.asynccontextmanager
     async def service() -> AsyncIterator[None]:
         async with portal_client(settings) as portal, outbound_client(settings) as http:
-            worker = Worker(store, routing, settings, portal=portal, http=http)
+            worker = build_worker(settings, store, routing, portal, http)
             async with running_worker(worker):
                 yield
 
@@ -151,6 +176,6 @@ async def run_worker(settings: Settings, store: Store, routing: Routing) -> None
         lambda: log.warning("SIGHUP: receiver worker reloads nothing; restart it to apply changes"),
     )
     async with portal_client(settings) as portal, outbound_client(settings) as http:
-        worker = Worker(store, routing, settings, portal=portal, http=http)
+        worker = build_worker(settings, store, routing, portal, http)
         await worker.run(stop)
     log.info("worker stopped after %d completed jobs", worker.completed)

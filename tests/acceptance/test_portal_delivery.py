@@ -15,9 +15,9 @@ import pytest
 
 from receiver.dispatcher import RunningDispatcher, run_dispatcher
 from receiver.dispatcher.portal_api import PortalAuthority
-from receiver.inbox import load_result
 from receiver.sources import dedup_key
 from receiver.store import Store
+from receiver.worker.results import load_result
 from tests.acceptance.conftest import ROOT, Deployment, free_port
 from tests.dispatcher_support import TLS, InThread, dispatcher_settings, sqlite_url
 

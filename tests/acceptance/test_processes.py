@@ -151,7 +151,7 @@ def test_worker_killed_mid_handler_completes_after_restart(
     ]
     store = Store(deployment_url)
     try:
-        from receiver.inbox import load_result
+        from receiver.worker.results import load_result
 
         effect = load_result(store, "effect", dedup_key("pucomex", duimp_body(1)))
         assert effect is not None and effect["note"] == note_id

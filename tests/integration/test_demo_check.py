@@ -8,10 +8,10 @@ from datetime import timedelta
 from receiver.demo import demo_events, demo_stories
 from receiver.demo_report import REGISTRATION_EVENTS, DemoReport, kept_duimps, receiver_counts
 from receiver.dispatcher import pucomex_body
-from receiver.inbox import Result, save_results
 from receiver.sources import dedup_key
 from receiver.store import Incoming, Store
 from receiver.store.tables import utcnow
+from receiver.worker.results import Result, save_results
 
 
 def save_result(store: Store, kind: str, key: str, value: object) -> None:

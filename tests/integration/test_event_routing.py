@@ -8,10 +8,10 @@ import json
 import pytest
 
 from receiver import Context, Notification, Router
-from receiver import inbox as jobs
-from receiver.routing import Routing
 from receiver.sources import dedup_key
 from receiver.store import Incoming, Store
+from receiver.worker import planner
+from receiver.worker.routing import Routing
 
 PRODUCTION_BODY = json.dumps(
     {
@@ -44,7 +44,7 @@ def test_an_alias_is_routed_and_stored_as_its_target(store: Store) -> None:
     [receipt] = store.append_now(
         [_incoming(PRODUCTION_BODY, "sefaz-registro-duimp", {"event-type": "sefaz-registro-duimp"})]
     )
-    assert jobs.plan(store, routing) == 1
+    assert planner.plan(store, routing) == 1
     row = store.note(receipt.id)
     assert row is not None
     assert (row["status"], row["event"]) == ("pending", "duimp.registro")
@@ -56,7 +56,7 @@ def test_an_alias_is_routed_and_stored_as_its_target(store: Store) -> None:
 
 def test_without_the_alias_the_same_notification_is_quarantined(store: Store) -> None:
     [receipt] = store.append_now([_incoming(PRODUCTION_BODY, "sefaz-registro-duimp", {})])
-    jobs.plan(store, _routing())
+    planner.plan(store, _routing())
     row = store.note(receipt.id)
     assert row is not None and row["status"] == "quarantined"
     assert "no handler for pucomex event 'sefaz-registro-duimp'" in row["error"]
@@ -64,7 +64,7 @@ def test_without_the_alias_the_same_notification_is_quarantined(store: Store) ->
 
 def test_a_published_id_is_routed_as_itself(store: Store) -> None:
     [receipt] = store.append_now([_incoming(PRODUCTION_BODY, "dimp-situacao-import", {})])
-    jobs.plan(store, _routing())
+    planner.plan(store, _routing())
     row = store.note(receipt.id)
     assert row is not None and (row["status"], row["event"]) == ("pending", "dimp-situacao-import")
 
@@ -74,7 +74,7 @@ def test_an_event_type_that_named_no_id_quarantines_with_the_reason(store: Store
     [receipt] = store.append_now(
         [_incoming(PRODUCTION_BODY, None, {"event-type": "dimp situacao import"})]
     )
-    jobs.plan(store, _routing())
+    planner.plan(store, _routing())
     row = store.note(receipt.id)
     assert row is not None and row["status"] == "quarantined"
     assert "no event-type header with an event id" in row["error"]
@@ -83,7 +83,7 @@ def test_an_event_type_that_named_no_id_quarantines_with_the_reason(store: Store
 def test_an_event_type_that_named_no_id_falls_back_to_the_body(store: Store) -> None:
     body = json.dumps({"evento": "duimp.registro", "dados": {"numero": "1"}}).encode()
     [receipt] = store.append_now([_incoming(body, None, {"event-type": "?"})])
-    jobs.plan(store, _routing())
+    planner.plan(store, _routing())
     row = store.note(receipt.id)
     assert row is not None and (row["status"], row["event"]) == ("pending", "duimp.registro")
 

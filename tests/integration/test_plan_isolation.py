@@ -17,12 +17,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from receiver import Context, Notification, Router, planner, storable
-from receiver import inbox as jobs
+from receiver import Context, Notification, Router, storable
 from receiver.config import Settings
-from receiver.routing import Routing
 from receiver.sources import dedup_key
 from receiver.store import Incoming, Store
+from receiver.worker import planner
+from receiver.worker.routing import Routing
 from tests.integration.test_worker import statuses, until, working
 from tests.unit.test_sources import BODIES
 
@@ -102,7 +102,7 @@ def test_a_poison_notification_is_quarantined_and_its_batch_routed(
     before = store.append_now([innocent()])
     [poison] = store.append_now([note(body, source)])
     after = store.append_now([innocent(), note(b'{"Modulo":1,"TipoNotificacao":7}', "invoicy")])
-    assert jobs.plan(store, routing) == 4
+    assert planner.plan(store, routing) == 4
     for receipt in (*before, *after):
         assert routed_to(store, receipt.id)[0] == "pending"
     assert routed_to(store, poison.id) == ("quarantined", [])
@@ -110,7 +110,7 @@ def test_a_poison_notification_is_quarantined_and_its_batch_routed(
     assert row is not None
     assert reason in row["error"], row["error"]
     assert row["body"] == body  # kept as received
-    assert jobs.plan(store, routing) == 0  # settled for good: not planned again on every poll
+    assert planner.plan(store, routing) == 0  # settled for good: not planned again on every poll
 
 
 async def test_a_poison_notification_does_not_stop_the_worker(
@@ -164,7 +164,7 @@ def test_a_plan_the_store_refuses_is_retried_one_by_one_and_only_the_culprit_qua
     receipts = store.append_now([innocent() for _ in range(5)])
     culprit = receipts[2]
     with jobs_refused_for(store, culprit.id), caplog.at_level(logging.WARNING):
-        assert jobs.plan(store, routing) == 5
+        assert planner.plan(store, routing) == 5
     assert routed_to(store, culprit.id) == ("quarantined", [])
     row = store.note(culprit.id)
     assert row is not None
@@ -186,7 +186,7 @@ async def test_a_planner_failure_does_not_stop_claiming(
 ) -> None:
     """An unforeseen error while routing is logged as what it is, and planned jobs still run."""
     [planned] = store.append_now([innocent()])
-    assert jobs.plan(store, Routing([router()], settings.sources)) == 1
+    assert planner.plan(store, Routing([router()], settings.sources)) == 1
     calls = 0
 
     def broken(*args: object, **kwargs: object) -> int:
@@ -229,7 +229,7 @@ def test_any_notification_in_a_batch_is_routed_or_quarantined_and_the_rest_route
     assert row is not None
     # A receipt (drawn before), or kept quarantined at ingest: nothing routes it again.
     settled = anything.duplicate_of is not None or row["routed"]
-    assert jobs.plan(store, routing, limit=10) == (2 if settled else 3)
+    assert planner.plan(store, routing, limit=10) == (2 if settled else 3)
     assert routed_to(store, first.id) == ("pending", ["fetch"])
     assert routed_to(store, last.id) == ("pending", ["fetch"])
     if settled:

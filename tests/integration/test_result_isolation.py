@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from receiver.store import Store
-from receiver.worker import StoreResults
+from receiver.worker.results import StoreResults
 
 pytestmark = pytest.mark.anyio
 

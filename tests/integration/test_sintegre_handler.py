@@ -25,11 +25,10 @@ import handlers.sintegre
 from receiver import AddressRefused, GiveUp, Retry, guarded_client
 from receiver.config import DownloadSettings, settings_from_mapping
 from receiver.dispatcher.tls import server_ssl_context
-from receiver.routing import Routing
-from receiver.services import outbound_client
+from receiver.services import build_worker, outbound_client
 from receiver.store import NoteFilter, Store
 from receiver.store.tables import JobStatus
-from receiver.worker import Worker
+from receiver.worker.routing import Routing
 from tests.integration.portal_support import MemoryResults, context, dispatch, serve, stored
 
 PRODUCT = bytes(range(256)) * 4096  # 1 MiB
@@ -381,7 +380,7 @@ def test_the_worker_gives_handlers_the_configured_guarded_client(
 
     async def go() -> None:
         async with outbound_client(settings) as http:
-            worker = Worker(store, routing, settings, http=http)
+            worker = build_worker(settings, store, routing, http=http)
             stop = asyncio.Event()
             task = asyncio.create_task(worker.run(stop, grace_seconds=1))
             deadline = asyncio.get_running_loop().time() + 20

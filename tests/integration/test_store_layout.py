@@ -10,9 +10,10 @@ import pytest
 from sqlalchemy import false, inspect, select, update
 
 from receiver.ids import id_floor
-from receiver.inbox import replay_matching, unrouted
 from receiver.sources import dedup_key
 from receiver.store import NOTES, Incoming, NoteFilter, Store
+from receiver.worker.planner import unrouted
+from receiver.worker.replay import replay_matching
 
 
 @pytest.fixture

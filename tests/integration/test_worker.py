@@ -1,4 +1,6 @@
-"""The inbox and the worker against real stores: routing, retries, dead letters, leases, replay."""
+"""The job queue and the worker against the real stores: dedup, replay, leases and fencing,
+concurrent claimers and settlers, results. The worker's own logic (what a handler is given,
+retries, timeouts, a graceful stop) is tested on the in-memory queue: tests/unit/worker."""
 
 from __future__ import annotations
 
@@ -12,15 +14,18 @@ from pathlib import Path
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from receiver import Context, Notification, Retry, Router
-from receiver import inbox as jobs
+from receiver import Context, Notification, Router
 from receiver.config import Settings
-from receiver.routing import Routing
+from receiver.services import build_worker
 from receiver.sources import dedup_key
 from receiver.store import Incoming, NoteFilter, Store
 from receiver.store.grouped import GroupedWrites
 from receiver.store.tables import JobStatus
-from receiver.worker import StoreResults, Worker
+from receiver.worker import planner, replay
+from receiver.worker.jobs import Outcome, StoreJobQueue
+from receiver.worker.results import Result, StoreResults, save_results
+from receiver.worker.routing import Routing
+from receiver.worker.worker import Worker
 from tests.conftest import BOTH_STORES, fresh_database
 
 pytestmark = pytest.mark.anyio
@@ -43,7 +48,7 @@ def duimp(numero: str, event: str = "duimp.registro") -> str:
 
 @asynccontextmanager
 async def working(store: Store, settings: Settings, *routers: Router) -> AsyncIterator[Worker]:
-    worker = Worker(store, Routing(list(routers), settings.sources), settings)
+    worker = build_worker(settings, store, Routing(list(routers), settings.sources))
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop, grace_seconds=1))
     try:
@@ -65,49 +70,6 @@ def statuses(store: Store) -> dict[str, str]:
     return {row["id"]: row["status"] for row in store.notes(NoteFilter())}
 
 
-async def test_handler_gets_the_notification_and_keeps_results(
-    store: Store, settings: Settings
-) -> None:
-    router = Router()
-    seen: list[Notification] = []
-
-    @router.on("pucomex", "duimp.registro")
-    async def fetch(note: Notification, ctx: Context) -> None:
-        seen.append(note)
-        await ctx.save("duimp", note.idempotency_key, {"numero": note.payload["dados"]["numero"]})
-        assert await ctx.load("duimp", note.idempotency_key) == {"numero": "1"}
-
-    [receipt] = store.append_now([incoming(duimp("1"))])
-    async with working(store, settings, router):
-        await until(lambda: statuses(store)[receipt.id] == "done")
-    [note] = seen
-    assert note.id == receipt.id
-    assert note.event == "duimp.registro"
-    assert note.payload["dados"]["numero"] == "1"
-    assert note.headers == {"x-test": "1"}
-    assert note.idempotency_key == dedup_key("pucomex", duimp("1").encode())
-    assert jobs.load_result(store, "duimp", note.idempotency_key) == {"numero": "1"}
-
-
-async def test_several_handlers_and_wildcards(store: Store, settings: Settings) -> None:
-    router = Router()
-    calls: list[str] = []
-
-    @router.on("pucomex", "lpco.*")
-    async def any_lpco(note: Notification, ctx: Context) -> None:
-        calls.append(f"lpco:{note.event}")
-
-    @router.on_any("pucomex")
-    async def audit(note: Notification, ctx: Context) -> None:
-        calls.append(f"audit:{note.event}")
-
-    [receipt] = store.append_now([incoming('{"evento": "lpco.registro"}')])
-    async with working(store, settings, router):
-        await until(lambda: statuses(store)[receipt.id] == "done")
-    assert sorted(calls) == ["audit:lpco.registro", "lpco:lpco.registro"]
-    assert len(store.jobs_of(receipt.id)) == 2
-
-
 async def test_duplicates_create_no_jobs(store: Store, settings: Settings) -> None:
     router = Router()
     calls: list[str] = []
@@ -126,36 +88,6 @@ async def test_duplicates_create_no_jobs(store: Store, settings: Settings) -> No
     assert statuses(store)[second.id] == "duplicate"
 
 
-@pytest.mark.parametrize(
-    ("body", "reason"),
-    [
-        (b"\xff\xfe", "not UTF-8"),
-        (b"{not json", "not JSON"),
-        (b"[" * 5000 + b"]" * 5000, "nested"),
-        (b'{"evento": "duimp.registro", "n": ' + b"9" * 5000 + b"}", "acceptable JSON"),
-        (b'{"evento": "duimp.registro", "v": NaN}', "NaN"),
-        (b'{"evento": "a", "evento": "b"}', "repeats"),
-        (b'{"dados": {}}', "no event"),
-        (b'{"evento": "lpco.registro"}', "no handler"),
-    ],
-)
-async def test_unreadable_or_unroutable_is_quarantined(
-    store: Store, settings: Settings, body: bytes, reason: str
-) -> None:
-    router = Router()
-
-    @router.on("pucomex", "duimp.registro")
-    async def never(note: Notification, ctx: Context) -> None:
-        raise AssertionError("must not run")
-
-    [receipt] = store.append_now([incoming(body)])
-    async with working(store, settings, router):
-        await until(lambda: statuses(store)[receipt.id] == "quarantined")
-    row = store.note(receipt.id)
-    assert row is not None and reason in row["error"]
-    assert row["body"] == body
-
-
 async def test_quarantined_are_routed_again_once_a_handler_exists(
     store: Store, settings: Settings
 ) -> None:
@@ -168,7 +100,7 @@ async def test_quarantined_are_routed_again_once_a_handler_exists(
     async def icms(note: Notification, ctx: Context) -> None:
         return None
 
-    assert jobs.replay_matching(store, statuses=["quarantined"]) == 1
+    assert replay.replay_matching(store, statuses=["quarantined"]) == 1
     async with working(store, settings, router):
         await until(lambda: statuses(store)[receipt.id] == "done")
 
@@ -201,75 +133,10 @@ async def test_always_failing_handler_ends_dead_then_replays(
     assert "Portal said no" in job["last_error"]
 
     broken = False
-    assert jobs.replay_dead(store) == 1
+    assert replay.replay_dead(store) == 1
     async with working(store, settings, router):
         await until(lambda: statuses(store)[receipt.id] == "done")
     assert attempts == [1, 2, 3, 1]
-
-
-async def test_retry_request_and_timeout(
-    make_settings: Callable[..., Settings], store: Store
-) -> None:
-    settings = make_settings(retry={"max_attempts": 2, "backoff_seconds": 0.01, "jitter": 0})
-    router = Router()
-    asked: list[int] = []
-
-    @router.on("pucomex", "duimp.registro")
-    async def later(note: Notification, ctx: Context) -> None:
-        asked.append(ctx.attempt)
-        if ctx.attempt == 1:
-            raise Retry(after=0.05)
-
-    @router.on("pucomex", "duimp.cancelamento", timeout=0.05)
-    async def slow(note: Notification, ctx: Context) -> None:
-        await asyncio.sleep(5)
-
-    ok, stuck = store.append_now([incoming(duimp("1")), incoming(duimp("2", "duimp.cancelamento"))])
-    async with working(store, settings, router):
-        await until(
-            lambda: statuses(store)[ok.id] == "done" and statuses(store)[stuck.id] == "dead"
-        )
-    assert asked == [1, 2]
-    [job] = store.jobs_of(stuck.id)
-    assert job["attempts"] == 2
-    assert "timed out after 0.05 s" in job["last_error"]
-
-
-async def test_graceful_stop_releases_unfinished_jobs(store: Store, settings: Settings) -> None:
-    router = Router()
-    started = asyncio.Event()
-
-    @router.on("pucomex", "duimp.registro")
-    async def blocked(note: Notification, ctx: Context) -> None:
-        started.set()
-        await asyncio.sleep(60)
-
-    [receipt] = store.append_now([incoming(duimp("1"))])
-    worker = Worker(store, Routing([router], settings.sources), settings)
-    stop = asyncio.Event()
-    task = asyncio.create_task(worker.run(stop, grace_seconds=0.1))
-    await asyncio.wait_for(started.wait(), 10)
-    stop.set()
-    await asyncio.wait_for(task, 10)
-    [job] = store.jobs_of(receipt.id)
-    assert (job["status"], job["attempts"], job["lease_until"]) == ("pending", 0, None)
-
-
-async def test_missing_handler_is_a_dead_letter_with_advice(
-    store: Store, settings: Settings
-) -> None:
-    router = Router()
-
-    @router.on("pucomex", "duimp.registro")
-    async def gone(note: Notification, ctx: Context) -> None:
-        return None
-
-    [receipt] = store.append_now([incoming(duimp("1"))])
-    jobs.plan(store, Routing([router], settings.sources))
-    async with working(store, settings, Router()):
-        await until(lambda: statuses(store)[receipt.id] == "dead")
-    [job] = store.jobs_of(receipt.id)
-    assert "not configured any more" in job["last_error"]
 
 
 def test_one_plan_gives_each_note_of_a_mixed_batch_its_own_outcome(
@@ -297,7 +164,7 @@ def test_one_plan_gives_each_note_of_a_mixed_batch_its_own_outcome(
     [unknown] = store.append_now([removed])
     [unreadable] = store.append_now([incoming(b"{not json")])
     [from_path] = store.append_now([incoming(b"{}", event="duimp.desembaraco")])
-    assert jobs.plan(store, Routing([router], settings.sources)) == 7
+    assert planner.plan(store, Routing([router], settings.sources)) == 7
 
     def outcome(note_id: str) -> tuple[str, str | None, str | None, list[str]]:
         note = store.note(note_id)
@@ -316,7 +183,7 @@ def test_one_plan_gives_each_note_of_a_mixed_batch_its_own_outcome(
     assert (status, event, handlers) == ("quarantined", None, [])
     assert error is not None and error.startswith("unreadable: ")
     assert outcome(from_path.id)[:2] == ("pending", "duimp.desembaraco")  # the path's event
-    assert jobs.plan(store, Routing([router], settings.sources)) == 0  # all routed: none again
+    assert planner.plan(store, Routing([router], settings.sources)) == 0  # all routed: none again
 
 
 def planned_job(store: Store, settings: Settings) -> tuple[Routing, str]:
@@ -328,7 +195,7 @@ def planned_job(store: Store, settings: Settings) -> tuple[Routing, str]:
 
     routing = Routing([router], settings.sources)
     [receipt] = store.append_now([incoming(duimp("1"))])
-    assert jobs.plan(store, routing) == 1
+    assert planner.plan(store, routing) == 1
     return routing, receipt.id
 
 
@@ -336,25 +203,25 @@ async def test_expired_lease_is_claimed_again_and_the_old_owner_is_fenced(
     store: Store, settings: Settings
 ) -> None:
     _, note_id = planned_job(store, settings)
-    [first] = jobs.claim(store, 10, lease_seconds=0.05)
-    assert jobs.claim(store, 10, lease_seconds=0.05) == []  # leased: nobody else gets it
+    [first] = StoreJobQueue(store).claim(10, lease_seconds=0.05)
+    assert StoreJobQueue(store).claim(10, lease_seconds=0.05) == []  # leased: nobody else gets it
     await asyncio.sleep(0.1)
-    [second] = jobs.claim(store, 10, lease_seconds=30)
+    [second] = StoreJobQueue(store).claim(10, lease_seconds=30)
     assert (first.job_id, first.attempt, second.attempt) == (second.job_id, 1, 2)
-    assert jobs.finish_many(store, [jobs.Outcome(first, JobStatus.DONE)]) == [
+    assert StoreJobQueue(store).finish_many([Outcome(first, JobStatus.DONE)]) == [
         False
     ]  # lost its lease
-    assert jobs.finish_many(store, [jobs.Outcome(second, JobStatus.DONE)]) == [True]
+    assert StoreJobQueue(store).finish_many([Outcome(second, JobStatus.DONE)]) == [True]
     assert statuses(store)[note_id] == "done"
 
 
 async def test_poison_job_that_kills_its_worker_is_buried(store: Store, settings: Settings) -> None:
     _, note_id = planned_job(store, settings)
     for _ in range(3):  # three workers die mid-handler
-        assert len(jobs.claim(store, 10, lease_seconds=0.01)) == 1
+        assert len(StoreJobQueue(store).claim(10, lease_seconds=0.01)) == 1
         await asyncio.sleep(0.03)
-    assert jobs.bury_abandoned(store, max_attempts=3) == 1
-    assert jobs.claim(store, 10, lease_seconds=1) == []
+    assert StoreJobQueue(store).bury_abandoned(max_attempts=3) == 1
+    assert StoreJobQueue(store).claim(10, lease_seconds=1) == []
     assert statuses(store)[note_id] == "dead"
 
 
@@ -363,19 +230,19 @@ async def test_replay_by_id_of_a_receipt_replays_the_original(
 ) -> None:
     routing, note_id = planned_job(store, settings)
     [receipt] = store.append_now([incoming(duimp("1"))])
-    [job] = jobs.claim(store, 10, lease_seconds=30)
-    jobs.finish_many(store, [jobs.Outcome(job, JobStatus.DONE)])
-    assert jobs.replay_notes(store, [receipt.id]) == [note_id]
+    [job] = StoreJobQueue(store).claim(10, lease_seconds=30)
+    StoreJobQueue(store).finish_many([Outcome(job, JobStatus.DONE)])
+    assert replay.replay_notes(store, [receipt.id]) == [note_id]
     assert statuses(store)[note_id] == "pending"
-    assert jobs.plan(store, routing) == 1
-    assert len(jobs.claim(store, 10, lease_seconds=30)) == 1
+    assert planner.plan(store, routing) == 1
+    assert len(StoreJobQueue(store).claim(10, lease_seconds=30)) == 1
     with pytest.raises(KeyError):
-        jobs.replay_notes(store, ["nope"])
+        replay.replay_notes(store, ["nope"])
 
 
 async def test_metrics_follow_the_queue(store: Store, settings: Settings) -> None:
     planned_job(store, settings)
-    counts, oldest = jobs.job_counts(store)
+    counts, oldest = StoreJobQueue(store).counts()
     assert counts == {"pending": 1}
     assert oldest >= 0
 
@@ -391,12 +258,12 @@ def test_concurrent_claimers_never_share_a_job(store: Store, settings: Settings)
 
     store.append_now([incoming(duimp(str(n))) for n in range(600)])
     routing = Routing([router], settings.sources)
-    while jobs.plan(store, routing, limit=200):
+    while planner.plan(store, routing, limit=200):
         pass
     taken: list[list[int]] = [[] for _ in range(4)]
 
     def claimer(slot: int) -> None:
-        while batch := jobs.claim(store, 7, lease_seconds=60):
+        while batch := StoreJobQueue(store).claim(7, lease_seconds=60):
             taken[slot].extend(job.job_id for job in batch)
 
     threads = [threading.Thread(target=claimer, args=(n,)) for n in range(4)]
@@ -439,21 +306,21 @@ async def test_outcomes_are_written_together_and_fenced_one_by_one(
 
     routing = Routing([router], settings.sources)
     store.append_now([incoming(duimp(str(n))) for n in range(20)])
-    jobs.plan(store, routing)
-    claimed = jobs.claim(store, 20, lease_seconds=0.05)
+    planner.plan(store, routing)
+    claimed = StoreJobQueue(store).claim(20, lease_seconds=0.05)
     await asyncio.sleep(0.1)
-    [stolen] = jobs.claim(store, 1, lease_seconds=30)  # one lease ran out and was taken again
+    [stolen] = StoreJobQueue(store).claim(
+        1, lease_seconds=30
+    )  # one lease ran out and was taken again
     transactions = 0
 
-    def counting(outcomes: list[jobs.Outcome]) -> list[bool]:
+    def counting(outcomes: list[Outcome]) -> list[bool]:
         nonlocal transactions
         transactions += 1
-        return jobs.finish_many(store, outcomes)
+        return StoreJobQueue(store).finish_many(outcomes)
 
-    writer = GroupedWrites[jobs.Outcome, bool](counting, name="outcomes")
-    kept = await asyncio.gather(
-        *(writer.submit(jobs.Outcome(job, JobStatus.DONE)) for job in claimed)
-    )
+    writer = GroupedWrites[Outcome, bool](counting, name="outcomes")
+    kept = await asyncio.gather(*(writer.submit(Outcome(job, JobStatus.DONE)) for job in claimed))
     assert transactions <= 2  # the first outcome's own write, then everyone who queued behind it
     assert kept == [job.job_id != stolen.job_id for job in claimed]
     done = [row for row in store.notes(NoteFilter()) if row["status"] == "done"]
@@ -465,12 +332,11 @@ async def test_concurrent_saves_share_a_transaction_and_the_last_save_of_a_key_w
 ) -> None:
     transactions: list[int] = []
 
-    def counting(results: list[jobs.Result]) -> list[None]:
+    def counting(results: list[Result]) -> list[None]:
         transactions.append(len(results))
-        return jobs.save_results(store, results)
+        return save_results(store, results)
 
-    results = StoreResults(store)
-    results._saves = GroupedWrites(counting, name="saves")  # the same writer, counted
+    results = StoreResults(store, write_many=counting)  # the same writer, counted
     await asyncio.gather(
         *(results.save("duimp", f"k{n}", {"n": n}) for n in range(30)),
         results.save("duimp", "k0", {"n": "again"}),  # queued after the first k0: it wins
@@ -483,17 +349,15 @@ async def test_concurrent_saves_share_a_transaction_and_the_last_save_of_a_key_w
 
 
 async def test_a_save_that_cannot_be_kept_fails_alone(store: Store) -> None:
-    results = StoreResults(store)
-    with pytest.raises(TypeError):  # not JSON: refused in the handler's own call
-        await results.save("duimp", "x", {"when": object()})
-
-    def refusing(batch: list[jobs.Result]) -> list[None]:
+    def refusing(batch: list[Result]) -> list[None]:
         # As PostgreSQL refuses a key longer than its column: the batch's transaction fails.
         if any(item.key == "refused" for item in batch):
             raise ValueError("value too long for type character varying(200)")
-        return jobs.save_results(store, batch)
+        return save_results(store, batch)
 
-    results._saves = GroupedWrites(refusing, name="saves")
+    results = StoreResults(store, write_many=refusing)
+    with pytest.raises(TypeError):  # not JSON: refused in the handler's own call
+        await results.save("duimp", "x", {"when": object()})
     outcomes = await asyncio.gather(
         *(results.save("duimp", key, {"key": key}) for key in ("a", "refused", "b", "c")),
         return_exceptions=True,
@@ -535,12 +399,11 @@ async def test_a_key_postgresql_refuses_fails_only_its_own_save(tmp_path: Path) 
 async def test_when_the_store_is_down_a_batch_fails_at_once(store: Store) -> None:
     calls: list[int] = []
 
-    def unreachable(batch: list[jobs.Result]) -> list[None]:
+    def unreachable(batch: list[Result]) -> list[None]:
         calls.append(len(batch))
         raise OperationalError("INSERT", {}, ConnectionRefusedError("connection refused"))
 
-    results = StoreResults(store)
-    results._saves = GroupedWrites(unreachable, name="saves")
+    results = StoreResults(store, write_many=unreachable)
     outcomes = await asyncio.gather(
         *(results.save("duimp", f"k{n}", n) for n in range(5)), return_exceptions=True
     )

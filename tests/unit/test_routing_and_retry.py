@@ -11,8 +11,8 @@ import pytest
 
 from receiver import Context, Notification, Router
 from receiver.errors import HandlerError
-from receiver.retry import RetryPolicy
-from receiver.routing import Routing, load_routers
+from receiver.worker.retry import RetryPolicy
+from receiver.worker.routing import Routing, load_routers
 
 SOURCES = ["pucomex", "sintegre", "invoicy"]
 

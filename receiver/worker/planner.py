@@ -22,11 +22,11 @@ from sqlalchemy.engine import Connection
 
 from receiver import storable
 from receiver.errors import ParseError
-from receiver.routing import Routing
 from receiver.sources import parse
 from receiver.store import Store
 from receiver.store.faults import store_down
 from receiver.store.tables import JOBS, NOTES, JobStatus, NoteStatus, utcnow
+from receiver.worker.routing import Routing
 
 log = logging.getLogger("receiver.planner")
 
@@ -34,7 +34,7 @@ EVENT_CHARS: int = NOTES.c.event.type.length
 REASON_CHARS = 1000  # an error message kept as a quarantine reason, at most
 
 # (status, event, error): what one notification becomes.
-Outcome = tuple[str, str | None, str | None]
+NoteOutcome = tuple[str, str | None, str | None]
 
 
 def unrouted(limit: int) -> Select[Any]:
@@ -59,7 +59,7 @@ def plan(store: Store, routing: Routing, limit: int = 100) -> int:
         with store.engine.begin() as conn:
             rows = conn.execute(unrouted(limit)).all()
             note_ids = [row[0] for row in rows]
-            _settle(conn, [_decide(routing, *row) for row in rows])
+            _settle(conn, [decide(routing, *row) for row in rows])
         return len(rows)
     except Exception as error:
         if store_down(error) or not note_ids:
@@ -75,9 +75,9 @@ def plan(store: Store, routing: Routing, limit: int = 100) -> int:
     return len(note_ids)
 
 
-def _decide(
+def decide(
     routing: Routing, note_id: str, source: str, event: str | None, body: bytes
-) -> tuple[str, Outcome, list[str]]:
+) -> tuple[str, NoteOutcome, list[str]]:
     """What one notification becomes, and the handlers it gets; never raises."""
     try:
         parsed = parse(source, body, event)
@@ -106,7 +106,7 @@ def _decide(
     return note_id, (NoteStatus.PENDING.value, routed_as, None), [r.name for r in routes]
 
 
-def _quarantine(event: str | None, reason: str) -> Outcome:
+def _quarantine(event: str | None, reason: str) -> NoteOutcome:
     return NoteStatus.QUARANTINED.value, event, reason
 
 
@@ -114,12 +114,12 @@ def _reason(error: BaseException) -> str:
     return storable.safe(f"{type(error).__name__}: {error}", REASON_CHARS)
 
 
-def _settle(conn: Connection, decided: Sequence[tuple[str, Outcome, list[str]]]) -> None:
+def _settle(conn: Connection, decided: Sequence[tuple[str, NoteOutcome, list[str]]]) -> None:
     now = utcnow()
     # Notes that end up with the same values share one UPDATE: a burst's notifications are
     # mostly of a few events, and one statement per note held SQLite's write lock (which
     # ingest's commits wait for) through a statement and a GIL hand-over per note.
-    same: dict[Outcome, list[str]] = {}
+    same: dict[NoteOutcome, list[str]] = {}
     jobs: list[dict[str, Any]] = []
     for note_id, outcome, handlers in decided:
         same.setdefault(outcome, []).append(note_id)
@@ -141,7 +141,7 @@ def _plan_alone(store: Store, routing: Routing, note_id: str) -> None:
         with store.engine.begin() as conn:
             row = conn.execute(one).first()
             if row is not None:
-                _settle(conn, [_decide(routing, *row)])
+                _settle(conn, [decide(routing, *row)])
         return
     except Exception as error:
         if store_down(error):

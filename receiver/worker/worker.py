@@ -1,4 +1,4 @@
-"""Runs handlers from the durable inbox: plan, claim, run with a timeout, retry or bury, stop cleanly.
+"""Runs handlers from the job queue: plan, claim, run with a timeout, retry or bury, stop cleanly.
 
 At least once: a job is finished only after its handler returned, so a crash re-runs it when its
 lease runs out; the notification's idempotency key lets the handler make its effect once.
@@ -8,28 +8,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import os
 import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 
-from receiver import inbox, metrics, planner, storable
-from receiver.config import Settings
+from receiver import metrics, storable
+from receiver.config import DownloadSettings, WorkerSettings
 from receiver.errors import GiveUp, ParseError, Retry
-from receiver.inbox import ClaimedJob
-from receiver.retry import Decision, RetryPolicy
-from receiver.routing import Context, Notification, Route, Routing
 from receiver.sources import parse
-from receiver.store import Store
-from receiver.store.faults import store_down
-from receiver.store.grouped import GroupedWrites
-from receiver.store.tables import JobStatus
+from receiver.store import GroupedWrites, JobStatus, store_down
+from receiver.worker.jobs import ClaimedJob, JobQueue, Outcome
+from receiver.worker.retry import Decision, RetryPolicy
+from receiver.worker.routing import (
+    Context,
+    Notification,
+    PortalAPI,
+    ResultStore,
+    Route,
+    Routing,
+)
 
 log = logging.getLogger("receiver.worker")
 
@@ -37,45 +39,39 @@ METRICS_EVERY_SECONDS = 2.0
 PLAN_BACKOFF_MAX_SECONDS = 60.0
 
 
-class StoreResults:
-    """``Context.save``/``load`` backed by the store's handler_results table."""
-
-    def __init__(self, store: Store) -> None:
-        self._store = store
-        self._saves = GroupedWrites[inbox.Result, None](
-            functools.partial(inbox.save_results, store), name="result-writer"
-        )
-
-    async def save(self, kind: str, key: str, value: Any) -> None:
-        await self._saves.submit(inbox.Result.of(kind, key, value))
-
-    async def load(self, kind: str, key: str) -> Any | None:
-        return await asyncio.to_thread(inbox.load_result, self._store, kind, key)
-
-
 class Worker:
+    """Runs handlers from ``queue``: the store's (``StoreJobQueue``), or the in-memory twin.
+
+    Built from its own settings sections and collaborators, as procrastinate's
+    ``Worker(app, queues, concurrency, ...)`` is: ``settings`` is ``worker:``, ``retry`` is made
+    from ``retry:``, ``downloads`` is ``downloads:`` and ``data_dir`` is ``store_dir``
+    (``receiver.runtime.services.build_worker`` assembles one from ``receiver.yaml``).
+    """
+
     def __init__(
         self,
-        store: Store,
+        queue: JobQueue,
         routing: Routing,
-        settings: Settings,
-        portal: Any | None = None,
-        data_dir: Path | None = None,
+        *,
+        results: ResultStore,
+        settings: WorkerSettings | None = None,
+        retry: RetryPolicy | None = None,
+        downloads: DownloadSettings | None = None,
+        data_dir: Path = Path("data"),
+        portal: PortalAPI | None = None,
         http: httpx.AsyncClient | None = None,
     ) -> None:
-        self._store = store
+        self._queue = queue
         self._routing = routing
-        self._settings = settings.worker
+        self._settings = settings if settings is not None else WorkerSettings()
         self._http = http
-        self._downloads = settings.downloads
-        self._policy = RetryPolicy.from_settings(settings.retry)
+        self._downloads = downloads if downloads is not None else DownloadSettings()
+        self._policy = retry if retry is not None else RetryPolicy()
         self._portal = portal
-        self._data_dir = data_dir if data_dir is not None else settings.store_dir
-        self._results = StoreResults(store)
+        self._data_dir = data_dir
+        self._results = results
         # True once recorded; False if the job's lease was lost to another worker.
-        self._outcomes = GroupedWrites[inbox.Outcome, bool](
-            functools.partial(inbox.finish_many, store), name="outcome-writer"
-        )
+        self._outcomes = GroupedWrites[Outcome, bool](queue.finish_many, name="outcome-writer")
         self._running: dict[asyncio.Task[None], ClaimedJob] = {}
         self._plan_backoff = 0.0  # seconds; grows while planning fails for a reason of its own
         self._plan_again_at = 0.0
@@ -109,10 +105,8 @@ class Worker:
         free = self._settings.concurrency - len(self._running)
         claimed: list[ClaimedJob] = []
         if free > 0:
-            await asyncio.to_thread(inbox.bury_abandoned, self._store, self._policy.max_attempts)
-            claimed = await asyncio.to_thread(
-                inbox.claim, self._store, free, self._settings.lease_seconds
-            )
+            await asyncio.to_thread(self._queue.bury_abandoned, self._policy.max_attempts)
+            claimed = await asyncio.to_thread(self._queue.claim, free, self._settings.lease_seconds)
         for job in claimed:
             task = asyncio.create_task(self._run_job(job), name=f"job-{job.job_id}")
             self._running[task] = job
@@ -126,7 +120,7 @@ class Worker:
             return 0
         try:
             planned = await asyncio.to_thread(
-                planner.plan, self._store, self._routing, self._settings.batch_size
+                self._queue.plan, self._routing, self._settings.batch_size
             )
         except Exception as error:
             if store_down(error):
@@ -170,7 +164,7 @@ class Worker:
                 task.cancel()
             await asyncio.gather(*unfinished, return_exceptions=True)
             await self._outcomes.flush()
-            await asyncio.to_thread(inbox.release, self._store, jobs)
+            await asyncio.to_thread(self._queue.release, jobs)
             log.info("worker released %d unfinished jobs", len(jobs))
         await self._outcomes.flush()
 
@@ -284,12 +278,12 @@ class Worker:
         self, job: ClaimedJob, status: JobStatus, error: str | None, delay: float = 0.0
     ) -> None:
         # Shielded: a stop request must not lose the record of a handler that already ran.
-        kept = await asyncio.shield(self._outcomes.submit(inbox.Outcome(job, status, error, delay)))
+        kept = await asyncio.shield(self._outcomes.submit(Outcome(job, status, error, delay)))
         if not kept:
             log.warning("job %d: lease lost before it finished; another worker owns it", job.job_id)
 
     async def _publish_metrics(self) -> None:
-        counts, oldest = await asyncio.to_thread(inbox.job_counts, self._store)
+        counts, oldest = await asyncio.to_thread(self._queue.counts)
         for status in JobStatus:
             metrics.QUEUE_DEPTH.labels(status.value).set(counts.get(status.value, 0))
         metrics.OLDEST_PENDING.set(oldest)

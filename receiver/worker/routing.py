@@ -39,9 +39,39 @@ class Notification:
 
 
 class ResultStore(Protocol):
+    """Where ``ctx.save`` keeps results (``receiver.worker.results.StoreResults``)."""
+
     async def save(self, kind: str, key: str, value: Any) -> None: ...
 
     async def load(self, kind: str, key: str) -> Any | None: ...
+
+
+class PortalAPI(Protocol):
+    """What handlers call on ``ctx.portal``: the Portal API client (``receiver.portal``'s
+    ``PortalClient``, mutual TLS and the token flow done for them), typed here so that a
+    handler's calls are checked. Errors are ``PortalError`` (``receiver.errors``)."""
+
+    async def duimp(self, numero: str, versao: str | int | None = None) -> dict[str, Any]:
+        """The Duimp consultation: every field of the Portal's answer. Without ``versao``, the
+        Duimp's versions are asked first and the latest is fetched."""
+        ...
+
+    async def duimp_versions(self, numero: str) -> str:
+        """The latest version of Duimp ``numero``."""
+        ...
+
+    async def json(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, str] | None = None,
+        idempotent: bool | None = None,
+    ) -> Any:
+        """Any other call of the Portal API, authenticated: its 2xx answer as JSON (None for an
+        empty body); anything else raises ``PortalError`` naming the endpoint and status."""
+        ...
 
 
 @dataclass(slots=True)
@@ -52,7 +82,7 @@ class Context:
     attempt: int
     logger: logging.Logger | logging.LoggerAdapter[logging.Logger]
     results: ResultStore
-    portal_client: Any | None = None
+    portal_client: PortalAPI | None = None
     data_dir: Any | None = None
     extras: dict[str, Any] = field(default_factory=dict)
     # The worker's guarded client (receiver.outbound.guarded_client, from ``outbound:``).
@@ -60,7 +90,7 @@ class Context:
     downloads: DownloadSettings = field(default_factory=DownloadSettings)
 
     @property
-    def portal(self) -> Any:
+    def portal(self) -> PortalAPI:
         """The Portal API client; a clear error when ``portal:`` is not configured."""
         if self.portal_client is None:
             raise HandlerError(

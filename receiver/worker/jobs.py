@@ -1,0 +1,292 @@
+"""The job queue: claiming jobs with leases, finishing them, giving them back, counting them.
+
+``JobQueue`` is what the worker asks of it, as procrastinate's connector is what its worker
+asks: ``StoreJobQueue`` is the queue over the store (the ``jobs`` table beside the notifications),
+and ``receiver.worker.memory.MemoryJobQueue`` its in-memory twin for the worker's unit tests.
+Routing stored notifications into jobs is ``receiver.worker.planner``'s (``plan`` here hands over
+to it); replaying is ``receiver.worker.replay``'s; handler results ``receiver.worker.results``'s.
+
+``StoreJobQueue``'s methods are synchronous and run one short transaction each; the worker calls
+them from a thread. The only dialect difference is the claim's ``FOR UPDATE SKIP LOCKED``, which
+SQLAlchemy renders on PostgreSQL and leaves out on SQLite, where ``BEGIN IMMEDIATE`` already
+serialises writers (so SQLite supports one worker process).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.sql.elements import ColumnElement
+
+from receiver.store import JOBS, NOTES, JobStatus, NoteStatus, Store, utcnow
+from receiver.worker import planner
+from receiver.worker.routing import Routing
+
+CLAIMABLE = (JobStatus.PENDING, JobStatus.FAILED)
+ABANDONED = "worker lost (crash or kill) during the last allowed attempt"
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedJob:
+    job_id: int
+    handler: str
+    attempt: int  # this attempt's number, 1-based; also the fencing token of the lease
+    note_id: str
+    source: str
+    event: str | None
+    received_at: datetime
+    body: bytes
+    headers: dict[str, str]
+    dedup_key: str
+    recovered: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one attempt ended, to be recorded."""
+
+    job: ClaimedJob
+    status: JobStatus
+    error: str | None = None
+    delay: float = 0.0  # seconds until the next attempt (failed jobs)
+
+
+class JobQueue(Protocol):
+    """What the worker asks of the inbox. Synchronous: the worker calls it from a thread."""
+
+    def plan(self, routing: Routing, limit: int) -> int:
+        """Give up to ``limit`` new notifications their jobs, or quarantine them; how many."""
+        ...
+
+    def claim(self, limit: int, lease_seconds: float) -> list[ClaimedJob]:
+        """Take up to ``limit`` due jobs (or jobs whose lease ran out), leased to the caller."""
+        ...
+
+    def bury_abandoned(self, max_attempts: int) -> int:
+        """Send to the dead letters the jobs whose worker died on their last allowed attempt."""
+        ...
+
+    def finish_many(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        """Record outcomes; for each, False if its lease was lost to another worker."""
+        ...
+
+    def release(self, jobs: Iterable[ClaimedJob]) -> None:
+        """Give back claimed jobs that will not be finished; their attempt is not counted."""
+        ...
+
+    def counts(self) -> tuple[dict[str, int], float]:
+        """Jobs by status, and the age in seconds of the oldest job due and not yet running."""
+        ...
+
+
+def note_status(job_statuses: set[str]) -> NoteStatus:
+    """A notification's status follows its jobs': dead beats failed beats pending; all done is
+    done."""
+    if job_statuses == {JobStatus.DONE}:
+        return NoteStatus.DONE
+    if JobStatus.DEAD in job_statuses:
+        return NoteStatus.DEAD
+    if JobStatus.FAILED in job_statuses:
+        return NoteStatus.FAILED
+    return NoteStatus.PENDING
+
+
+class StoreJobQueue:
+    """The job queue over the store's ``jobs`` and ``notifications`` tables."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def plan(self, routing: Routing, limit: int) -> int:
+        return planner.plan(self._store, routing, limit)
+
+    def claim(self, limit: int, lease_seconds: float) -> list[ClaimedJob]:
+        """Take up to ``limit`` due jobs (or jobs whose worker's lease ran out), leased to us."""
+        now = utcnow()
+        due = or_(
+            (JOBS.c.status.in_(CLAIMABLE)) & (JOBS.c.next_attempt_at <= now),
+            (JOBS.c.status == JobStatus.RUNNING) & (JOBS.c.lease_until < now),
+        )
+        chosen = (
+            select(JOBS.c.id)
+            .where(due)
+            .order_by(JOBS.c.next_attempt_at, JOBS.c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        with self._store.engine.begin() as conn:
+            claimed = conn.execute(
+                update(JOBS)
+                .where(JOBS.c.id.in_(chosen.scalar_subquery()))
+                .values(
+                    status=JobStatus.RUNNING,
+                    attempts=JOBS.c.attempts + 1,
+                    lease_until=now + timedelta(seconds=lease_seconds),
+                    updated_at=now,
+                )
+                .returning(JOBS.c.id, JOBS.c.handler, JOBS.c.attempts, JOBS.c.notification_id)
+            ).all()
+            if not claimed:
+                return []
+            notes = {
+                row.id: row
+                for row in conn.execute(
+                    select(NOTES).where(NOTES.c.id.in_({row.notification_id for row in claimed}))
+                )
+            }
+        return [
+            ClaimedJob(
+                job_id=job_id,
+                handler=handler,
+                attempt=attempts,
+                note_id=note_id,
+                source=notes[note_id].source,
+                event=notes[note_id].event,
+                received_at=notes[note_id].received_at,
+                body=notes[note_id].body,
+                headers=json.loads(notes[note_id].headers),
+                dedup_key=notes[note_id].dedup_key,
+                recovered=notes[note_id].recovered,
+            )
+            for job_id, handler, attempts, note_id in claimed
+        ]
+
+    def bury_abandoned(self, max_attempts: int) -> int:
+        """Jobs whose worker died on their last allowed attempt go to the dead letters, not round
+        again: a message that kills its worker every time (a poison message) would otherwise be
+        claimed forever."""
+        now = utcnow()
+        abandoned = (
+            (JOBS.c.status == JobStatus.RUNNING)
+            & (JOBS.c.lease_until < now)
+            & (JOBS.c.attempts >= max_attempts)
+        )
+        with self._store.engine.begin() as conn:
+            lock_notes(
+                conn, set(conn.execute(select(JOBS.c.notification_id).where(abandoned)).scalars())
+            )
+            buried = conn.execute(
+                update(JOBS)
+                .where(abandoned)
+                .values(
+                    status=JobStatus.DEAD,
+                    lease_until=None,
+                    updated_at=now,
+                    last_error=ABANDONED,
+                )
+                .returning(JOBS.c.notification_id)
+            ).scalars()
+            note_ids = set(buried)
+            refresh_statuses(conn, note_ids)
+        return len(note_ids)
+
+    def finish_many(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        """Record many attempts' outcomes in one transaction (one fsync for all of them).
+
+        For each: False if its lease was lost and another worker owns the job now.
+        """
+        now = utcnow()
+        kept: list[bool] = []
+        with self._store.engine.begin() as conn:
+            lock_notes(conn, {outcome.job.note_id for outcome in outcomes})
+            for outcome in outcomes:
+                changed = conn.execute(
+                    update(JOBS)
+                    .where(still_ours(outcome.job))
+                    .values(
+                        status=outcome.status,
+                        lease_until=None,
+                        last_error=outcome.error,
+                        next_attempt_at=now + timedelta(seconds=outcome.delay),
+                        updated_at=now,
+                    )
+                ).rowcount
+                kept.append(bool(changed))
+            refresh_statuses(
+                conn, {o.job.note_id for o, ok in zip(outcomes, kept, strict=True) if ok}
+            )
+        return kept
+
+    def release(self, jobs: Iterable[ClaimedJob]) -> None:
+        """Give back jobs we claimed but will not finish (graceful stop): the attempt is not
+        counted."""
+        now = utcnow()
+        with self._store.engine.begin() as conn:
+            for job in jobs:
+                conn.execute(
+                    update(JOBS)
+                    .where(still_ours(job))
+                    .values(
+                        status=JobStatus.PENDING,
+                        attempts=JOBS.c.attempts - 1,
+                        lease_until=None,
+                        next_attempt_at=now,
+                        updated_at=now,
+                    )
+                )
+
+    def counts(self) -> tuple[dict[str, int], float]:
+        """Jobs by status, and the age in seconds of the oldest job due and not yet running."""
+        now = utcnow()
+        with self._store.reading() as conn:
+            counts = {
+                status: int(count)
+                for status, count in conn.execute(
+                    select(JOBS.c.status, func.count()).group_by(JOBS.c.status)
+                )
+            }
+            oldest = conn.execute(
+                select(func.min(JOBS.c.created_at)).where(JOBS.c.status.in_(CLAIMABLE))
+            ).scalar()
+        age = 0.0
+        if oldest is not None:
+            age = max(0.0, (now - oldest).total_seconds())
+        return counts, age
+
+
+def still_ours(job: ClaimedJob) -> ColumnElement[bool]:
+    """The job is still leased to us: the attempt number fences off a worker whose lease ran out."""
+    return and_(
+        JOBS.c.id == job.job_id,
+        JOBS.c.status == JobStatus.RUNNING,
+        JOBS.c.attempts == job.attempt,
+    )
+
+
+def lock_notes(conn: Connection, note_ids: set[str]) -> None:
+    """Lock the notifications whose jobs this transaction is about to settle, before touching them.
+
+    Two jobs of one notification finishing at once on PostgreSQL would each read the other's job
+    as still running (READ COMMITTED) and leave the notification 'pending' for ever. Holding the
+    notification's row first makes the second wait, then read the first's committed outcome.
+    Rows are taken in id order so bulk settlers cannot deadlock with each other. (SQLite's
+    BEGIN IMMEDIATE already serialises writers; FOR UPDATE is not rendered there.)
+    """
+    if note_ids:
+        conn.execute(
+            select(NOTES.c.id)
+            .where(NOTES.c.id.in_(sorted(note_ids)))
+            .order_by(NOTES.c.id)
+            .with_for_update()
+        ).all()
+
+
+def refresh_statuses(conn: Connection, note_ids: set[str]) -> None:
+    """Set each notification's status from its jobs' (``note_status``)."""
+    if not note_ids:
+        return
+    statuses: dict[str, set[str]] = {note_id: set() for note_id in note_ids}
+    for note_id, status in conn.execute(
+        select(JOBS.c.notification_id, JOBS.c.status).where(JOBS.c.notification_id.in_(note_ids))
+    ):
+        statuses[note_id].add(status)
+    for note_id, found in statuses.items():
+        if found:
+            status = note_status(found)
+            conn.execute(update(NOTES).where(NOTES.c.id == note_id).values(status=status))
