@@ -31,7 +31,7 @@ import re
 import ssl
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 
@@ -45,9 +45,7 @@ from receiver.portal.session import (
     TokenKeeper,
     token_from_answer,
 )
-
-if TYPE_CHECKING:
-    from receiver.portal.subscriptions import SubscriptionAPI
+from receiver.portal.subscriptions import SubscriptionAPI
 
 DUIMP_VERSIONS_PATH = "/duimp-api/api/ext/duimp/{numero}/versoes"
 DUIMP_VERSION_PATH = "/duimp-api/api/ext/duimp/{numero}/{versao}"
@@ -139,9 +137,10 @@ class PortalClient:
     def subscriptions(self) -> SubscriptionAPI:
         """The subscription API (seed ``pucomex-push-events-api.txt``) on this session."""
         if self._subscriptions is None:
-            from receiver.portal.subscriptions import SubscriptionAPI
-
-            self._subscriptions = SubscriptionAPI(self)
+            secret = self.settings.chave_secreta
+            self._subscriptions = SubscriptionAPI(
+                self, secret.get_secret_value() if secret is not None else None
+            )
         return self._subscriptions
 
     # --- authentication -------------------------------------------------------------------

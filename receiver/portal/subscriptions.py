@@ -18,17 +18,14 @@ published; ours are ``ativo`` (false) and ``motivoInativacao`` (the reason), rea
 from __future__ import annotations
 
 import builtins
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from receiver.config import SubscriptionSpec
 from receiver.errors import PortalError, SubscriptionError
-
-if TYPE_CHECKING:
-    from receiver.portal.client import PortalClient
 
 WEBHOOK_PATH = "/portal/api/ext/webhook"
 FAILURES_PATH = "/portal/api/ext/webhook/falhas"
@@ -184,17 +181,40 @@ def _array(data: Any, path: str) -> builtins.list[Any]:
     return data
 
 
-class SubscriptionAPI:
-    """Create, list, change and delete subscriptions; search failed deliveries by date."""
+class PortalCaller(Protocol):
+    """The one thing the subscription API needs of a client: call the Portal (authenticated)
+    and give its JSON back, as httpx's transports need only ``handle_async_request``.
+    ``receiver.portal.client.PortalClient`` is one."""
 
-    def __init__(self, client: PortalClient) -> None:
-        self._client = client
+    async def json(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, str] | None = None,
+        error: type[PortalError] = PortalError,
+        idempotent: bool | None = None,
+    ) -> Any:
+        """The 2xx answer's JSON (None for an empty body); anything else raises ``error``."""
+        ...
+
+
+class SubscriptionAPI:
+    """Create, list, change and delete subscriptions; search failed deliveries by date.
+
+    ``chave_secreta`` (``portal.chave_secreta``) goes with every creation and update as
+    ``chaveSecreta``, when given.
+    """
+
+    def __init__(self, caller: PortalCaller, chave_secreta: str | None = None) -> None:
+        self._client = caller
+        self._chave_secreta = chave_secreta
 
     def _with_secret(self, body: dict[str, Any]) -> dict[str, Any]:
         """``chaveSecreta`` from ``portal.chave_secreta``, when configured."""
-        secret = self._client.settings.chave_secreta
-        if secret is not None:
-            body["chaveSecreta"] = secret.get_secret_value()
+        if self._chave_secreta is not None:
+            body["chaveSecreta"] = self._chave_secreta
         return body
 
     async def create(self, evento: str, endpoint: str) -> Subscription:
