@@ -1,5 +1,5 @@
 """``python -m receiver`` is the ``receiver`` command."""
 
-from receiver.cli import main
+from receiver.runtime.cli import main
 
 main()

@@ -42,7 +42,7 @@ from receiver.dispatcher.portal_events import PUBLISHED_DUIMP_EVENTS
 from receiver.dispatcher.tls import server_ssl_context
 from receiver.ingest.app import ReceiverApp, create_app
 from receiver.portal.client import PortalClient
-from receiver.services import build_routing, worker_service
+from receiver.runtime.services import build_routing, worker_service
 from receiver.store import Store
 
 __all__ = ["DemoReport", "demo_events", "demo_stories", "run_demo", "summary"]

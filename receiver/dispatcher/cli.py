@@ -23,11 +23,11 @@ import click
 import uvicorn
 
 from receiver import logs
-from receiver.cliutil import config_option, friendly_errors
 from receiver.dispatcher.config import DispatcherSettings, load_dispatcher_config
 from receiver.dispatcher.records import DeliveryState
 from receiver.dispatcher.store import DispatchStore
 from receiver.errors import ConfigError
+from receiver.runtime.cliutil import config_option, friendly_errors
 
 
 def _settings(ctx: click.Context, config_path: Path | None) -> DispatcherSettings:

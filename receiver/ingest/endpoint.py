@@ -168,7 +168,7 @@ class IngestEndpoint:
 
     def reload(self, settings: Settings, allowlist: Allowlist) -> None:
         """Admit the next requests by ``settings`` and ``allowlist``: trusted proxies, sources and
-        their credentials (SIGHUP, receiver.reload). Everything is built before anything is
+        their credentials (SIGHUP, receiver.runtime.reload). Everything is built before anything is
         replaced, so a ConfigError leaves the old rules whole; requests already past their checks
         are not affected. Other settings are kept."""
         resolver = ClientResolver(settings.trusted_proxies)

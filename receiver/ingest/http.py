@@ -360,7 +360,7 @@ class ReloadingSupervisor(Multiprocess):
     uvicorn answers SIGHUP by starting a new process per worker and stopping the old one, which
     closes its idle keep-alive connections: a request sent on one at that moment is lost to a
     reset. Here the file is checked once (``check`` gives what is wrong, or None) and SIGHUP is
-    passed on to each serving process, which reloads in place (``receiver.reload``) and closes
+    passed on to each serving process, which reloads in place (``receiver.runtime.reload``) and closes
     nothing; a wrong file is refused here with one line, and the workers keep what they have.
     Everything else (SIGTERM drains and stops, a dead worker is replaced) is uvicorn's.
     """

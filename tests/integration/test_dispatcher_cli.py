@@ -19,9 +19,9 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from receiver.cli import main
 from receiver.dispatcher import DispatchStore
 from receiver.dispatcher.validation import SubscriptionInput
+from receiver.runtime.cli import main
 from receiver.store.tables import utcnow
 from tests.dispatcher_support import LOOPBACK, TLS, TOKEN_A, InThread, Recorder, https_endpoint
 
@@ -205,7 +205,7 @@ def test_bare_dispatcher_serves_the_api(config: Path) -> None:
         port = sock.getsockname()[1]
     command = ["dispatcher", "--config", str(config), "--port", str(port)]
     process = subprocess.Popen(
-        [sys.executable, "-c", "from receiver.cli import main; main()", *command],
+        [sys.executable, "-c", "from receiver.runtime.cli import main; main()", *command],
         cwd=ROOT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
         stdout=subprocess.PIPE,

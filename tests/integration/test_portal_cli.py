@@ -12,7 +12,7 @@ import pytest
 import yaml
 from click.testing import CliRunner, Result
 
-from receiver.cli import main
+from receiver.runtime.cli import main
 from receiver.store import NoteFilter, Store
 from tests.integration.portal_support import FakePortal
 
@@ -135,9 +135,10 @@ def test_recover_prints_the_report_and_stores(config: Path, tmp_path: Path) -> N
 
 def test_the_portal_group_imports_in_either_order() -> None:
     code = (
-        "import click, receiver.portal.cli, receiver.cli; "
-        "group = receiver.cli.main.get_command(click.Context(receiver.cli.main), 'portal'); "
-        "assert group is receiver.portal.cli.portal"
+        "import click, receiver.runtime.cli.portal, receiver.runtime.cli; "
+        "main = receiver.runtime.cli.main; "
+        "group = main.get_command(click.Context(main), 'portal'); "
+        "assert group is receiver.runtime.cli.portal.portal"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 

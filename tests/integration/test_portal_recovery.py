@@ -11,7 +11,8 @@ from datetime import date
 import pytest
 
 from receiver.config import PortalSettings
-from receiver.portal import PortalClient, RecoveryReport, recover
+from receiver.portal import PortalClient
+from receiver.runtime.recovery import RecoveryReport, recover
 from receiver.sources import dedup_key
 from receiver.store import Incoming, NoteFilter, Store
 from tests.integration.portal_support import FakePortal

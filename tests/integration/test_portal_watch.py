@@ -19,7 +19,7 @@ from receiver.config import SubscriptionSpec
 from receiver.errors import PortalError
 from receiver.portal import PortalClient
 from receiver.portal.subscriptions import FailureRecord, Subscription, format_date, portal_today
-from receiver.portal.watch import Watch
+from receiver.runtime.watch import Watch
 from receiver.sources import dedup_key
 from receiver.store import Incoming, NoteFilter, Store
 

@@ -10,7 +10,7 @@ import pytest
 from receiver.demo import demo_receiver_settings, write_demo_certificates
 from receiver.dispatcher import DispatcherSettings, run_dispatcher
 from receiver.portal.client import PortalClient
-from receiver.services import recovery_service
+from receiver.runtime.services import recovery_service
 from receiver.store import NoteFilter, Store
 from tests.acceptance.conftest import free_port
 

@@ -16,7 +16,7 @@ import yaml
 from click.testing import CliRunner
 
 from receiver import logs
-from receiver.cli import main
+from receiver.runtime.cli import main
 from receiver.safetext import for_terminal
 from receiver.sources import dedup_key
 from receiver.store import Incoming, Store

@@ -25,7 +25,7 @@ import handlers.sintegre
 from receiver import AddressRefused, GiveUp, Retry, guarded_client
 from receiver.config import DownloadSettings, settings_from_mapping
 from receiver.dispatcher.tls import server_ssl_context
-from receiver.services import build_worker, outbound_client
+from receiver.runtime.services import build_worker, outbound_client
 from receiver.store import NoteFilter, Store
 from receiver.store.tables import JobStatus
 from receiver.worker.routing import Routing

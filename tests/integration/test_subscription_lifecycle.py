@@ -12,10 +12,10 @@ import httpx
 import yaml
 from click.testing import CliRunner, Result
 
-from receiver.cli import main
 from receiver.dispatcher import RunningDispatcher, run_dispatcher
 from receiver.dispatcher.portal_api import PortalAuthority
 from receiver.dispatcher.tables import AuthType
+from receiver.runtime.cli import main
 from receiver.store.tables import utcnow
 from tests.dispatcher_support import TOKEN_A, InThread, dispatcher_settings, sqlite_url
 

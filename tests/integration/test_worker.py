@@ -16,7 +16,7 @@ from sqlalchemy.exc import OperationalError
 
 from receiver import Context, Notification, Router
 from receiver.config import Settings
-from receiver.services import build_worker
+from receiver.runtime.services import build_worker
 from receiver.sources import dedup_key
 from receiver.store import Incoming, NoteFilter, Store
 from receiver.store.grouped import GroupedWrites

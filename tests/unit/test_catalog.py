@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from receiver.catalog import CATALOGS, EventStatus, catalog_rows, is_known_event
-from receiver.cli import main
+from receiver.runtime.cli import main
 
 PUBLISHED = {
     "dimp-diag-import",

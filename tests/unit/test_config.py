@@ -9,7 +9,7 @@ import pytest
 from receiver.config import Settings, load_settings, settings_from_mapping
 from receiver.credentials import BearerCredential
 from receiver.errors import ConfigError
-from receiver.startup import startup_warnings
+from receiver.runtime.startup import startup_warnings
 
 
 def test_every_key_has_a_default() -> None:

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from receiver.config import settings_from_mapping
-from receiver.reload import needing_restart
+from receiver.runtime.reload import needing_restart
 
 BASE: dict[str, Any] = {"max_body_bytes": 4096, "server": {"limit_concurrency": 100}}
 

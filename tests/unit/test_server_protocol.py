@@ -393,9 +393,11 @@ def test_the_server_section_makes_uvicorns_config() -> None:
     server = settings_from_mapping(
         {"server": {"limit_concurrency": 77, "timeout_keep_alive_seconds": 9}}
     ).server
-    config = uvicorn_config("receiver.cli:serve_app", server, host="::1", port=9, workers=3)
+    config = uvicorn_config(
+        "receiver.runtime.cli.serve:serve_app", server, host="::1", port=9, workers=3
+    )
     assert (config.app, config.host, config.port, config.workers) == (
-        "receiver.cli:serve_app",
+        "receiver.runtime.cli.serve:serve_app",
         "::1",
         9,
         3,

@@ -1,7 +1,7 @@
 """``receiver portal ...``: manage the Portal subscriptions and recover failed deliveries.
 
-This module does not import ``receiver.cli`` (which registers this group at its bottom; shared
-options come from ``receiver.cliutil``), so either can be imported first. Tests pass
+The command group names this module by its import string and loads it when it is used (shared
+options come from ``receiver.runtime.cliutil``), so either can be imported first. Tests pass
 ``obj={"transport": httpx.MockTransport(...)}`` to ``CliRunner.invoke`` to replace the network.
 """
 
@@ -15,13 +15,12 @@ from typing import TypeVar
 import click
 import httpx
 
-from receiver import logs
-from receiver.cliutil import config_option, friendly_errors
-from receiver.config import Settings, load_settings
+from receiver.config import Settings
 from receiver.errors import ConfigError
 from receiver.portal.client import PortalClient
-from receiver.portal.recovery import recover
 from receiver.portal.subscriptions import SubscriptionAPI, apply_sync, format_date, plan_sync
+from receiver.runtime.cliutil import config_option, friendly_errors, settings_for
+from receiver.runtime.recovery import recover
 from receiver.safetext import for_terminal
 from receiver.store import Store
 
@@ -38,16 +37,10 @@ def _client(settings: Settings) -> PortalClient:
     return PortalClient(settings.portal, transport=transport)
 
 
-def _settings(config_path: Path | None) -> Settings:
-    settings = load_settings(config_path)
-    logs.configure(settings.log_level, settings.secrets())
-    return settings
-
-
 def _with_api(
     config_path: Path | None, work: Callable[[SubscriptionAPI, Settings], Awaitable[T]]
 ) -> T:
-    settings = _settings(config_path)
+    settings = settings_for(config_path)
     client = _client(settings)
 
     async def run() -> T:
@@ -193,7 +186,7 @@ def subscriptions_sync(config_path: Path | None, dry_run: bool, resend_secret: b
 def recover_command(config_path: Path | None, day: str | None) -> None:
     """Store the notifications the Portal failed to deliver on a day, that we never stored."""
     data = format_date(day)
-    settings = _settings(config_path)
+    settings = settings_for(config_path)
     store = Store.from_settings(settings)
     try:
         store.create_schema()

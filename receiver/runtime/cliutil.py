@@ -1,8 +1,9 @@
-"""What every ``receiver`` subcommand shares: the ``--config`` option, one-line errors, and the
-group that imports its heavier subcommands only when they are used.
+"""What every ``receiver`` subcommand shares: the ``--config`` option, loading the settings and
+opening the store, one-line errors, and the group that imports its heavier subcommands only when
+they are used.
 
-Kept apart from ``receiver.cli`` so the subcommand groups (portal, dispatcher) can import it
-without importing the command that registers them.
+Kept apart from ``receiver.runtime.cli`` so the subcommand groups (portal, dispatcher, demo) can
+import it without importing the command that registers them.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from typing import Any, TypeVar
 
 import click
 
-from receiver.config import CONFIG_ENV
+from receiver import logs
+from receiver.config import CONFIG_ENV, Settings, load_settings
 from receiver.errors import ConfigError, ReceiverError, StoreUnavailable
+from receiver.store import Store
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -77,3 +80,18 @@ def friendly_errors(command: F) -> F:
             sys.exit(1)
 
     return wrapper  # type: ignore[return-value]
+
+
+def settings_for(config_path: Path | None) -> Settings:
+    """``receiver.yaml`` (from ``--config``, else ``$RECEIVER_CONFIG``), with logging set up from
+    it: its level, and its secrets kept out of every line."""
+    settings = load_settings(config_path)
+    logs.configure(settings.log_level, settings.secrets())
+    return settings
+
+
+def open_store(settings: Settings) -> Store:
+    """The configured store, its tables created if missing (a command that reads or replays)."""
+    store = Store.from_settings(settings)
+    store.create_schema()
+    return store

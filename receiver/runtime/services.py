@@ -1,7 +1,9 @@
-"""Assembles the long-running pieces from settings: the store, the routing table, the worker.
+"""Assembles the long-running pieces from settings: the routing table, the worker, the Portal
+client, recovery and the Portal watch.
 
 This is where configuration meets code: ``receiver serve`` and ``receiver worker`` both come
-here, so the handler list is loaded and checked the same way by each.
+here, so the handler list is loaded and checked the same way by each, and each component is given
+its own section of ``receiver.yaml``, not the whole of it.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING
 
 import httpx
 
@@ -24,6 +26,9 @@ from receiver.worker.results import StoreResults
 from receiver.worker.retry import RetryPolicy
 from receiver.worker.routing import PortalAPI, Routing, load_routers
 from receiver.worker.worker import Worker, running_worker
+
+if TYPE_CHECKING:  # imported when portal: is configured: serve never loads it otherwise
+    from receiver.portal.client import PortalClient
 
 log = logging.getLogger("receiver.services")
 
@@ -62,7 +67,7 @@ def build_worker(
 
 
 @contextlib.asynccontextmanager
-async def portal_client(settings: Settings) -> AsyncIterator[Any | None]:
+async def portal_client(settings: Settings) -> AsyncIterator[PortalClient | None]:
     """The Portal API client when ``portal:`` is configured, else None (handlers get a clear error)."""
     if settings.portal is None:
         yield None
@@ -106,7 +111,7 @@ def recovery_service(settings: Settings, store: Store) -> BackgroundService | No
 
     @contextlib.asynccontextmanager
     async def service() -> AsyncIterator[None]:
-        from receiver.portal.recovery import recover_periodically
+        from receiver.runtime.recovery import recover_periodically
 
         async with portal_client(settings) as portal:
             assert portal is not None  # recovery is only offered with a portal: section
@@ -124,7 +129,7 @@ def recovery_service(settings: Settings, store: Store) -> BackgroundService | No
 
 
 def watch_service(settings: Settings, store: Store) -> BackgroundService | None:
-    """The Portal watch (``receiver.portal.watch``), on by default when ``portal:`` is configured:
+    """The Portal watch (``receiver.runtime.watch``), on by default when ``portal:`` is configured:
     subscriptions active, nothing the Portal gave up on left unstored, failure streaks."""
     if settings.portal is None or not settings.portal.watch_every_seconds:
         return None
@@ -132,7 +137,7 @@ def watch_service(settings: Settings, store: Store) -> BackgroundService | None:
 
     @contextlib.asynccontextmanager
     async def service() -> AsyncIterator[None]:
-        from receiver.portal.watch import Watch
+        from receiver.runtime.watch import Watch
 
         async with portal_client(settings) as portal:
             assert portal is not None  # the watch is only offered with a portal: section

@@ -43,7 +43,6 @@ from receiver import metrics
 from receiver.config import SubscriptionSpec
 from receiver.errors import ReceiverError
 from receiver.ids import id_floor
-from receiver.portal.recovery import recover
 from receiver.portal.subscriptions import (
     PORTAL_TIMEZONE,
     FailureRecord,
@@ -51,6 +50,7 @@ from receiver.portal.subscriptions import (
     format_date,
     portal_today,
 )
+from receiver.runtime.recovery import recover
 from receiver.store import NOTES, Store, received_since
 
 log = logging.getLogger("receiver.portal.watch")
