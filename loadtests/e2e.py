@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from receiver.demo import demo_events, run_demo, summary
+from receiver.simulator.demo import demo_events, run_demo, summary
 
 
 def duimps_for(notifications: int) -> int:

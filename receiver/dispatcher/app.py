@@ -1,8 +1,8 @@
-"""The dispatcher's Starlette app: subscription API, simulator controls, OpenAPI, health.
+"""The dispatcher's Starlette app: the subscription API, its OpenAPI document, health.
 
-``create_dispatcher_app`` is the bare dispatcher (plus any ``extra_routes``);
-``create_simulator_app`` adds the Portal API stand-in (``portal_api.py``) and lets the sessions it
-issues identify clients of the subscription API, as the real Portal's do.
+``create_dispatcher_app`` is the dispatcher (plus any ``extra_routes``); ``session_identity`` lets
+another part identify clients too (``receiver.simulator.app.create_simulator_app`` mounts the
+Portal API stand-in beside it, whose sessions identify clients as the real Portal's do).
 """
 
 from __future__ import annotations
@@ -21,13 +21,6 @@ from receiver.dispatcher.api import SubscriptionAPI
 from receiver.dispatcher.config import DispatcherSettings
 from receiver.dispatcher.identity import ClientIdentifier, SessionLookup
 from receiver.dispatcher.openapi import OPENAPI_PATH, openapi_document
-from receiver.dispatcher.portal_api import (
-    CsrfRenewal,
-    PortalAuthority,
-    SimulatedDuimps,
-    portal_api_routes,
-)
-from receiver.dispatcher.portal_events import duimp_situation
 from receiver.dispatcher.sender import Dispatcher
 
 
@@ -80,35 +73,4 @@ def create_dispatcher_app(
     )
     app.state.dispatcher = running
     app.state.settings = settings
-    return app
-
-
-def create_simulator_app(
-    settings: DispatcherSettings,
-    dispatcher: Dispatcher | None = None,
-    *,
-    authority: PortalAuthority | None = None,
-    extra_routes: Sequence[BaseRoute] = (),
-    transport: httpx.AsyncBaseTransport | None = None,
-    verify: ssl.SSLContext | bool | None = None,
-) -> Starlette:
-    """The dispatcher with the Portal API simulator mounted (``app.state.portal_authority``): its
-    Duimp consultation answers the situation the events emitted so far gave each Duimp."""
-    authority = authority if authority is not None else PortalAuthority()
-    if dispatcher is None:
-        dispatcher = Dispatcher(settings, transport=transport, verify=verify)
-        owned = True
-    else:
-        owned = False
-    engine = dispatcher.store.engine
-    source = SimulatedDuimps(lambda numero: duimp_situation(engine, numero))
-    app = create_dispatcher_app(
-        settings,
-        dispatcher,
-        extra_routes=[*portal_api_routes(authority, duimps_source=source), *extra_routes],
-        session_identity=authority.identity_of,
-        owns_dispatcher=owned,
-    )
-    app.add_middleware(CsrfRenewal, authority=authority)
-    app.state.portal_authority = authority
     return app

@@ -14,9 +14,10 @@ The Portal names the Duimp events of private parties ``dimp-registro-import``,
 ``production_body`` builds it from the ``dados`` an emit is given (``numero``, ``versao`` and,
 optionally, ``situacaoDuimp``, ``canal``, ``message``). Every Duimp event emitted (these, or the
 Sefaz ones ``duimp.*`` in the older ``{evento, dataHora, dados}`` shape) updates a row of
-``dispatch_duimp_situations`` in the transaction that stores it, so the simulated consultation
-answers the situation the events so far gave that Duimp: a cleared Duimp is not ``REGISTRADA``.
-The Sefaz events carry no situation; the one they imply here is the simulator's choice.
+``dispatch_duimp_situations`` in the transaction that stores it (``duimp_situation`` reads it
+back), so the simulated consultation (``receiver.simulator.portal_api``) answers the situation
+the events so far gave that Duimp: a cleared Duimp is not ``REGISTRADA``. The Sefaz events carry
+no situation; the one they imply here is the simulator's choice.
 """
 
 from __future__ import annotations
@@ -52,7 +53,6 @@ IMPLIED_SITUATION: Mapping[str, str | None] = {
     "duimp.desembaraco": "DESEMBARACADA_AGUARDANDO_ENTREGA_CARGA",
     "duimp.cancelamento": "CANCELADA",
 }
-CHANNELS: Mapping[str, int] = {"VERDE": 1, "AMARELO": 2, "VERMELHO": 3, "CINZA": 4}
 _MESSAGES: Mapping[str, str] = {
     "dimp-registro-import": "Duimp {numero} registrada",
     "dimp-retifica-import": "Duimp {numero} retificada (versão {versao})",
@@ -180,14 +180,3 @@ def duimp_situation(engine: Engine, numero: str) -> SituationChange | None:
     if row is None:
         return None
     return SituationChange(row["numero"], row["versao"], row["situacao"], row["canal"])
-
-
-def with_situation(duimp: dict[str, Any], known: SituationChange | None) -> dict[str, Any]:
-    """The consultation's answer, with the situation and channel the events gave the Duimp."""
-    if known is None:
-        return duimp
-    if known.situacao is not None:
-        duimp["situacaoDeclaracao"] = known.situacao
-    if known.canal is not None and known.canal in CHANNELS:
-        duimp["canalSelecao"] = CHANNELS[known.canal]
-    return duimp

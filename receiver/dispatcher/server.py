@@ -6,6 +6,9 @@
         running.url                                   # "http://127.0.0.1:54321"
         await running.dispatcher.emit("duimp.registro", {"numero": "...", "versao": 1})
 
+``make_app`` serves another app around the same dispatcher (``receiver.simulator.run_simulator``
+mounts the Portal API stand-in beside the subscription API this way).
+
 ``serve_app`` does the same for any app (tests use it for receiving endpoints). The socket is bound
 before uvicorn starts, so port 0 gives a free port with no race.
 """
@@ -27,9 +30,8 @@ import uvicorn
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp
 
-from receiver.dispatcher.app import create_simulator_app
+from receiver.dispatcher.app import create_dispatcher_app
 from receiver.dispatcher.config import DispatcherSettings
-from receiver.dispatcher.portal_api import PortalAuthority
 from receiver.dispatcher.sender import Dispatcher
 from receiver.dispatcher.tls import server_ssl_context, tls_uvicorn_config
 from receiver.store.tables import utcnow
@@ -41,6 +43,10 @@ _COMMON: dict[str, Any] = {
     "access_log": False,
     "timeout_keep_alive": 5,
 }
+
+
+# The app to serve around a dispatcher: its settings, the dispatcher, and the extra routes.
+AppFactory = Callable[[DispatcherSettings, Dispatcher, Sequence[BaseRoute]], ASGIApp]
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,20 +147,25 @@ async def run_dispatcher(
     *,
     host: str = "127.0.0.1",
     port: int = 0,
-    authority: PortalAuthority | None = None,
     extra_routes: Sequence[BaseRoute] = (),
     transport: httpx.AsyncBaseTransport | None = None,
     verify: ssl.SSLContext | bool | None = None,
     ssl_context: ssl.SSLContext | None = None,
     clock: Callable[[], datetime] = utcnow,
+    make_app: AppFactory | None = None,
 ) -> AsyncIterator[RunningDispatcher]:
-    """The dispatcher and Portal API simulator served on ``host:port`` (0: a free port).
+    """The dispatcher served on ``host:port`` (0: a free port): its subscription API, or the app
+    ``make_app`` builds around it.
 
     TLS comes from ``ssl_context``, else from ``settings.tls_*``, else plain HTTP.
     ``clock`` is what automatic cancellation judges by (tests move it).
     """
     dispatcher = Dispatcher(settings, transport=transport, verify=verify, clock=clock)
-    app = create_simulator_app(settings, dispatcher, authority=authority, extra_routes=extra_routes)
+    app: ASGIApp
+    if make_app is None:
+        app = create_dispatcher_app(settings, dispatcher, extra_routes=extra_routes)
+    else:
+        app = make_app(settings, dispatcher, extra_routes)
     if ssl_context is None:
         ssl_context = dispatcher_ssl_context(settings)
     async with (

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from receiver.dispatcher import RunningDispatcher, run_dispatcher
-from receiver.dispatcher.portal_api import PortalAuthority
+from receiver.dispatcher import RunningDispatcher
+from receiver.simulator import run_simulator
+from receiver.simulator.portal_api import PortalAuthority
 from receiver.sources import dedup_key
 from receiver.store import Store
 from receiver.worker.results import load_result
@@ -85,7 +86,7 @@ def simulator(tmp_path: Path) -> Iterator[tuple[RunningDispatcher, PortalAuthori
     authority = PortalAuthority(clients={"sefaz-sp": CLIENT_SECRET})
     context = tls.server_context("127.0.0.1")
     with InThread(
-        lambda: run_dispatcher(settings, authority=authority, ssl_context=context)
+        lambda: run_simulator(settings, authority=authority, ssl_context=context)
     ) as running:
         yield running, authority, ca
 

@@ -5,9 +5,14 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from receiver.demo import demo_events, demo_stories
-from receiver.demo_report import REGISTRATION_EVENTS, DemoReport, kept_duimps, receiver_counts
 from receiver.dispatcher import pucomex_body
+from receiver.simulator.demo import demo_events, demo_stories
+from receiver.simulator.demo_report import (
+    REGISTRATION_EVENTS,
+    DemoReport,
+    kept_duimps,
+    receiver_counts,
+)
 from receiver.sources import dedup_key
 from receiver.store import Incoming, Store
 from receiver.store.tables import utcnow

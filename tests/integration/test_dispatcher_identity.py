@@ -11,6 +11,7 @@ import pytest
 import trustme
 
 from receiver.dispatcher import DispatcherSettings, run_dispatcher
+from receiver.simulator import run_simulator
 from tests.dispatcher_support import TOKEN_A, dispatcher_settings, sqlite_url
 
 pytestmark = pytest.mark.anyio
@@ -83,7 +84,8 @@ async def test_without_certificate_or_token_the_answer_is_401(tmp_path: Path, pk
 
 
 async def test_a_portal_session_identifies_its_certificate_holder(tmp_path: Path, pki: PKI) -> None:
-    async with run_dispatcher(tls_settings(tmp_path, pki)) as running:
+    # The sessions are the Portal API stand-in's (receiver.simulator), mounted beside the API.
+    async with run_simulator(tls_settings(tmp_path, pki)) as running:
         async with pki.client(running.url, pki.sefaz) as sefaz:
             mine = (await sefaz.post(WEBHOOK, json=SUB)).json()
             login = await sefaz.post("/portal/api/autenticar", headers={"Role-Type": "IMPEXP"})

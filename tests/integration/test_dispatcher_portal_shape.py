@@ -13,12 +13,13 @@ from typing import Any
 
 import pytest
 
-from receiver.dispatcher import Dispatcher, OutboundAuth, create_simulator_app, serve_app
+from receiver.dispatcher import Dispatcher, OutboundAuth, serve_app
 from receiver.dispatcher.lifecycle import cancel_failing, cancelled_subscriptions
-from receiver.dispatcher.netguard import outbound_ssl_context
 from receiver.dispatcher.portal_events import duimp_situation
 from receiver.dispatcher.tables import AuthType
 from receiver.dispatcher.validation import SubscriptionInput, brasilia_date
+from receiver.outbound import outbound_ssl_context
+from receiver.simulator import create_simulator_app
 from receiver.store.tables import utcnow
 from tests.dispatcher_support import (
     TLS,

@@ -1,4 +1,5 @@
-"""Serving in this event loop: ``run_dispatcher`` on a free port, and answers without Nagle's wait."""
+"""Serving in this event loop: ``run_dispatcher`` and ``run_simulator`` on free ports, and answers
+without Nagle's wait."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from receiver.dispatcher import run_dispatcher, serve_app
+from receiver.simulator import run_simulator
 from tests.dispatcher_support import TOKEN_A, dispatcher_settings, sqlite_url
 
 pytestmark = pytest.mark.anyio
@@ -22,15 +24,19 @@ async def test_run_dispatcher_on_a_free_port(tmp_path: Path) -> None:
     settings = dispatcher_settings(sqlite_url(tmp_path))
     async with (
         run_dispatcher(settings) as first,
-        run_dispatcher(dispatcher_settings(sqlite_url(tmp_path, "other.db"))) as second,
+        run_simulator(dispatcher_settings(sqlite_url(tmp_path, "other.db"))) as second,
     ):
         assert first.port != second.port
-        async with httpx.AsyncClient(base_url=first.url, trust_env=False) as client:
-            assert (await client.get("/healthz")).status_code == 200
-            headers = {"Authorization": f"Bearer {TOKEN_A}"}
-            assert (await client.get("/portal/api/ext/webhook", headers=headers)).json() == []
-            # The Portal API simulator is mounted beside the subscription API.
-            assert (await client.post("/portal/api/autenticar")).status_code == 401
+        for running in (first, second):
+            async with httpx.AsyncClient(base_url=running.url, trust_env=False) as client:
+                assert (await client.get("/healthz")).status_code == 200
+                headers = {"Authorization": f"Bearer {TOKEN_A}"}
+                assert (await client.get("/portal/api/ext/webhook", headers=headers)).json() == []
+        async with httpx.AsyncClient(trust_env=False) as client:
+            # The Portal API simulator is mounted beside the subscription API by the simulator
+            # only: the dispatcher alone is what production forwards through.
+            assert (await client.post(f"{second.url}/portal/api/autenticar")).status_code == 401
+            assert (await client.post(f"{first.url}/portal/api/autenticar")).status_code == 404
     async with httpx.AsyncClient(trust_env=False) as client:
         with pytest.raises(httpx.ConnectError):
             await client.get(first.url + "/healthz")

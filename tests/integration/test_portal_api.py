@@ -18,11 +18,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from receiver.dispatcher import duimps
-from receiver.dispatcher.portal_api import CsrfRenewal, PortalAuthority, portal_api_routes
 from receiver.dispatcher.tls import client_identity, server_ssl_context
 from receiver.errors import PortalAuthError, PortalError
 from receiver.portal import PortalClient
+from receiver.simulator import duimps
+from receiver.simulator.portal_api import CsrfRenewal, PortalAuthority, portal_api_routes
 from tests.integration.portal_support import Certs, StatusLog, make_certs, portal_settings, serve
 
 NUMERO = "24BR0000012345"

@@ -12,10 +12,10 @@ import pytest
 
 import handlers.duimp
 import handlers.invoicy
-from receiver.dispatcher import duimps
-from receiver.dispatcher.portal_api import PortalAuthority, create_portal_api_app
 from receiver.dispatcher.tls import server_ssl_context
 from receiver.portal import PortalClient
+from receiver.simulator import duimps
+from receiver.simulator.portal_api import PortalAuthority, create_portal_api_app
 from receiver.store import Store
 from tests.integration.portal_support import (
     MemoryResults,

@@ -172,15 +172,15 @@ def test_a_portal_that_does_not_answer_is_logged_once_and_serve_goes_on(
 def test_the_watch_recovers_from_the_real_simulators_failure_search(
     store: Store, tmp_path: Path
 ) -> None:
-    from receiver.dispatcher import run_dispatcher
-    from receiver.dispatcher.portal_api import PortalAuthority
+    from receiver.simulator import run_simulator
+    from receiver.simulator.portal_api import PortalAuthority
     from tests.dispatcher_support import dispatcher_settings, sqlite_url
     from tests.integration.portal_support import portal_settings
 
     async def scenario() -> int:
         settings = dispatcher_settings(sqlite_url(tmp_path), interval_seconds=0.01)
         authority = PortalAuthority(clients={"sefaz": "segredo-1234"})
-        async with run_dispatcher(settings, authority=authority) as sim:
+        async with run_simulator(settings, authority=authority) as sim:
             client = PortalClient(
                 portal_settings(sim.url, None, client_id="sefaz", client_secret="segredo-1234")
             )

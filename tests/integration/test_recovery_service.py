@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from receiver.demo import demo_receiver_settings, write_demo_certificates
-from receiver.dispatcher import DispatcherSettings, run_dispatcher
+from receiver.dispatcher import DispatcherSettings
 from receiver.portal.client import PortalClient
 from receiver.runtime.services import recovery_service
+from receiver.simulator import run_simulator
+from receiver.simulator.certificates import write_demo_certificates
+from receiver.simulator.demo import demo_receiver_settings
 from receiver.store import NoteFilter, Store
 from tests.acceptance.conftest import free_port
 
@@ -27,7 +29,7 @@ async def test_failed_deliveries_are_recovered_by_serve(tmp_path: Path) -> None:
         tls_ca_file=certs["ca"],
         outbound_ca_file=certs["ca"],
     )
-    async with run_dispatcher(simulator) as portal_side:
+    async with run_simulator(simulator) as portal_side:
         base = demo_receiver_settings(tmp_path, certs, portal_side.url)
         assert base.portal is not None
         settings = base.model_copy(

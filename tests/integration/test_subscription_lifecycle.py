@@ -12,10 +12,11 @@ import httpx
 import yaml
 from click.testing import CliRunner, Result
 
-from receiver.dispatcher import RunningDispatcher, run_dispatcher
-from receiver.dispatcher.portal_api import PortalAuthority
+from receiver.dispatcher import RunningDispatcher
 from receiver.dispatcher.tables import AuthType
 from receiver.runtime.cli import main
+from receiver.simulator import run_simulator
+from receiver.simulator.portal_api import PortalAuthority
 from receiver.store.tables import utcnow
 from tests.dispatcher_support import TOKEN_A, InThread, dispatcher_settings, sqlite_url
 
@@ -42,7 +43,7 @@ def test_a_cancelled_subscription_is_listed_and_created_again(tmp_path: Path) ->
     def portal(*args: str) -> Result:
         return CliRunner().invoke(main, ["portal", "subscriptions", *args, "--config", str(config)])
 
-    with InThread(lambda: run_dispatcher(settings, authority=authority, clock=clock)) as sim:
+    with InThread(lambda: run_simulator(settings, authority=authority, clock=clock)) as sim:
         assert isinstance(sim, RunningDispatcher)
         config.write_text(
             yaml.safe_dump(

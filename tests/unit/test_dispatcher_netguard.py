@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from receiver.dispatcher.netguard import AddressPolicy, AddressRefused, GuardedBackend
+from receiver.outbound import AddressPolicy, AddressRefused, GuardedBackend
 
 REFUSED = [
     ("127.0.0.1", "loopback"),

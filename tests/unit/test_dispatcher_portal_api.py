@@ -8,13 +8,13 @@ from typing import Any
 
 import httpx
 
-from receiver.dispatcher.portal_api import (
+from receiver.dispatcher.portal_events import SituationChange
+from receiver.simulator.portal_api import (
     CSRF_KEPT,
     PortalAuthority,
     SimulatedDuimps,
     create_portal_api_app,
 )
-from receiver.dispatcher.portal_events import SituationChange
 
 NUMERO = "26BR0000000198"
 CLIENTS = {"erp": "s3cr3t-9f1b"}

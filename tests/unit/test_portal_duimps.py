@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from receiver.dispatcher import duimps
+from receiver.simulator import duimps
 
 # A copy of shared/reference/duimp-consulta-response.example.json: the field shape of the Portal's
 # Duimp consultation, from samuelfac/portalunico.siscomex.gov.br (MIT licence).

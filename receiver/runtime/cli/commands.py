@@ -2,9 +2,9 @@
 traceback (``receiver.runtime.cliutil.friendly_errors``).
 
 Each command group has a module: ``serve`` (``serve``, ``worker``), ``inbox``, ``replay``,
-``events``; ``portal``, ``dispatcher`` and ``demo`` are imported only when used (``LazyGroup``),
-named here by their import string, so ``serve`` and ``worker`` never load the Portal client, the
-dispatcher or the simulator.
+``events``; ``portal``, and ``dispatcher`` and ``demo`` (``receiver.simulator.cli``), are imported
+only when used (``LazyGroup``), named here by their import string: ``serve`` and ``worker`` never
+load the Portal client, the dispatcher or the simulator, and the receiver imports neither.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from receiver.runtime.cliutil import LazyGroup
 @click.group(
     cls=LazyGroup,
     lazy_subcommands={
-        "demo": "receiver.runtime.cli.demo:demo",
-        "dispatcher": "receiver.dispatcher.cli:dispatcher",
+        "demo": "receiver.simulator.cli:demo",
+        "dispatcher": "receiver.simulator.cli:dispatcher",
         "portal": "receiver.runtime.cli.portal:portal",
     },
 )

@@ -1,13 +1,19 @@
-"""``receiver dispatcher``: serve the dispatcher, emit events, and SINtegre's operator actions.
+"""``receiver dispatcher`` (serve the Portal's side, emit events, SINtegre's operator actions)
+and ``receiver demo``: the commands that run the Portal simulator.
 
     receiver dispatcher [--config FILE] [--host H] [--port P]     serve (API + sender + Portal API)
     receiver dispatcher emit EVENT --json FILE [--raw] [--no-wait]
     receiver dispatcher resend-pending SUBSCRIPTION_ID [--no-wait]
     receiver dispatcher send-latest SUBSCRIPTION_ID [--no-wait]
+    receiver demo [--duimps N]
 
 The actions store their deliveries in the outbox first. By default they then send them from this
 process and wait for the outcome (exit 1 if any delivery failed); with ``--no-wait`` they only
 store, and a running ``receiver dispatcher`` sends them within ``poll_seconds``.
+
+The receiver's command group names these commands by import string and loads this module only
+when one of them runs, so nothing of the receiver imports the simulator. ``receiver dispatcher``
+needs no extra; ``receiver demo`` needs trustme (the ``simulator`` extra) for its certificates.
 """
 
 from __future__ import annotations
@@ -49,8 +55,8 @@ def dispatcher(ctx: click.Context, config_path: Path | None, host: str, port: in
     ctx.find_root().meta["dispatcher.config_path"] = config_path
     if ctx.invoked_subcommand is not None:
         return
-    from receiver.dispatcher.app import create_simulator_app
     from receiver.dispatcher.server import dispatcher_ssl_context, uvicorn_config
+    from receiver.simulator.app import create_simulator_app
 
     settings = _settings(ctx, config_path)
     store = DispatchStore(settings.database_url)
@@ -180,3 +186,35 @@ def send_latest(
     """Send the latest notification of the subscription's event again."""
     settings = _settings(ctx, config_path)
     _run(settings, wait, lambda sender: sender.send_latest(subscription_id))
+
+
+TRUSTME_MISSING = (
+    "receiver demo needs the simulator extra (trustme makes its test certificates): "
+    "pip install 'portal-receiver[simulator]'"
+)
+
+
+@click.command()
+@click.option(
+    "--duimps",
+    default=20,
+    show_default=True,
+    type=click.IntRange(1, 500),
+    help="How many Duimps the simulated Portal registers (each brings a few events).",
+)
+@friendly_errors
+def demo(duimps: int) -> None:
+    """Run the whole system end to end on this machine and print what happened."""
+    try:
+        from receiver.simulator.demo import run_demo, summary
+    except ModuleNotFoundError as missing:
+        if missing.name != "trustme":
+            raise
+        click.echo(f"receiver: {TRUSTME_MISSING}", err=True)
+        sys.exit(2)
+
+    logs.configure("WARNING", [])
+    report = asyncio.run(run_demo(duimps, say=click.echo))
+    click.echo("")
+    click.echo(summary(report))
+    sys.exit(0 if report.ok else 1)

@@ -13,7 +13,7 @@ an older one still pass, and a client that never takes the fresh ones is refused
 Duimp consultation (same paths as ``receiver.portal.client``):
 ``GET /duimp-api/api/ext/duimp/{numero}/versoes`` (``[{"numero", "versao"}, ...]``, our shape: the
 Portal's is not published) and ``GET /duimp-api/api/ext/duimp/{numero}/{versao}``, with data from
-``receiver.dispatcher.duimps`` and the situation the emitted events gave the Duimp.
+``receiver.simulator.duimps`` and the situation the emitted events gave the Duimp.
 
 The subscription API can reuse the sessions: ``authority.identity_of(request)`` names the client
 that authenticated, or None.
@@ -37,15 +37,17 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from receiver.dispatcher import duimps
-from receiver.dispatcher.portal_events import SituationChange, with_situation
+from receiver.dispatcher.portal_events import SituationChange
 from receiver.dispatcher.tls import client_identity
+from receiver.simulator import duimps
 
 AUTH_PATH = "/portal/api/autenticar"
 CHAVE_ACESSO_PATH = "/portal/api/autenticar/chave-acesso"
 DUIMP_VERSIONS_PATH = "/duimp-api/api/ext/duimp/{numero}/versoes"
 DUIMP_VERSION_PATH = "/duimp-api/api/ext/duimp/{numero}/{versao}"
 CSRF_KEPT = 256
+# The consultation's canalSelecao for the channel a Duimp event names.
+CHANNELS: Mapping[str, int] = {"VERDE": 1, "AMARELO": 2, "VERMELHO": 3, "CINZA": 4}
 
 # (numero, versao) -> the consultation's answer, or None when there is no such Duimp.
 DuimpSource = Callable[[str, int | None], dict[str, Any] | None]
@@ -173,7 +175,7 @@ class CsrfRenewal:
 
 
 class SimulatedDuimps:
-    """The Duimps the consultation answers: ``receiver.dispatcher.duimps``' data, with the
+    """The Duimps the consultation answers: ``receiver.simulator.duimps``' data, with the
     situation the emitted events gave each one (``situation``: numero -> what they said)."""
 
     def __init__(self, situation: Callable[[str], SituationChange | None] | None = None) -> None:
@@ -291,3 +293,14 @@ def create_portal_api_app(
     app.add_middleware(CsrfRenewal, authority=authority)
     app.state.portal_authority = authority
     return app
+
+
+def with_situation(duimp: dict[str, Any], known: SituationChange | None) -> dict[str, Any]:
+    """The consultation's answer, with the situation and channel the events gave the Duimp."""
+    if known is None:
+        return duimp
+    if known.situacao is not None:
+        duimp["situacaoDeclaracao"] = known.situacao
+    if known.canal is not None and known.canal in CHANNELS:
+        duimp["canalSelecao"] = CHANNELS[known.canal]
+    return duimp

@@ -26,7 +26,6 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import trustme
 import uvicorn
 import yaml
 from starlette.applications import Starlette
@@ -35,14 +34,16 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from receiver.config import Settings, load_settings
-from receiver.demo_report import DemoReport, check, kept_duimps, receiver_counts, summary
-from receiver.dispatcher import Dispatcher, DispatcherSettings, run_dispatcher, serve_app
-from receiver.dispatcher.duimps import duimp_number, latest_version
+from receiver.dispatcher import Dispatcher, DispatcherSettings, serve_app
 from receiver.dispatcher.portal_events import PUBLISHED_DUIMP_EVENTS
 from receiver.dispatcher.tls import server_ssl_context
 from receiver.ingest.app import ReceiverApp, create_app
 from receiver.portal.client import PortalClient
 from receiver.runtime.services import build_routing, worker_service
+from receiver.simulator.app import run_simulator
+from receiver.simulator.certificates import write_demo_certificates
+from receiver.simulator.demo_report import DemoReport, check, kept_duimps, receiver_counts, summary
+from receiver.simulator.duimps import duimp_number, latest_version
 from receiver.store import Store
 
 __all__ = ["DemoReport", "demo_events", "demo_stories", "run_demo", "summary"]
@@ -98,24 +99,6 @@ def _failing_endpoint() -> Starlette:
         return JSONResponse({"erro": "sistema indisponível"}, status_code=500)
 
     return Starlette(routes=[Route("/{path:path}", refuse, methods=["POST"])])
-
-
-def write_demo_certificates(folder: Path) -> dict[str, Path]:
-    ca = trustme.CA(organization_name="Demo ICP-Brasil (test only)")
-    server = ca.issue_cert("127.0.0.1", "localhost")
-    sefaz = ca.issue_cert("sefaz-demo.example", common_name="Sefaz Demo", organization_name="Sefaz")
-    paths = {
-        "ca": folder / "ca.pem",
-        "server": folder / "server.pem",
-        "client_cert": folder / "sefaz-cert.pem",
-        "client_key": folder / "sefaz-key.pem",
-    }
-    ca.cert_pem.write_to_path(str(paths["ca"]))
-    server.private_key_and_cert_chain_pem.write_to_path(str(paths["server"]))
-    for blob in sefaz.cert_chain_pems:
-        blob.write_to_path(str(paths["client_cert"]), append=True)
-    sefaz.private_key_pem.write_to_path(str(paths["client_key"]))
-    return paths
 
 
 @contextlib.contextmanager
@@ -249,7 +232,7 @@ async def run_demo(
             tls_ca_file=certs["ca"],
             outbound_ca_file=certs["ca"],
         )
-        async with run_dispatcher(simulator_settings) as simulator:
+        async with run_simulator(simulator_settings) as simulator:
             say(f"Portal simulator on {simulator.url} (subscription API, Portal API, mutual TLS)")
             settings = demo_receiver_settings(folder, certs, simulator.url)
             store = Store.from_settings(settings)
