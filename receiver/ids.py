@@ -38,13 +38,13 @@ def _encode(value: int) -> str:
 # The random part only has to keep ids apart, not to be unguessable (an id grants nothing): a
 # generator seeded from the OS, instead of a getrandom system call per id, which the writer paid
 # for every row. Seeded again in a forked child, so two processes never share a sequence.
-_random = random.Random(os.urandom(32))
-os.register_at_fork(after_in_child=lambda: _random.seed(os.urandom(32)))
+RANDOM = random.Random(os.urandom(32))
+os.register_at_fork(after_in_child=lambda: RANDOM.seed(os.urandom(32)))
 
 
 def new_id() -> str:
     """A 26-character ULID: 48 bits of milliseconds then 80 random bits, sortable by time."""
-    return _encode((time.time_ns() // 1_000_000) << 80 | _random.getrandbits(80))
+    return _encode((time.time_ns() // 1_000_000) << 80 | RANDOM.getrandbits(80))
 
 
 def id_floor(when: datetime) -> str:

@@ -16,6 +16,10 @@ from receiver.ingest.allowlist import Allowlist
 from receiver.ingest.app import create_app
 from receiver.store import RECEIVER_TABLES, Store, make_engine
 
+# The project's folder, whatever depth a test module sits at.
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "tests" / "fixtures"
+
 POSTGRES_ENV = "RECEIVER_TEST_POSTGRES_URL"
 PG_SKIP_REASON = (
     f"PostgreSQL tests need {POSTGRES_ENV} (e.g. postgresql://postgres@127.0.0.1:5432/test); "

@@ -1,7 +1,8 @@
 """The OpenAPI document of the dispatcher's routes, written by hand from the same rules the app runs.
 
 Lengths and patterns come from ``validation``, so the document cannot drift from what is enforced;
-``tests/unit/test_dispatcher_openapi.py`` checks that every route is documented and vice versa.
+``tests/integration/dispatcher/test_api.py`` checks that every route is documented and vice
+versa.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ own and 13.6 us before the head limits, gate and limit answer were added (median
 ``loadtests/protocol_cost.py``; the coalesced write and the deadline are most of the rest).
 
 This module is the one place that relies on uvicorn's internals (its httptools protocol's
-callbacks and attributes); ``tests/unit/test_server_protocol.py`` pins the uvicorn code it
+callbacks and attributes); ``tests/unit/ingest/test_http.py`` pins the uvicorn code it
 depends on, so an upgrade that changes it fails there first.
 """
 

@@ -116,7 +116,8 @@ class PortalClient:
             trust_env=False,
             headers={"Accept": "application/json"},
         )
-        self._tokens = TokenKeeper(self._authenticate, clock=clock)
+        # The session: tokens renewed before they expire and once after a refusal.
+        self.tokens = TokenKeeper(self._authenticate, clock=clock)
         self._subscriptions: SubscriptionAPI | None = None
 
     async def __aenter__(self) -> PortalClient:
@@ -131,7 +132,7 @@ class PortalClient:
     @property
     def authentications(self) -> int:
         """How many times this client has called ``autenticar`` (for metrics and tests)."""
-        return self._tokens.authentications
+        return self.tokens.authentications
 
     @property
     def subscriptions(self) -> SubscriptionAPI:
@@ -190,8 +191,8 @@ class PortalClient:
 
     async def authenticate(self) -> None:
         """Start a new session now (normally done on demand)."""
-        self._tokens.forget()
-        await self._tokens.current()
+        self.tokens.forget()
+        await self.tokens.current()
 
     # --- requests -------------------------------------------------------------------------
 
@@ -207,7 +208,7 @@ class PortalClient:
         """An authenticated call. Returns the answer whatever its status, except that a refused
         session (401/403) is renewed once and then raises ``PortalAuthError``."""
         retry_5xx = method.upper() != "POST" if idempotent is None else idempotent
-        token = await self._tokens.current()
+        token = await self.tokens.current()
         for renewed in (False, True):
             response = await self._send(
                 method, path, headers=token.headers(), json=json, params=params, retry_5xx=retry_5xx
@@ -215,11 +216,11 @@ class PortalClient:
             if response.status_code not in (401, 403):
                 fresh = response.headers.get("x-csrf-token")
                 if fresh:
-                    self._tokens.renew_csrf(token, fresh)
+                    self.tokens.renew_csrf(token, fresh)
                 return response
             if renewed:
                 break
-            token = await self._tokens.refused(token)
+            token = await self.tokens.refused(token)
         raise PortalAuthError(
             f"{method} {path} answered {response.status_code} even with a new session: "
             f"{describe(response)}; the certificate's profile may lack access to it",

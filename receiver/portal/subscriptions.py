@@ -151,7 +151,9 @@ def _active(item: dict[str, Any]) -> bool:
     return not isinstance(situacao, str) or situacao.strip().upper() in ("", "ATIVA", "ATIVO")
 
 
-def _subscription(item: Any, path: str) -> Subscription:
+def read_subscription(item: Any, path: str) -> Subscription:
+    """One subscription of an answer from ``path``, its fields read leniently (module docstring);
+    PortalError when one it needs is missing."""
     active = _active(item) if isinstance(item, dict) else True
     reason = item.get("motivoInativacao", item.get("motivo")) if isinstance(item, dict) else None
     return Subscription(
@@ -226,13 +228,13 @@ class SubscriptionAPI:
             error=SubscriptionError,
             idempotent=False,
         )
-        return _subscription(data, WEBHOOK_PATH)
+        return read_subscription(data, WEBHOOK_PATH)
 
     async def list(self, inactive: bool = False) -> builtins.list[Subscription]:
         """The active subscriptions; with ``inactive``, also those the Portal cancelled."""
         params = {"exibirInativos": "true"} if inactive else None
         data = await self._client.json("GET", WEBHOOK_PATH, params=params, error=SubscriptionError)
-        return [_subscription(item, WEBHOOK_PATH) for item in _array(data, WEBHOOK_PATH)]
+        return [read_subscription(item, WEBHOOK_PATH) for item in _array(data, WEBHOOK_PATH)]
 
     async def update(self, subscription_id: int, evento: str, endpoint: str) -> Subscription:
         sid = check_id(subscription_id)
@@ -242,7 +244,9 @@ class SubscriptionAPI:
         path = f"{WEBHOOK_PATH}/{sid}"
         data = await self._client.json("PUT", path, json=body, error=SubscriptionError)
         return (
-            _subscription(data, path) if data is not None else Subscription(sid, evento, endpoint)
+            read_subscription(data, path)
+            if data is not None
+            else Subscription(sid, evento, endpoint)
         )
 
     async def delete(self, subscription_id: int) -> None:

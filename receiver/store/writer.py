@@ -58,6 +58,8 @@ class BatchWriter:
         self._sqlite = engine.dialect.name == "sqlite"
         self._conn: Connection | None = None
         self._last_used = 0.0
+        # Transactions begun, whole batches and the halves a refused row splits them into.
+        self.transactions = 0
         self._committed = threading.Event()
         self._closing = threading.Event()
         self._tail_due = threading.Event()  # a background checkpoint copied all it saw
@@ -101,6 +103,11 @@ class BatchWriter:
                 self._conn = None
             return StoreUnavailable(f"store commit failed: {type(error).__name__}")
 
+    @property
+    def connection(self) -> Connection | None:
+        """The connection held between batches while busy; None once given back (idle)."""
+        return self._conn
+
     def _isolating(
         self, conn: Connection, batch: Sequence[tuple[Incoming, str]]
     ) -> list[Receipt | RefusedByStore]:
@@ -130,6 +137,7 @@ class BatchWriter:
         cost about 30 us per batch on SQLite, paid while the whole batch of requests waits.
         """
         driver: Any = conn.connection.driver_connection
+        self.transactions += 1
         if self._sqlite:
             self._take_write_lock(driver)
         try:

@@ -27,7 +27,7 @@ def test_new_id_is_the_ulid_of_the_clock_and_random_bits() -> None:
         for nanos in (0, 1_700_000_123_456_789_000, time.time_ns(), ((1 << 48) - 1) * 1_000_000):
             with (
                 mock.patch(
-                    "receiver.ids._random.getrandbits", return_value=int.from_bytes(random, "big")
+                    "receiver.ids.RANDOM.getrandbits", return_value=int.from_bytes(random, "big")
                 ),
                 mock.patch("receiver.ids.time.time_ns", return_value=nanos),
             ):
