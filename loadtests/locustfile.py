@@ -22,7 +22,7 @@ does for 127.0.0.1). Environment:
 - ``LOCUST_HOST`` may replace ``--host``.
 
 One locust process on a small machine cannot saturate the receiver; for throughput figures use
-``loadtests/bench.py``. This file is for realistic mixes, bursts and answer checking.
+``python -m loadtests.bench``. This file is for realistic mixes, bursts and answer checking.
 """
 
 from __future__ import annotations

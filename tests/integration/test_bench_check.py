@@ -11,17 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from loadtests.bench import (
-    CpuUse,
-    Load,
-    answer_id,
-    bare_process_counts,
-    check_stored,
-    cpu_seconds,
-    cpu_use,
-    machine_busy,
-    stored_ids_sqlite,
-)
+from loadtests.bench.proc import CpuUse, cpu_seconds, cpu_use, machine_busy
+from loadtests.bench.runs import bare_process_counts, check_stored
+from loadtests.bench.targets import stored_ids_sqlite
+from loadtests.bench.wrk import Load, answer_id
 from receiver.sources import dedup_key
 from receiver.store import Incoming, Store
 
