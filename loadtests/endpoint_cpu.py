@@ -6,8 +6,8 @@ loop, the body read, with the store replaced by one that answers at once.
 ``bearer``: a Bearer token in ``Authorization`` (as SINtegre or InvoiCy send it); ``header``: the
 request as the Portal sends it (``event-type``, ``secret``, ``destinatario-*``), checked against
 ``{type: header, name: secret}``. Prints the best of 3 runs in microseconds per request. A
-whole-server figure is ``python -m loadtests.bench``'s; this one isolates what the endpoint's code costs,
-so that a change to it can be compared on a busy machine (run old and new alternately).
+whole-server figure is ``python -m loadtests.bench``'s; this one isolates what the endpoint's code
+costs, so that a change to it can be compared on a busy machine (run old and new alternately).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ ReceiverError                  anything this package raises on purpose
 ├── PortalError                a call to the Portal API failed; names endpoint and status
 │   ├── PortalAuthError        authentication refused (certificate, role, client id)
 │   └── SubscriptionError      the subscription API refused a request (bad field, unknown id)
-├── InvalidField               a dispatcher API request breaks a field rule (400/422): fix that field
+├── InvalidField               a dispatcher API request breaks a field rule (400/422): fix it
 │   └── ConflictingFields      two valid fields disagree, the body's id and the path's (409)
 └── UnknownSubscription        no active subscription of the caller has that id (404): list them
 """

@@ -4,11 +4,11 @@ for the Portal simulator (``receiver.simulator``, which mounts the Portal API be
 
 Public API (everything else in the package is internal)::
 
-    Dispatcher(settings)                     emit / emit_body / resend_pending / send_latest / wait_for
-    create_dispatcher_app(settings)          the subscription API, /sim controls, OpenAPI (Starlette)
-    run_dispatcher(settings)                 served on uvicorn in this event loop (port 0: free)
-    serve_app(app)                           any ASGI app the same way (test endpoints)
-    load_dispatcher_settings(path)           the dispatcher: section of a settings file
+    Dispatcher(settings)              emit / emit_body / resend_pending / send_latest / wait_for
+    create_dispatcher_app(settings)   the subscription API, /sim controls, OpenAPI (Starlette)
+    run_dispatcher(settings)          served on uvicorn in this event loop (port 0: free)
+    serve_app(app)                    any ASGI app the same way (test endpoints)
+    load_dispatcher_settings(path)    the dispatcher: section of a settings file
 
 Module map: ``config`` (its settings) → ``tables`` (sqlmodel tables) → ``records`` → ``store``
 (subscriptions, events, failure search) with ``outbox`` (claims, leases, attempt results) and

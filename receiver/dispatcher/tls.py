@@ -14,8 +14,8 @@ extension to every request's scope::
         "client_cert_sha256": "ab12...",                          # our addition
     }
 
-``client_identity(scope)`` is what the simulator uses to tell clients apart (subscription
-ownership, ``autenticar``). ``server_ssl_context`` and ``tls_uvicorn_config`` build a server that
+``client_identity(scope)`` is how the subscription API tells clients apart (subscription
+ownership, ``identity``), and how the simulator's ``autenticar`` knows whose certificate it is. ``server_ssl_context`` and ``tls_uvicorn_config`` build a server that
 requires (or optionally accepts) client certificates signed by a given CA.
 """
 

@@ -3,8 +3,8 @@ may connect at all, how large and how slow a request head may be, and what a req
 the connection limit is reached.
 
 ``EdgePolicy.from_settings`` builds it from ``receiver.yaml`` and the allowlist; the serving
-protocol (``receiver.ingest.http``) is given it by ``ReceiverProtocol.configure``, once at start-up in
-every serving process and again on SIGHUP. Pure logic apart from the audit lines and counters.
+protocol (``receiver.ingest.http``) is given it by ``ReceiverProtocol.configure``, once at
+start-up in every serving process and again on SIGHUP. Pure logic apart from the audit lines and counters.
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
-"""The uvicorn protocol that ``receiver serve`` uses: httptools, with what uvicorn lacks in front
-of the app (``receiver.ingest.edge`` says what), and a response written with one ``send`` instead of two.
+"""uvicorn as ``receiver serve`` runs it: its ``Config``, made from the ``server:`` section by
+``uvicorn_config`` (for one serving process, ``--workers N`` and the benchmark's bare endpoint);
+``ReceiverProtocol``, httptools with what uvicorn lacks in front of the app (``receiver.ingest.edge``
+says what) and a response written with one ``send`` instead of two; and ``ReloadingSupervisor``.
 
 - Peers in no allowlist (and not a trusted proxy, monitoring address or loopback) are closed in
   ``connection_made``, before a byte is read: they cannot fill ``limit_concurrency``.
@@ -18,9 +20,11 @@ On a typical webhook request this protocol costs 14.2 us of CPU against 11.1 us 
 own and 13.6 us before the head limits, gate and limit answer were added (medians of 5 rounds,
 ``loadtests/protocol_cost.py``; the coalesced write and the deadline are most of the rest).
 
-This module is the one place that relies on uvicorn's internals (its httptools protocol's
-callbacks and attributes); ``tests/unit/ingest/test_http.py`` pins the uvicorn code it
-depends on, so an upgrade that changes it fails there first.
+This module is the receiver's one place that relies on uvicorn's internals (its httptools
+protocol's callbacks and attributes, its multi-process supervisor; the dispatcher's
+``receiver.dispatcher.tls`` is the other, for its own need, and ``lint-imports`` allows no
+third); ``tests/unit/ingest/test_http.py`` pins the uvicorn code it depends on, so an upgrade
+that changes it fails there first.
 """
 
 from __future__ import annotations
@@ -360,8 +364,9 @@ class ReloadingSupervisor(Multiprocess):
     uvicorn answers SIGHUP by starting a new process per worker and stopping the old one, which
     closes its idle keep-alive connections: a request sent on one at that moment is lost to a
     reset. Here the file is checked once (``check`` gives what is wrong, or None) and SIGHUP is
-    passed on to each serving process, which reloads in place (``receiver.runtime.reload``) and closes
-    nothing; a wrong file is refused here with one line, and the workers keep what they have.
+    passed on to each serving process, which reloads in place (``receiver.runtime.reload``) and
+    closes nothing; a wrong file is refused here with one line, and the workers keep what they
+    have.
     Everything else (SIGTERM drains and stops, a dead worker is replaced) is uvicorn's.
     """
 

@@ -13,7 +13,7 @@ reached the Portal (the connection could not be made). A 401 or 403 renews the s
 Every failure is a ``PortalError`` naming the method, endpoint and status.
 
 Duimp consultation paths (the Portal's ``duimp-api``; the simulator in
-``receiver.dispatcher.portal_api`` serves the same):
+``receiver.simulator.portal_api`` serves the same):
 
 - ``GET /duimp-api/api/ext/duimp/{numero}/{versao}``: that version of the Duimp (the path of the
   Portal's own documentation example);

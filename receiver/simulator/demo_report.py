@@ -1,7 +1,7 @@
 """What ``receiver demo`` found, read from the receiver's store, and the summary it prints.
 
-Kept apart from ``receiver.demo`` (which runs the system) so the verdict can be tested on a store
-filled by hand.
+Kept apart from ``receiver.simulator.demo`` (which runs the system) so the verdict can be tested
+on a store filled by hand.
 """
 
 from __future__ import annotations

@@ -2,6 +2,9 @@
 
 Handler modules build their own ``Router``; ``receiver.yaml`` names them (``module`` exposing
 ``router``, or ``module:attr``) and ``load_routers`` imports them. No global registry.
+``Context`` is typed by protocols, so a handler's calls are checked without this module knowing
+the implementations: ``PortalAPI`` (``ctx.portal``, the Portal client of ``receiver.portal``) and
+``ResultStore`` (``ctx.save``/``load``, ``receiver.worker.results`` or its in-memory twin).
 """
 
 from __future__ import annotations

@@ -37,5 +37,8 @@ def test_the_rest_needs_no_extra() -> None:
     for args in (["--help"], ["dispatcher", "--help"], ["serve", "--help"], ["events"]):
         done = receiver_without_trustme(*args)
         assert done.returncode == 0, (args, done.stderr)
-    code = "import sys; sys.modules['trustme'] = None; import receiver.simulator, receiver.runtime.services"
+    code = (
+        "import sys; sys.modules['trustme'] = None; "
+        "import receiver.simulator, receiver.runtime.services"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -326,9 +326,9 @@ def test_under_the_limit_requests_reach_the_app(edge: EdgePolicy) -> None:
 
 # --- The uvicorn code ReceiverProtocol relies on ------------------------------------------------
 
-# sha256 of the source of each uvicorn 0.54.0 method that receiver/ingest/http.py copies or wraps. If
-# one changes, review the matching method of ReceiverProtocol against the new code (the limit
-# check, the callbacks it counts, the parser errors it answers), then update the digest.
+# sha256 of the source of each uvicorn 0.54.0 method that receiver/ingest/http.py copies or
+# wraps. If one changes, review the matching method of ReceiverProtocol against the new code (the
+# limit check, the callbacks it counts, the parser errors it answers), then update the digest.
 PINNED = {
     "connection_lost": "c91a4c9bf2e29c554a97418b5f3064e97f6e0ceaba3b90fc35a3460076c705ab",
     "connection_made": "6efb565ff3d36b916c29bd42330a2b99b601b48932389e396e5ac53dbef6b91c",

@@ -119,7 +119,8 @@ def test_any_text_header_gives_exactly_the_right_answer(header: str) -> None:
 
 
 class CountingHmac:
-    """receiver.ingest.verifier's ``hmac``, counting every comparison and the lengths it was given."""
+    """receiver.ingest.verifier's ``hmac``, counting every comparison and the lengths it was
+    given."""
 
     def __init__(self) -> None:
         self.compared: list[tuple[int, int]] = []
