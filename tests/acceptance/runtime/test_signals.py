@@ -86,7 +86,7 @@ def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Dep
         process = deployment.serve(port, "--no-worker", *workers)
         yield deployment, process, port
     finally:
-        deployment.stop_all()
+        deployment.stop_all(graceful=True)  # a killed supervisor would leave its workers running
 
 
 def rewrite(deployment: Deployment, **changes: Any) -> None:
