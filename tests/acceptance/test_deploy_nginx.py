@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -26,6 +27,7 @@ import trustme
 import yaml
 
 from tests.acceptance.conftest import ROOT, Deployment, free_port
+from tests.acceptance.test_writer_process import writer_of
 
 pytestmark = pytest.mark.acceptance
 
@@ -385,3 +387,19 @@ def test_a_sender_slower_than_the_receivers_read_timeout_is_absorbed_by_nginx(
             received += chunk
     assert received.startswith(b"HTTP/1.1 200 "), received[:200]
     assert len(rows_with(stack, "slow-0007")) == 1
+
+
+def test_the_receivers_503_reaches_the_sender_unchanged(stack: Stack) -> None:
+    """With its writer stopped the receiver answers 503 with Retry-After at ack_timeout_seconds
+    (2 s); nginx's proxy_read_timeout (3 s) lets that answer through, not a 504 of its own."""
+    headers, body = delivery("stalled-0008")
+    writer = writer_of(stack.deployment.processes[0].pid)
+    os.kill(writer, signal.SIGSTOP)
+    try:
+        with stack.client(ALLOWED) as client:
+            answer = client.post("/webhooks/pucomex", headers=headers, content=body)
+    finally:
+        os.kill(writer, signal.SIGCONT)
+    assert answer.status_code == 503, answer.text
+    assert answer.headers["retry-after"] == "5"
+    assert "nginx" not in answer.text
