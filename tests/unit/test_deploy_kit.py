@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -429,3 +430,27 @@ def test_the_example_configuration_reads_its_secrets_from_the_environment() -> N
     (credential,) = config["sources"]["pucomex"]["credentials"]
     assert credential == {"type": "header", "name": "secret", "value": "env:PUCOMEX_CHAVE_SECRETA"}
     assert config["store_dir"].startswith("/var/lib/receiver/")
+
+
+def test_every_variable_the_configuration_reads_is_provided(compose: dict[str, Any]) -> None:
+    """What receiver.yaml reads as env:NAME is in the systemd units' environment file and in
+    every receiver container's environment: a start never fails on a variable left out."""
+    wanted = set(environment_names(yaml.safe_load(CONFIG.read_text())))
+    assert wanted >= {"RECEIVER_DATABASE_URL", "PUCOMEX_CHAVE_SECRETA"}
+    example = (DEPLOY / "receiver.env.example").read_text()
+    provided = set(re.findall(r"^(\w+)=", example, re.MULTILINE))
+    assert wanted <= provided, sorted(wanted - provided)
+    for name in ("migrate", "serve", "worker"):
+        environment = set(compose["services"][name]["environment"])
+        assert wanted <= environment, (name, sorted(wanted - environment))
+
+
+def environment_names(value: Any) -> Iterator[str]:
+    if isinstance(value, dict):
+        for item in value.values():
+            yield from environment_names(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from environment_names(item)
+    elif isinstance(value, str) and value.startswith("env:"):
+        yield value[4:]
