@@ -1,8 +1,9 @@
 """deploy/nginx/receiver.conf, run by the real nginx from Debian's packages in front of a real
 `receiver serve`, over real sockets and TLS (trustme certificates): an allowlisted client is
 stored with its own address, another is refused even when it forges X-Forwarded-For, only the
-webhook routes are reachable, TLS below 1.2 is refused, and nginx's header, body and timeout limits
-stand in front of the receiver's. Clients bind 127.0.0.2 (allowlisted) or 127.0.0.3 (not)."""
+webhook routes are reachable, TLS below 1.2 is refused, nginx's header, body and timeout limits
+stand in front of the receiver's, and the receiver's own 503 passes unchanged. Clients bind
+127.0.0.2 (allowlisted) or 127.0.0.3 (not); nginx reaches the receiver from 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -280,14 +281,12 @@ def test_nginx_replaces_what_a_client_sent_in_x_forwarded_for(stack: Stack) -> N
 
 @pytest.mark.parametrize("path", ["/metrics", "/healthz", "/readyz", "/", "/docs"])
 def test_only_the_webhook_routes_are_reachable_through_nginx(stack: Stack, path: str) -> None:
+    """nginx answers 404 itself: its own page, never the receiver's answer passed through (the
+    receiver serves these paths today, and on its admin listener once issue 18 moves them)."""
     with stack.client(ALLOWED) as client:
         answer = client.get(path)
     assert answer.status_code == 404
-    assert "<center>nginx</center>" in answer.text  # nginx's own page: never proxied
-    if path in ("/metrics", "/healthz", "/readyz"):
-        # ... while the receiver itself serves it, so the 404 above is nginx's doing.
-        direct = httpx.get(f"http://127.0.0.1:{stack.receiver_port}{path}", timeout=10)
-        assert direct.status_code == 200
+    assert "<center>nginx</center>" in answer.text
 
 
 @contextlib.contextmanager
@@ -305,17 +304,14 @@ def tls_socket(
         yield sock
 
 
-def raw_status(stack: Stack, request: bytes) -> int:
-    """Send ``request`` as written (no client normalises its path) and return the status."""
+def raw_answer(stack: Stack, request: bytes) -> bytes:
+    """Send ``request`` as written (no client normalises its path); the answer, to the end."""
     with tls_socket(stack) as sock:
         sock.sendall(request)
         received = b""
-        while b"\r\n" not in received:
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
+        while chunk := sock.recv(4096):
             received += chunk
-    return int(received.split(b" ", 2)[1])
+    return received
 
 
 @pytest.mark.parametrize(
@@ -323,7 +319,9 @@ def raw_status(stack: Stack, request: bytes) -> int:
 )
 def test_dot_segments_cannot_climb_out_of_the_webhook_routes(stack: Stack, target: str) -> None:
     request = f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    assert raw_status(stack, request.encode()) == 404
+    answer = raw_answer(stack, request.encode())
+    assert answer.startswith(b"HTTP/1.1 404 "), answer[:200]
+    assert b"<center>nginx</center>" in answer  # nginx's own 404, not one passed through
 
 
 def test_tls_1_1_is_refused_and_tls_1_2_and_1_3_accepted(stack: Stack) -> None:
