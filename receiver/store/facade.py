@@ -244,6 +244,12 @@ class Store:
             row = conn.execute(select(NOTES).where(NOTES.c.id == note_id)).mappings().first()
             return dict(row) if row else None
 
+    def notes_where_ids(self, note_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """The notifications with these ids that exist (any order)."""
+        with self.reading() as conn:
+            rows = conn.execute(select(NOTES).where(NOTES.c.id.in_(list(note_ids)))).mappings()
+            return [dict(row) for row in rows]
+
     def jobs_of(self, note_id: str) -> list[dict[str, Any]]:
         with self.reading() as conn:
             rows = conn.execute(

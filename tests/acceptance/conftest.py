@@ -63,6 +63,8 @@ class Deployment:
             "admin_listen": f"127.0.0.1:{self.admin_port}",
         }
         settings.update(config)
+        # Several workers, and other tests' serve, on one machine: the system picks each port.
+        settings["worker"] = {"admin_listen": "127.0.0.1:0", **settings["worker"]}
         self.config.write_text(yaml.safe_dump(settings))
         self.processes: list[subprocess.Popen[bytes]] = []
 
