@@ -21,6 +21,7 @@ import sys
 import tempfile
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 from unittest.mock import patch
 
 import httpx
@@ -67,7 +68,7 @@ def prefill(url: str, rows: int) -> None:
         store.close()
 
 
-def run(folder: Path, rows: int, duration: int, retention: dict[str, object]) -> dict[str, float]:
+def run(folder: Path, rows: int, duration: int, retention: dict[str, Any]) -> dict[str, float]:
     folder.mkdir()
     database = folder / "receiver.db"
     prefill(f"sqlite:///{database}", rows)
@@ -151,8 +152,13 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=20)
     parser.add_argument("--batch", type=int, default=200)
     args = parser.parse_args()
-    off = {"done_days": None, "duplicate_days": None}
-    on = {"done_days": 1, "duplicate_days": 1, "every_seconds": 1, "batch_size": args.batch}
+    off: dict[str, Any] = {"done_days": None, "duplicate_days": None}
+    on: dict[str, Any] = {
+        "done_days": 1,
+        "duplicate_days": 1,
+        "every_seconds": 1,
+        "batch_size": args.batch,
+    }
     with tempfile.TemporaryDirectory(prefix="retention-load-") as folder:
         for name, retention in (("retention off", off), ("retention on", on)):
             result = run(Path(folder) / name.replace(" ", "-"), args.rows, args.duration, retention)

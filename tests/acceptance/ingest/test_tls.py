@@ -76,7 +76,7 @@ def handshake(port: int, context: ssl.SSLContext) -> tuple[str | None, bytes | N
 def test_tls_1_2_and_1_3_are_accepted_and_1_1_is_refused(
     tls_serve: tuple[Deployment, int, trustme.CA, bytes],
 ) -> None:
-    deployment, port, ca, _ = tls_serve
+    _, port, ca, _ = tls_serve
     assert handshake(port, client_context(ca, ssl.TLSVersion.TLSv1_2))[0] == "TLSv1.2"
     assert handshake(port, client_context(ca, ssl.TLSVersion.TLSv1_3))[0] == "TLSv1.3"
     with pytest.raises(ssl.SSLError):

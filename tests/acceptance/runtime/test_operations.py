@@ -172,7 +172,7 @@ def test_json_log_lines_carry_the_job_fields_and_the_traceback(
         if line.get("notification_id") == ids["ops.fail"] and line["logger"] == "receiver.worker"
     ]
     assert [line["attempt"] for line in failures] == list(range(1, ATTEMPTS + 1))
-    assert all("RuntimeError: the backend is down (planted)" in l["exc_info"] for l in failures)
+    assert all("RuntimeError: the backend is down (planted)" in f["exc_info"] for f in failures)
     assert "Traceback (most recent call last)" in failures[0]["exc_info"]
     assert failures[-1]["level"] == "ERROR" and "dead letter" in failures[-1]["message"]
     # A Retry is asked for: no traceback.

@@ -4,6 +4,7 @@ period, a dry run, and a SQLite file that stops growing under a steady load with
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ from typing import Any
 from unittest.mock import patch
 
 import pytest
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Table, func, insert, select, update
 
 from receiver.retention import RetentionSettings
 from receiver.runtime.retention import purge_now
@@ -68,8 +69,8 @@ def stored(store: Store, body: bytes, status: str, age: timedelta, jobs: int = 1
     return receipt.id
 
 
-def count(store: Store, table: object, **where: str) -> int:
-    query = select(func.count()).select_from(table)  # type: ignore[arg-type]
+def count(store: Store, table: Table, **where: str) -> int:
+    query = select(func.count()).select_from(table)
     for column, value in where.items():
         query = query.where(table.c[column] == value)
     with store.reading() as conn:
@@ -197,7 +198,7 @@ def steady_load(store: Store, path: Path, rounds: int, per_round: int = 300) -> 
         if len(round_ends) > 2:
             # "Now" is one day after the end of the round before the last two.
             moment = round_ends[-3] + DAY + timedelta(microseconds=1)
-            purger = Purger(store, retention, clock=lambda: moment)
+            purger = Purger(store, retention, clock=functools.partial(lambda at: at, moment))
             while purger.step():
                 pass
             while purger.vacuum_step():
