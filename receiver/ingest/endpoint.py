@@ -192,7 +192,8 @@ class IngestEndpoint:
         started = perf_counter()
         status, headers, body = await self._handle(scope, receive)
         # From the head to the answer, every answer of a known source (receiver_ingest_seconds):
-        # a dict lookup, two clock reads and a bisect, 0.3 us (loadtests/endpoint_cpu.py).
+        # a dict lookup, two clock reads and a bisect: 4.52 -> 4.88 us per request with the
+        # Portal's headers (loadtests/endpoint_cpu.py --credential header, best of 3, 3 rounds).
         latency = self._latency.get(scope["path_params"]["source"])
         if latency is not None:
             latency.observe(perf_counter() - started)

@@ -118,14 +118,16 @@ def test_a_dry_run_counts_and_deletes_nothing(store: Store) -> None:
 def test_a_notification_replayed_meanwhile_is_not_deleted(store: Store) -> None:
     """The pass reads without a lock, then checks again under it: a row that became pending
     between the two (a replay) stays."""
-    note = stored(store, b"dead", "dead", 200 * DAY)
-    purger = Purger(store, RETENTION)
-    purger._read_more()  # the read: it is a candidate
+    first = stored(store, b"dead-1", "dead", 200 * DAY)
+    second = stored(store, b"dead-2", "dead", 200 * DAY)
+    purger = Purger(store, RETENTION.model_copy(update={"batch_size": 1}))
+    assert purger.step() == 1  # both read as candidates, the first deleted
     with store.engine.begin() as conn:
-        conn.execute(update(NOTES).where(NOTES.c.id == note).values(status="pending"))
+        conn.execute(update(NOTES).where(NOTES.c.id == second).values(status="pending"))
     while purger.step():
         pass
-    assert store.note(note) is not None and purger.report.notes == {}
+    assert store.note(first) is None
+    assert store.note(second) is not None and purger.report.notes == {"dead": 1}
 
 
 def test_handler_results_are_purged_by_when_they_were_last_written(store: Store) -> None:
