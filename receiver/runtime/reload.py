@@ -4,7 +4,8 @@ change without dropping a request.
 Reloaded: the allowlist (the file, and the ``allowlist`` key naming it), ``trusted_proxies``,
 ``sources`` and their credentials, ``server.monitoring_addresses``, the request head limits
 (``server.header_timeout_seconds``, ``server.max_header_bytes``, ``server.max_header_count``)
-and ``log_level``. They
+``log_level`` and ``log_format``, and the TLS certificate and key (``receiver.ingest.tls``: a
+pair that cannot be used is refused on its own, the previous one kept). They
 apply to the next request and the next connection; nothing open is closed. Any other key that
 changed is named in a warning and takes effect at the next restart. A file that cannot be read or
 is invalid changes nothing: one error line says why, and the process keeps serving with what it
