@@ -57,7 +57,7 @@ def duimp_reference(payload: Any) -> tuple[str, str | None]:
     return str(found["numero"]), None if versao is None or versao == "" else str(versao)
 
 
-@router.on("pucomex", *REGISTRATION_EVENTS)
+@router.on("pucomex", *REGISTRATION_EVENTS, needs=("portal",))
 async def fetch_duimp(note: Notification, ctx: Context) -> None:
     numero, versao = duimp_reference(note.payload)
     # Connection errors and 5xx are retried inside the client; if it still fails, the exception
@@ -72,7 +72,7 @@ async def fetch_duimp(note: Notification, ctx: Context) -> None:
     )
 
 
-@router.on("pucomex", *SITUATION_EVENTS)
+@router.on("pucomex", *SITUATION_EVENTS, needs=("portal",))
 async def track_situation(note: Notification, ctx: Context) -> None:
     numero, versao = duimp_reference(note.payload)
     duimp = await ctx.portal.duimp(numero, versao)

@@ -134,7 +134,7 @@ def main() -> int:
             server.wait()
             kills["serving"] += 1
             server = deployment.start("serve", "--port", str(port))
-            wait_ready(base, server)
+            wait_ready(deployment.admin, server)
 
     thread = threading.Thread(target=killer)
     thread.start()

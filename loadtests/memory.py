@@ -98,12 +98,14 @@ def writer_of(pid: int, seconds: float = 20) -> int:
 class Server:
     def __init__(self, folder: Path, database_url: str, extra: list[str]) -> None:
         self.port = free_port()
+        self.admin = free_port()  # /readyz is on the admin listener
         self.token = secrets.token_hex(16)
         config = write_config(folder, database_url, extra)
         receiver = Path(sys.executable).parent / "receiver"
         self.log = folder / "serve.log"
         with self.log.open("wb") as output:
             command = [str(receiver), "serve", "--no-worker", "--config", str(config)]
+            command += ["--admin-listen", f"127.0.0.1:{self.admin}"]
             self.process = subprocess.Popen(
                 [*command, "--port", str(self.port)],
                 env={**os.environ, TOKEN_ENV: self.token},
@@ -120,7 +122,7 @@ class Server:
             if self.process.poll() is not None:
                 raise RuntimeError(f"receiver exited with {self.process.returncode}")
             with contextlib.suppress(OSError):
-                if asyncio.run(get(self.port, "/readyz")) == "200":
+                if asyncio.run(get(self.admin, "/readyz")) == "200":
                     return time.monotonic() - began
             time.sleep(0.05)
         raise RuntimeError("receiver not ready")

@@ -2,7 +2,8 @@
 
 Every key has a default that serves the demo, so a missing key is never an error; a wrong one is,
 with one line that names the file and the key. Any string value may be written ``env:NAME`` to be
-read from the environment, which is how secrets stay out of the file.
+read from the environment, or ``file:PATH`` to be read from a file (a mounted secret), which is how
+secrets stay out of the file. ``Settings.origin`` names the file, for errors found later.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import (
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     ValidationInfo,
@@ -34,6 +36,7 @@ from receiver.configfile import (
 )
 from receiver.credentials import SourceSettings, secret_of
 from receiver.errors import ConfigError
+from receiver.retention import RetentionSettings
 
 log = logging.getLogger("receiver.config")
 
@@ -47,6 +50,22 @@ SOURCE_NAME_CHARS = (
 # An event id, in the path, the event-type header or a config key. Always fullmatch: `$` would
 # let a trailing newline through.
 EVENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:*-]{0,119}")
+# HOST:PORT of a listener: a name or IPv4 address, or an IPv6 address in brackets.
+_LISTEN = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(?P<port>[0-9]{1,5})")
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:9464`` for IPv6) as a host and a port; ValueError otherwise.
+    Port 0 asks the system for a free one (the start-up line says which)."""
+    match = _LISTEN.fullmatch(text.strip())
+    if match is None or int(match["port"]) > 65535:
+        raise ValueError(f"{text!r} is not HOST:PORT (such as 127.0.0.1:9464 or [::1]:9464)")
+    return match["host"].strip("[]"), int(match["port"])
+
+
+def _listen(value: str) -> str:
+    parse_listen(value)
+    return value.strip()
 
 
 class RetrySettings(Section):
@@ -64,6 +83,11 @@ class WorkerSettings(Section):
     poll_interval_seconds: float = Field(default=0.5, gt=0)
     batch_size: int = Field(default=64, ge=1, le=10_000)
     strict_events: bool = False
+    # `receiver worker`'s own admin listener (/healthz, /readyz, /metrics); serve's in-process
+    # worker is seen on serve's admin_listen. Another port than serve's, so both fit on a host.
+    admin_listen: str = "127.0.0.1:9465"
+
+    _admin = field_validator("admin_listen")(_listen)
 
 
 class GroupCommitSettings(Section):
@@ -174,14 +198,29 @@ class ServerSettings(Section):
     # 32 KiB; past either limit the answer is 431 and nothing is stored.
     max_header_bytes: int = Field(default=32_768, ge=1024, le=1 << 20)
     max_header_count: int = Field(default=100, ge=8, le=10_000)
-    # Besides allowlisted addresses, trusted proxies and loopback, who may connect (health
-    # checks, metrics scrapes from another host); their webhooks are still refused (403).
+    # Besides allowlisted addresses and trusted proxies, who may connect: a load balancer's TCP
+    # health check. Their webhooks are still refused (403); HTTP health checks and metrics
+    # scrapes go to the admin listener (admin_listen), which this port does not serve.
     monitoring_addresses: list[str] = []
+    # TLS on the webhook port (serve --ssl-certfile/--ssl-keyfile): PEM files, the certificate
+    # with its chain; both or neither. TLS 1.2 and 1.3 only, forward-secret AEAD suites
+    # (receiver.ingest.tls); reloaded on SIGHUP.
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
 
     @field_validator("monitoring_addresses")
     @classmethod
     def _monitoring_networks(cls, value: list[str]) -> list[str]:
         return check_networks(value)
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ServerSettings:
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            given, missing = ("ssl_certfile", "ssl_keyfile")
+            if self.ssl_certfile is None:
+                given, missing = missing, given
+            raise ValueError(f"{given} is given without {missing}: set both or neither")
+        return self
 
 
 # Keys of the previous release's top level that live under server: now; still read there, with a
@@ -237,6 +276,20 @@ class Settings(Section):
     downloads: DownloadSettings = DownloadSettings()
     store_dir: Path = Path("data")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # text: one line per record, fields as key=value; json: one JSON object per line.
+    log_format: Literal["text", "json"] = "text"
+    # /healthz, /readyz and /metrics of serve (never on the webhook port): plain HTTP, on
+    # loopback unless told otherwise; anyone who reaches it may read them.
+    admin_listen: str = "127.0.0.1:9464"
+    retention: RetentionSettings = RetentionSettings()
+    # The file these settings came from ("(defaults)" without one), for errors found later.
+    _origin: str = PrivateAttr(default="receiver.yaml")
+
+    _admin = field_validator("admin_listen")(_listen)
+
+    @property
+    def origin(self) -> str:
+        return self._origin
 
     @field_validator("max_inflight_bytes")
     @classmethod
@@ -253,7 +306,7 @@ class Settings(Section):
     def _no_wildcard(cls, value: list[str]) -> list[str]:
         if any(entry.strip() in {"*", "0.0.0.0/0", "::/0"} for entry in value):
             raise ValueError("trusting every proxy lets anyone choose their address; list CIDRs")
-        return value
+        return check_networks(value)
 
     @model_validator(mode="before")
     @classmethod
@@ -290,13 +343,14 @@ class Settings(Section):
 def settings_from_mapping(
     raw: Any, origin: str = "receiver.yaml", base_dir: Path | None = None
 ) -> Settings:
-    resolved = resolve_env(top_level_mapping(raw, origin), "", origin)
+    resolved = resolve_env(top_level_mapping(raw, origin), "", origin, base_dir)
     try:
         settings = Settings.model_validate(resolved, context={"origin": origin})
     except ValidationError as error:
         raise ConfigError(describe(error, origin)) from None
     if base_dir is not None:
         settings = _anchor_paths(settings, base_dir)
+    settings._origin = origin
     return settings
 
 
@@ -318,6 +372,14 @@ def _anchor_paths(settings: Settings, base_dir: Path) -> Settings:
     if settings.outbound.ca_file is not None:
         changes["outbound"] = settings.outbound.model_copy(
             update={"ca_file": anchor(settings.outbound.ca_file, base_dir)}
+        )
+    server = settings.server
+    if server.ssl_certfile is not None and server.ssl_keyfile is not None:
+        changes["server"] = server.model_copy(
+            update={
+                "ssl_certfile": anchor(server.ssl_certfile, base_dir),
+                "ssl_keyfile": anchor(server.ssl_keyfile, base_dir),
+            }
         )
     return settings.model_copy(update=changes)
 

@@ -53,3 +53,10 @@ def json_text(value: Any, indent: int | None = None) -> str:
     result is exactly one line by any reckoning (``str.splitlines()`` included)."""
     text = json.dumps(value, ensure_ascii=False, indent=indent)
     return _UNSAFE_IN_JSON.sub(_json_escape, text)
+
+
+def json_dumps(value: Any, **options: Any) -> str:
+    """``json.dumps`` (with its ``options``, as a logging formatter passes them), non-ASCII text
+    kept readable and everything ``json_text`` escapes escaped: one line by any reckoning."""
+    options["ensure_ascii"] = False
+    return _UNSAFE_IN_JSON.sub(_json_escape, json.dumps(value, **options))

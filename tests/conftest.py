@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
@@ -14,6 +15,7 @@ from sqlalchemy import Table, text
 from receiver.config import Settings, settings_from_mapping
 from receiver.ingest.allowlist import Allowlist
 from receiver.ingest.app import create_app
+from receiver.runtime.admin import admin_app
 from receiver.store import RECEIVER_TABLES, Store, make_engine
 
 # The project's folder, whatever depth a test module sits at.
@@ -139,22 +141,34 @@ def sqlite_store(tmp_path: Path) -> Iterator[Store]:
 
 
 class AppClient:
-    """An in-process ingest app with its store running, and a way to speak from any address."""
+    """An in-process ingest app with its store running, and a way to speak from any address;
+    ``admin`` speaks to the admin listener's app (/healthz, /readyz, /metrics) of the same
+    process."""
 
-    def __init__(self, app: Any, store: Store) -> None:
+    def __init__(self, app: Any, store: Store, settings: Settings | None = None) -> None:
         self.app = app
         self.store = store
+        retry_after = settings.retry_after_seconds if settings is not None else 5
+
+        async def ready() -> bool:
+            return await asyncio.to_thread(store.ready, retry_after)
+
+        self.admin_app = admin_app(ready, retry_after_seconds=retry_after)
 
     def client(self, ip: str = "203.0.113.7", port: int = 40000) -> httpx.AsyncClient:
         transport = httpx.ASGITransport(app=self.app, client=(ip, port))
         return httpx.AsyncClient(transport=transport, base_url="http://receiver.test")
+
+    def admin(self) -> httpx.AsyncClient:
+        transport = httpx.ASGITransport(app=self.admin_app, client=("127.0.0.1", 50000))
+        return httpx.AsyncClient(transport=transport, base_url="http://admin.test")
 
 
 @pytest.fixture
 async def ingest(settings: Settings, store: Store) -> AsyncIterator[AppClient]:
     app = create_app(settings, store=store, allowlist=Allowlist.from_mapping(ALLOWLIST))
     store.start()
-    yield AppClient(app, store)
+    yield AppClient(app, store, settings)
 
 
 @pytest.fixture

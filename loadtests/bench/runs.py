@@ -114,12 +114,14 @@ def drive(
     token: str,
     script: Path,
     database: bool = False,
+    ready_port: int | None = None,
 ) -> tuple[Load, list[tuple[str, float]], Load, CpuUse]:
-    """Start ``cmd``, warm it up, measure it; ``database``: count PostgreSQL's CPU too."""
+    """Start ``cmd``, warm it up, measure it; ``database``: count PostgreSQL's CPU too.
+    ``ready_port``: where /healthz answers (the receiver's admin listener), else ``port``."""
     log = (workdir / f"{name}.log").open("wb")
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
     try:
-        wait_ready(port, proc)
+        wait_ready(ready_port or port, proc)
         url = f"http://127.0.0.1:{port}/webhooks/pucomex"
         common = {
             "connections": args.connections,
@@ -235,7 +237,7 @@ def run_round(
             stored_ids,
         ):
             config = write_config(workdir, db_url, name)
-            port = free_port()
+            port, admin = free_port(), free_port()
             cmd = [
                 *receiver_command(),
                 "serve",
@@ -243,6 +245,8 @@ def run_round(
                 str(config),
                 "--port",
                 str(port),
+                "--admin-listen",
+                f"127.0.0.1:{admin}",
             ]
             if name != "worker":
                 cmd.append("--no-worker")
@@ -250,7 +254,16 @@ def run_round(
                 cmd += ["--workers", str(procs)]
             print(f"{label}, {procs} process(es) ...", flush=True)
             load, rss, warm, cpu = drive(
-                args, tag, cmd, env, port, workdir, token, script, database=name == "postgres"
+                args,
+                tag,
+                cmd,
+                env,
+                port,
+                workdir,
+                token,
+                script,
+                database=name == "postgres",
+                ready_port=admin,
             )
             ids, ours = stored_ids(tag)
         text, ok = check_stored(load, warm, ids, ours, tag)

@@ -3,7 +3,7 @@
 The section may sit in the receiver's own ``receiver.yaml``, so one file serves both; the
 receiver's ``Settings`` lets it through unread, and only ``load_dispatcher_config`` validates it
 (plus ``log_level``, which both share). Relative paths are read next to the file, as the
-receiver's are, and ``env:NAME`` values come from the environment.
+receiver.s are, ``env:NAME`` values come from the environment and ``file:PATH`` values from files.
 """
 
 from __future__ import annotations
@@ -123,14 +123,14 @@ def dispatcher_config_from_mapping(
     section = document.get(SECTION) or {}
     if not isinstance(section, dict):
         raise ConfigError(f"{origin}: {SECTION}: expected a mapping of keys")
-    resolved = resolve_env(section, SECTION, origin)
+    resolved = resolve_env(section, SECTION, origin, base_dir)
     shared = {key: document[key] for key in _Shared.model_fields if key in document}
     try:
         settings = DispatcherSettings.model_validate(resolved)
     except ValidationError as error:
         raise ConfigError(describe(error, origin, prefix=f"{SECTION}.")) from None
     try:
-        log_level = _Shared.model_validate(resolve_env(shared, "", origin)).log_level
+        log_level = _Shared.model_validate(resolve_env(shared, "", origin, base_dir)).log_level
     except ValidationError as error:
         raise ConfigError(describe(error, origin)) from None
     if base_dir is not None:

@@ -96,6 +96,10 @@ class Allowlist:
     def sources(self) -> list[str]:
         return sorted(self._sets)
 
+    def sizes(self) -> dict[str, int]:
+        """Source -> how many networks it admits (overlapping entries counted once)."""
+        return {source: len(self._sets[source].iter_cidrs()) for source in sorted(self._sets)}
+
     def every_address(self) -> netaddr.IPSet:
         """The addresses any source admits, together."""
         union = netaddr.IPSet()
@@ -107,8 +111,8 @@ class Allowlist:
 class ClientResolver:
     """Finds the real client: the direct peer, or behind trusted proxies the right-most untrusted hop."""
 
-    def __init__(self, trusted_proxies: Iterable[str]) -> None:
-        self._trusted = build_ipset(list(trusted_proxies), "receiver.yaml", "trusted_proxies")
+    def __init__(self, trusted_proxies: Iterable[str], origin: str = "receiver.yaml") -> None:
+        self._trusted = build_ipset(list(trusted_proxies), origin, "trusted_proxies")
 
     def resolve(self, peer: str | None, forwarded_for: list[str]) -> netaddr.IPAddress | None:
         """``forwarded_for`` holds every X-Forwarded-For header value, in the order received."""

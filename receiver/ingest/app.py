@@ -5,10 +5,11 @@ else, lifespan included, to a plain Starlette app.
 (``starlette/middleware/trustedhost.py``): a ``POST /webhooks/{source}[/{event}]`` goes straight
 to the ``IngestEndpoint``, skipping the middleware stack and the route-by-route regex match,
 which cost about a third of a bare Starlette request; it is the only hot path. The inner app has
-``/healthz``, ``/readyz``, ``/metrics`` and the lifespan (the store, the background services),
-and still lists the webhook routes, so everything else about those paths is answered as
-Starlette answers it: 405 for a GET, a redirect for a trailing slash, 404. An exception in the
-endpoint becomes a 500 from uvicorn instead of from the middleware.
+the lifespan (the store, the background services) and only the webhook routes, so everything
+else about those paths is answered as Starlette answers it: 405 for a GET, a redirect for a
+trailing slash, 404 for any other path (``/metrics``, ``/healthz`` and ``/readyz`` included:
+they are on the admin listener, ``receiver.runtime.admin``). An exception in the endpoint
+becomes a 500 from uvicorn instead of from the middleware.
 """
 
 from __future__ import annotations
@@ -18,15 +19,11 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.datastructures import State
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from receiver import metrics
 from receiver.config import Settings
 from receiver.ingest.allowlist import Allowlist
 from receiver.ingest.endpoint import IngestEndpoint
@@ -79,7 +76,8 @@ def create_app(
     allowlist: Allowlist | None = None,
     background: Sequence[BackgroundService] = (),
 ) -> ReceiverApp:
-    """The ingest app. ``background`` services (such as the in-process worker) run in its lifespan."""
+    """The ingest app. ``background`` services (the admin listener, the in-process worker...) run
+    in its lifespan, started in order once the store is, stopped in reverse."""
     store = store if store is not None else Store.from_settings(settings)
     allowlist = allowlist if allowlist is not None else Allowlist.load(settings.allowlist)
     ingest = IngestEndpoint(settings, allowlist, store)
@@ -94,28 +92,10 @@ def create_app(
             yield
         await asyncio.to_thread(store.close)
 
-    async def healthz(request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
-
-    async def readyz(request: Request) -> Response:
-        if await asyncio.to_thread(store.ready, settings.retry_after_seconds):
-            return JSONResponse({"status": "ready"})
-        return JSONResponse(
-            {"status": "store unreachable or failing to commit"},
-            status_code=503,
-            headers={"Retry-After": str(settings.retry_after_seconds)},
-        )
-
-    async def metrics_endpoint(request: Request) -> Response:
-        return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
-
     inner = Starlette(
         routes=[
             Route("/webhooks/{source}", ingest, methods=["POST"]),
             Route("/webhooks/{source}/{event}", ingest, methods=["POST"]),
-            Route("/healthz", healthz),
-            Route("/readyz", readyz),
-            Route("/metrics", metrics_endpoint),
         ],
         lifespan=lifespan,
     )

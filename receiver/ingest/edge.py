@@ -22,16 +22,19 @@ from receiver.ingest.allowlist import Allowlist, build_ipset, parse_address
 
 audit = logging.getLogger("receiver.audit")
 
-# Always admitted to connect: a local health check or metrics scrape keeps working. Admission is
-# only about holding a connection; every webhook is still checked against its source's allowlist.
-LOOPBACK = netaddr.IPSet(["127.0.0.1/32", "::1/128"])
 GATE_CACHE_SIZE = 4096
 
 
 class ConnectionGate:
     """Which peers may open a connection: the addresses of every source's allowlist, the trusted
-    proxies, ``monitoring_addresses`` and loopback. Anyone else is closed before a byte of the
-    request is read, so connections from elsewhere cannot fill ``limit_concurrency``.
+    proxies (a proxy in front, and its health checks) and ``monitoring_addresses`` (a load
+    balancer's TCP check). Anyone else is closed before a byte of the request is read, so
+    connections from elsewhere cannot fill ``limit_concurrency``. Admission is only about holding
+    a connection: every webhook is still checked against its source's allowlist.
+
+    Loopback is not admitted for its own sake any more: health checks and metrics scrapes, which
+    it was for, go to the admin listener (``admin_listen``), and a proxy on the same host is a
+    trusted proxy.
 
     ``admitted`` None admits everyone (a protocol that was never configured, as in tests).
     """
@@ -43,10 +46,10 @@ class ConnectionGate:
 
     @classmethod
     def from_settings(cls, settings: Settings, allowlist: Allowlist) -> ConnectionGate:
-        admitted = allowlist.every_address() | LOOPBACK
-        admitted |= build_ipset(settings.trusted_proxies, "receiver.yaml", "trusted_proxies")
+        admitted = allowlist.every_address()
+        admitted |= build_ipset(settings.trusted_proxies, settings.origin, "trusted_proxies")
         admitted |= build_ipset(
-            settings.server.monitoring_addresses, "receiver.yaml", "server.monitoring_addresses"
+            settings.server.monitoring_addresses, settings.origin, "server.monitoring_addresses"
         )
         return cls(admitted)
 

@@ -44,6 +44,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.supervisors import Multiprocess
 
 from receiver.config import ServerSettings
+from receiver.ingest import tls
 from receiver.ingest.edge import BUSY_REFUSED, CONNECTIONS_REFUSED, HEADS_REFUSED, EdgePolicy
 
 
@@ -339,7 +340,16 @@ def uvicorn_config(
     not slow down silently; uvicorn's proxy-header handling is off, since it trusts 127.0.0.1 by
     default and would let a local proxy's header choose the client's address (our code resolves
     it from trusted_proxies); logging is ours, and there is no access log (a line per request).
+    With ``server.ssl_certfile`` and ``ssl_keyfile`` it serves TLS (``receiver.ingest.tls``).
     """
+    if server.ssl_certfile is not None and server.ssl_keyfile is not None:
+        # receiver.ingest.tls: the receiver's TLS policy, reloaded on SIGHUP.
+        overrides = {
+            "ssl_certfile": str(server.ssl_certfile),
+            "ssl_keyfile": str(server.ssl_keyfile),
+            "ssl_context_factory": tls.context_factory,
+            **overrides,
+        }
     options: dict[str, Any] = {
         "host": host,
         "port": port,

@@ -35,6 +35,7 @@ from typing import Any
 
 import httpx
 
+from receiver import metrics
 from receiver.config import PortalSettings
 from receiver.errors import ConfigError, PortalAuthError, PortalError
 from receiver.portal.certificates import client_ssl_context
@@ -57,6 +58,16 @@ _DUIMP_VERSION = re.compile(r"[0-9]{1,4}")
 # Connection errors for which the request certainly never reached the Portal.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _EXCERPT = 200
+
+
+_NUMBERED = re.compile(r"[^/]*[0-9][^/]*")
+
+
+def endpoint_label(path: str) -> str:
+    """``path`` with every segment holding a digit as ``{n}`` (a Duimp number, a version, a
+    subscription id): the endpoint label of receiver_portal_errors_total, so that its series stay
+    as few as the API's endpoints."""
+    return _NUMBERED.sub("{n}", path.split("?", 1)[0])
 
 
 def _tls_failure(error: BaseException) -> ssl.SSLError | None:
@@ -247,6 +258,8 @@ class PortalClient:
                 )
             except httpx.TransportError as error:
                 tls = _tls_failure(error)
+                failure = "tls" if tls is not None else "transport"
+                metrics.PORTAL_ERRORS.labels(endpoint_label(path), failure).inc()
                 if tls is not None:
                     raise PortalAuthError(
                         f"{method} {path}: TLS handshake failed ({tls.reason or tls}); check the "
@@ -261,6 +274,8 @@ class PortalClient:
                     ) from None
                 await asyncio.sleep(self._delay(attempt, None))
                 continue
+            if response.status_code >= 400:
+                metrics.PORTAL_ERRORS.labels(endpoint_label(path), str(response.status_code)).inc()
             if response.status_code >= 500 and retry_5xx and not last:
                 await asyncio.sleep(self._delay(attempt, response.headers.get("retry-after")))
                 continue

@@ -19,7 +19,7 @@ import click
 
 from receiver import logs
 from receiver.config import CONFIG_ENV, Settings, load_settings
-from receiver.errors import ConfigError, ReceiverError, StoreUnavailable
+from receiver.errors import ConfigError, HandlerError, ReceiverError, StoreUnavailable
 from receiver.store import Store
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -69,7 +69,9 @@ def friendly_errors(command: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
-        except ConfigError as error:
+        except (ConfigError, HandlerError) as error:
+            # A handler module that cannot be loaded is a configuration error too (exit 2: the
+            # units do not restart on it).
             click.echo(f"receiver: configuration error: {error}", err=True)
             sys.exit(2)
         except StoreUnavailable as error:
@@ -86,12 +88,18 @@ def settings_for(config_path: Path | None) -> Settings:
     """``receiver.yaml`` (from ``--config``, else ``$RECEIVER_CONFIG``), with logging set up from
     it: its level, and its secrets kept out of every line."""
     settings = load_settings(config_path)
-    logs.configure(settings.log_level, settings.secrets())
+    logs.configure(settings.log_level, settings.secrets(), settings.log_format)
     return settings
 
 
 def open_store(settings: Settings) -> Store:
-    """The configured store, its tables created if missing (a command that reads or replays)."""
+    """The configured store, its tables created if missing (a command that reads or replays);
+    one line saying why when it cannot be reached."""
     store = Store.from_settings(settings)
-    store.create_schema()
+    try:
+        store.check_reachable()
+        store.create_schema()
+    except BaseException:
+        store.close()
+        raise
     return store

@@ -4,7 +4,8 @@ change without dropping a request.
 Reloaded: the allowlist (the file, and the ``allowlist`` key naming it), ``trusted_proxies``,
 ``sources`` and their credentials, ``server.monitoring_addresses``, the request head limits
 (``server.header_timeout_seconds``, ``server.max_header_bytes``, ``server.max_header_count``)
-and ``log_level``. They
+``log_level`` and ``log_format``, and the TLS certificate and key (``receiver.ingest.tls``: a
+pair that cannot be used is refused on its own, the previous one kept). They
 apply to the next request and the next connection; nothing open is closed. Any other key that
 changed is named in a warning and takes effect at the next restart. A file that cannot be read or
 is invalid changes nothing: one error line says why, and the process keeps serving with what it
@@ -28,13 +29,14 @@ from types import FrameType
 from receiver import logs
 from receiver.config import ServerSettings, Settings, load_settings
 from receiver.errors import ConfigError
+from receiver.ingest import tls
 from receiver.ingest.allowlist import Allowlist
 from receiver.ingest.edge import EdgePolicy
 from receiver.ingest.http import ReceiverProtocol
 
 log = logging.getLogger("receiver.reload")
 
-RELOADED = frozenset({"allowlist", "trusted_proxies", "sources", "log_level"})
+RELOADED = frozenset({"allowlist", "trusted_proxies", "sources", "log_level", "log_format"})
 RELOADED_SERVER = frozenset(
     {"monitoring_addresses", "header_timeout_seconds", "max_header_bytes", "max_header_count"}
 )
@@ -50,11 +52,13 @@ def read(path: Path | None) -> tuple[Settings, Allowlist, EdgePolicy]:
     return settings, allowlist, EdgePolicy.from_settings(settings, allowlist)
 
 
-def check(path: Path | None) -> str | None:
-    """What is wrong with the configuration at ``path``, or None: the supervisor's look before it
-    passes SIGHUP on."""
+def check(path: Path | None, tls_of: ServerSettings | None = None) -> str | None:
+    """What is wrong with the configuration at ``path``, or with the TLS certificate and key of
+    ``tls_of`` (the files in effect), or None: the supervisor's look before it passes SIGHUP on."""
     try:
         read(path)
+        if tls_of is not None and tls_of.ssl_certfile is not None and tls_of.ssl_keyfile:
+            tls.server_context(tls_of.ssl_certfile, tls_of.ssl_keyfile, "TLS")
     except ConfigError as error:
         return str(error)
     return None
@@ -136,8 +140,15 @@ class Reloader:
                 return
 
     async def reload(self) -> bool:
-        """Read and apply the configuration; False (and the old one kept) if it is wrong."""
+        """Read and apply the configuration, and the TLS certificate and key; False (and the
+        old one kept) if the configuration is wrong. A certificate that cannot be used is
+        refused on its own, with one line: the previous one keeps serving."""
         origin = str(self._path) if self._path is not None else "the configuration"
+        problem = await asyncio.to_thread(tls.reload_active)
+        if problem is not None:
+            log.error(
+                "SIGHUP: TLS certificate not reloaded, still serving the previous one: %s", problem
+            )
         try:
             settings, allowlist, edge = await asyncio.to_thread(read, self._path)
             if self._admit is not None:
@@ -150,7 +161,7 @@ class Reloader:
         ReceiverProtocol.configure(edge)
         # Old and new secrets both stay redacted: a line about an old request may still come.
         self._secrets |= set(settings.secrets())
-        logs.configure(settings.log_level, sorted(self._secrets))
+        logs.configure(settings.log_level, sorted(self._secrets), settings.log_format)
         self.reloads += 1
         changed = needing_restart(self._started_with, settings)
         log.info(

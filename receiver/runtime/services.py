@@ -12,12 +12,14 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 import httpx
 
 from receiver.config import Settings
+from receiver.errors import ConfigError, HandlerError
 from receiver.ingest.app import BackgroundService
 from receiver.outbound import guarded_client
 from receiver.store import Store
@@ -34,14 +36,27 @@ log = logging.getLogger("receiver.services")
 
 
 def build_routing(settings: Settings) -> Routing:
-    """Import the configured handler modules and check them; errors name the module or handler."""
-    routers = load_routers(settings.handlers)
-    return Routing(
-        routers,
-        settings.sources,
-        strict=settings.worker.strict_events,
-        aliases=settings.events.aliases,
-    )
+    """Import the configured handler modules and check them: a ConfigError naming the settings
+    file and the module or handler when one cannot be loaded, registers something invalid, or
+    needs the Portal (``needs=("portal",)``) while ``portal:`` is absent."""
+    try:
+        routing = Routing(
+            load_routers(settings.handlers),
+            settings.sources,
+            strict=settings.worker.strict_events,
+            aliases=settings.events.aliases,
+        )
+    except HandlerError as error:
+        raise ConfigError(f"{settings.origin}: {error}") from None
+    needing = routing.needing("portal")
+    if needing and settings.portal is None:
+        more = f" (and {len(needing) - 1} more)" if len(needing) > 1 else ""
+        raise ConfigError(
+            f"{settings.origin}: portal: no such section, but handler {needing[0]}{more} needs "
+            "the Portal API (ctx.portal): add it (base_url, certificate, role_type), or leave "
+            "that module out of handlers"
+        )
+    return routing
 
 
 def build_worker(
@@ -160,17 +175,36 @@ def watch_service(settings: Settings, store: Store) -> BackgroundService | None:
 
 def serve_services(settings: Settings, store: Store, *, worker: bool) -> list[BackgroundService]:
     """What ``receiver serve`` runs beside ingest: the worker (unless --no-worker), recovery,
-    the Portal watch."""
+    the Portal watch, retention."""
+    from receiver.runtime.retention import retention_service
+
     services = [worker_service(settings, store, build_routing(settings))] if worker else []
-    for optional in (recovery_service(settings, store), watch_service(settings, store)):
+    optionals = (
+        recovery_service(settings, store),
+        watch_service(settings, store),
+        retention_service(settings, store),
+    )
+    for optional in optionals:
         if optional is not None:
             services.append(optional)
     return services
 
 
-async def run_worker(settings: Settings, store: Store, routing: Routing) -> None:
-    """``receiver worker``: handlers only, until SIGTERM or SIGINT, then a graceful stop."""
+async def run_worker(
+    settings: Settings, store: Store, routing: Routing, admin: socket.socket | None = None
+) -> None:
+    """``receiver worker``: handlers only, until SIGTERM or SIGINT, then a graceful stop; its
+    admin listener (/healthz, /readyz, /metrics) on ``admin`` meanwhile."""
+    from receiver.runtime.serving import admin_service
+
     await asyncio.to_thread(store.create_schema)
+    async with contextlib.AsyncExitStack() as stack:
+        if admin is not None:
+            await stack.enter_async_context(admin_service(settings, store, sock=admin)())
+        await _work(settings, store, routing)
+
+
+async def _work(settings: Settings, store: Store, routing: Routing) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

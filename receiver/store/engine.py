@@ -8,12 +8,15 @@ acknowledge what it has not flushed. The receiver's store and the dispatcher's u
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from receiver.errors import ConfigError
+from receiver.errors import ConfigError, StoreUnavailable
 
 
 def normalise_url(url: str) -> str:
@@ -24,22 +27,29 @@ def normalise_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str, *, pool_size: int = 8) -> Engine:
+def make_engine(url: str, *, pool_size: int = 8, origin: str = "receiver.yaml") -> Engine:
+    """The engine for ``url``; a ConfigError naming ``origin`` (the settings file) and the key
+    when the URL is not one (nothing is connected yet)."""
     url = normalise_url(url)
-    if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
-        _make_sqlite_durable(engine)
-        return engine
-    if url.startswith("postgresql"):
-        return create_engine(
-            url,
-            pool_size=pool_size,
-            max_overflow=pool_size,
-            pool_pre_ping=True,
-            pool_timeout=5,
-            connect_args={"connect_timeout": 5},
-        )
-    raise ConfigError(f"receiver.yaml: database_url: unsupported database {url.split(':')[0]!r}")
+    try:
+        if url.startswith("sqlite"):
+            engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+            _make_sqlite_durable(engine)
+            return engine
+        if url.startswith("postgresql"):
+            return create_engine(
+                url,
+                pool_size=pool_size,
+                max_overflow=pool_size,
+                pool_pre_ping=True,
+                pool_timeout=5,
+                connect_args={"connect_timeout": 5},
+            )
+    except (ArgumentError, ValueError) as error:
+        # The message may quote the URL, password and all: only the kind of mistake is told.
+        why = "a port that is not a number" if "port" in str(error).lower() else "not a URL"
+        raise ConfigError(f"{origin}: database_url: {why}") from None
+    raise ConfigError(f"{origin}: database_url: unsupported database {url.split(':')[0]!r}")
 
 
 def _make_sqlite_durable(engine: Engine) -> None:
@@ -92,3 +102,60 @@ def check_durability(engine: Engine) -> None:
                         f"{safe_url(engine)}: PostgreSQL {setting} is {value}; acknowledged "
                         "notifications could be lost. Turn it on."
                     )
+
+
+# What PostgreSQL or the network says, and whether it is a mistake in the settings (exit 2: fix
+# them) or something that may pass (exit 3: systemd and compose try again).
+_CAUSES: tuple[tuple[re.Pattern[str], str, bool], ...] = (
+    (re.compile(r'database "([^"]+)" does not exist'), "database {0} does not exist", True),
+    (re.compile(r'role "([^"]+)" does not exist'), "role {0} does not exist", True),
+    (
+        re.compile(r'authentication failed for user "([^"]+)"'),
+        "authentication failed for user {0}",
+        True,
+    ),
+    (re.compile(r"no password supplied"), "authentication failed: no password given", True),
+    (re.compile(r"Connection refused"), "connection refused (is the server running?)", False),
+    (re.compile(r"failed to resolve host '([^']+)'"), "cannot resolve host {0}", False),
+    (re.compile(r"timeout expired|timed out"), "no answer within 5 s", False),
+)
+
+
+def _cause(engine: Engine, error: BaseException) -> tuple[str, bool]:
+    """Why ``engine`` could not connect, in a few words, and whether the settings are wrong."""
+    if engine.dialect.name == "sqlite":
+        database = engine.url.database or ""
+        folder = Path(database).parent
+        if not folder.is_dir():
+            return f"folder {folder} does not exist (it is not created for you)", True
+        return f"cannot open {database}: {getattr(error, 'orig', error)}", True
+    message = str(getattr(error, "orig", error))
+    for pattern, told, config in _CAUSES:
+        found = pattern.search(message)
+        if found is not None:
+            return told.format(*found.groups()), config
+    first = message.strip().splitlines()[0] if message.strip() else type(error).__name__
+    return first[:300], False
+
+
+def check_reachable(engine: Engine, origin: str = "receiver.yaml") -> None:
+    """Connect once and ask for nothing: a ConfigError naming ``origin`` when the settings are
+    wrong (a database or role that does not exist, refused credentials, a SQLite file in a
+    folder that does not exist), a StoreUnavailable when the server cannot be reached now
+    (refused, unknown host, no answer); one line each, with the URL without its password."""
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except SQLAlchemyError as error:
+        raise unreachable(engine, error, origin) from None
+
+
+def unreachable(
+    engine: Engine, error: BaseException, origin: str = "receiver.yaml"
+) -> ConfigError | StoreUnavailable:
+    """The one-line error for a connection that failed (see ``check_reachable``)."""
+    cause, config = _cause(engine, error)
+    where = safe_url(engine)
+    if config:
+        return ConfigError(f"{origin}: database_url: {where}: {cause}")
+    return StoreUnavailable(f"cannot reach the store at {where}: {cause}")

@@ -26,7 +26,14 @@ from receiver.errors import StoreUnavailable
 from receiver.ids import id_floor, new_id
 from receiver.store.batch import commit_batch
 from receiver.store.committer import Committer, Incoming, Receipt
-from receiver.store.engine import check_durability, in_memory, make_engine, safe_url
+from receiver.store.engine import (
+    check_durability,
+    check_reachable,
+    in_memory,
+    make_engine,
+    safe_url,
+    unreachable,
+)
 from receiver.store.process import ProcessCommitter
 from receiver.store.tables import JOBS, NOTES, RECEIVER_TABLES
 from receiver.store.thread import ThreadCommitter
@@ -82,9 +89,11 @@ class Store:
         pool_size: int = 8,
         writer: Literal["thread", "process"] = "thread",
         commit_timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+        origin: str = "receiver.yaml",
     ) -> None:
         self.url = url
-        self.engine = make_engine(url, pool_size=pool_size)
+        self.origin = origin  # the settings file that named it, for errors
+        self.engine = make_engine(url, pool_size=pool_size, origin=origin)
         self.dialect = self.engine.dialect.name
         self._committer: Committer | None = None
         self._ack_deadlines: dict[float, Deadlines[asyncio.Future[Any]]] = {}
@@ -104,16 +113,19 @@ class Store:
             writer=settings.group_commit.writer,
             # Nobody waits for a commit past the ack deadline: the writer gives up a second later.
             commit_timeout_seconds=settings.ack_timeout_seconds + 1.0,
+            origin=settings.origin,
         )
+
+    def check_reachable(self) -> None:
+        """Connect once: one line (ConfigError or StoreUnavailable) saying why not, if not."""
+        check_reachable(self.engine, self.origin)
 
     def create_schema(self) -> None:
         try:
             # Only our tables: other components (the dispatcher) keep theirs in their own store.
             SQLModel.metadata.create_all(self.engine, tables=RECEIVER_TABLES)
         except SQLAlchemyError as error:
-            raise StoreUnavailable(
-                f"cannot reach the store at {self.safe_url}: {error.__class__.__name__}"
-            ) from error
+            raise unreachable(self.engine, error, self.origin) from error
         self.check_durability()
 
     @property
@@ -231,6 +243,12 @@ class Store:
         with self.reading() as conn:
             row = conn.execute(select(NOTES).where(NOTES.c.id == note_id)).mappings().first()
             return dict(row) if row else None
+
+    def notes_where_ids(self, note_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """The notifications with these ids that exist (any order)."""
+        with self.reading() as conn:
+            rows = conn.execute(select(NOTES).where(NOTES.c.id.in_(list(note_ids)))).mappings()
+            return [dict(row) for row in rows]
 
     def jobs_of(self, note_id: str) -> list[dict[str, Any]]:
         with self.reading() as conn:

@@ -23,7 +23,7 @@ from sqlalchemy import Engine
 
 from receiver.errors import StoreUnavailable
 from receiver.ids import new_id
-from receiver.store.committer import CommitHealth, Incoming, Receipt
+from receiver.store.committer import CommitHealth, Incoming, Receipt, record_commit
 from receiver.store.writer import DEFAULT_TIMEOUT_SECONDS, MAX_BATCH_BYTES, BatchWriter
 
 
@@ -148,10 +148,14 @@ class ThreadCommitter(CommitHealth):
                 by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, Any]]] = defaultdict(list)
                 for (waiting, _), receipt in zip(batch, outcome, strict=True):
                     by_loop[waiting.loop].append((waiting.future, receipt))
+                commit = None
+                if not isinstance(result, StoreUnavailable):
+                    commit = (writer.last_commit_seconds, writer.last_batch)
                 for loop, pairs in by_loop.items():
                     # RuntimeError: that loop has closed, so nobody is waiting any more.
                     with contextlib.suppress(RuntimeError):
-                        loop.call_soon_threadsafe(_settle, pairs)
+                        loop.call_soon_threadsafe(_settle, pairs, commit)
+                    commit = None  # counted once, on one loop
                 writer.finish_checkpoint()
                 if stopping:
                     return
@@ -159,7 +163,11 @@ class ThreadCommitter(CommitHealth):
             writer.close()
 
 
-def _settle(pairs: list[tuple[asyncio.Future[Receipt], Any]]) -> None:
+def _settle(
+    pairs: list[tuple[asyncio.Future[Receipt], Any]], commit: tuple[float, int] | None
+) -> None:
+    if commit is not None:
+        record_commit(*commit)
     for future, result in pairs:
         if future.done():  # the request gave up waiting (ack timeout) and answered 503
             continue

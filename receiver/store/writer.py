@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.engine import Connection
 
-from receiver import storable
+from receiver import logs, storable
 from receiver.errors import RefusedByStore, StoreUnavailable
 from receiver.store.batch import BatchInsert, commit_batch
 from receiver.store.committer import Incoming, Receipt
@@ -57,9 +57,14 @@ class BatchWriter:
         self._inserts = BatchInsert(engine.dialect)
         self._sqlite = engine.dialect.name == "sqlite"
         self._conn: Connection | None = None
+        self._outage = logs.OutageLog(log, "store commits fail")
         self._last_used = 0.0
         # Transactions begun, whole batches and the halves a refused row splits them into.
         self.transactions = 0
+        # The last batch that was stored: its notifications and how long its commit took
+        # (isolating a refused row included), for receiver_store_commit_seconds and _batch_size.
+        self.last_batch = 0
+        self.last_commit_seconds = 0.0
         self._committed = threading.Event()
         self._closing = threading.Event()
         self._tail_due = threading.Event()  # a background checkpoint copied all it saw
@@ -87,14 +92,17 @@ class BatchWriter:
                 self._give_back()
             if self._conn is None:
                 self._conn = self._connect()
+            started = time.perf_counter()
             outcomes = self._isolating(self._conn, batch)
+            self.last_commit_seconds = time.perf_counter() - started
+            self.last_batch = len(batch)
+            self._outage.up()
             self._last_used = time.monotonic()
             self._committed.set()
             return outcomes
         except Exception as error:  # the store failed: nobody in this batch is acknowledged
-            log.error(
-                "store commit failed for %d notifications: %s", len(batch), type(error).__name__
-            )
+            # Said once until a commit succeeds again, however many batches fail meanwhile.
+            self._outage.down(f"a batch of {len(batch)} failed: {type(error).__name__}")
             if self._conn is not None:
                 # It may be broken: the next batch starts on a fresh connection.
                 with contextlib.suppress(Exception):

@@ -24,6 +24,7 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
+from receiver import metrics
 from receiver.store import JOBS, NOTES, JobStatus, NoteStatus, Store, utcnow
 from receiver.worker import planner
 from receiver.worker.routing import Routing
@@ -180,10 +181,12 @@ class StoreJobQueue:
                     updated_at=now,
                     last_error=ABANDONED,
                 )
-                .returning(JOBS.c.notification_id)
-            ).scalars()
-            note_ids = set(buried)
+                .returning(JOBS.c.notification_id, JOBS.c.handler)
+            ).all()
+            note_ids = {note_id for note_id, _ in buried}
             refresh_statuses(conn, note_ids)
+        for _, handler in buried:
+            metrics.DEAD_LETTERS.labels(handler).inc()
         return len(note_ids)
 
     def finish_many(self, outcomes: Sequence[Outcome]) -> list[bool]:

@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import Select, false, insert, select, update
 from sqlalchemy.engine import Connection
 
-from receiver import storable
+from receiver import metrics, storable
 from receiver.errors import ParseError
 from receiver.sources import parse
 from receiver.store import Store
@@ -59,7 +59,13 @@ def plan(store: Store, routing: Routing, limit: int = 100) -> int:
         with store.engine.begin() as conn:
             rows = conn.execute(unrouted(limit)).all()
             note_ids = [row[0] for row in rows]
-            _settle(conn, [decide(routing, *row) for row in rows])
+            decided = [decide(routing, *row) for row in rows]
+            _settle(conn, decided)
+        # Counted once the transaction is committed (receiver_quarantined_total).
+        sources = {row[0]: row[1] for row in rows}
+        for note_id, (status, _, _), _ in decided:
+            if status == NoteStatus.QUARANTINED.value:
+                metrics.QUARANTINED.labels(sources[note_id]).inc()
         return len(rows)
     except Exception as error:
         if store_down(error) or not note_ids:
@@ -141,7 +147,10 @@ def _plan_alone(store: Store, routing: Routing, note_id: str) -> None:
         with store.engine.begin() as conn:
             row = conn.execute(one).first()
             if row is not None:
-                _settle(conn, [decide(routing, *row)])
+                decided = decide(routing, *row)
+                _settle(conn, [decided])
+        if row is not None and decided[1][0] == NoteStatus.QUARANTINED.value:
+            metrics.QUARANTINED.labels(row[1]).inc()
         return
     except Exception as error:
         if store_down(error):
@@ -150,11 +159,15 @@ def _plan_alone(store: Store, routing: Routing, note_id: str) -> None:
     reason = f"cannot be stored: {_reason(refused)}"
     log.error("notification %s quarantined: its plan %s", note_id, reason)
     with store.engine.begin() as conn:
-        conn.execute(
+        quarantined = conn.execute(
             update(NOTES)
             .where(NOTES.c.id == note_id, NOTES.c.routed == false())
             .values(routed=True, status=NoteStatus.QUARANTINED.value, error=reason)
-        )
+            .returning(NOTES.c.source)
+        ).scalars()
+        sources = list(quarantined)
+    for source in sources:
+        metrics.QUARANTINED.labels(source).inc()
 
 
 def _new_job(note_id: str, handler: str, now: datetime) -> dict[str, Any]:

@@ -127,6 +127,22 @@ Handler = Callable[[Notification, Context], Awaitable[None]]
 ErrorHook = Callable[[Notification, Context, BaseException], Awaitable[None]]
 
 
+# What a handler may declare it needs (``Router.on(..., needs=("portal",))``): checked at start-up,
+# so a missing section is one configuration error, not a failure of every notification later.
+NEEDS = frozenset({"portal"})
+
+
+def _needs(needs: Iterable[str], source: str | None) -> frozenset[str]:
+    wanted = frozenset(needs)
+    unknown = sorted(wanted - NEEDS)
+    if unknown or isinstance(needs, str):
+        raise HandlerError(
+            f"Router.on({source!r}, needs=...): {unknown or needs!r} is not something a handler "
+            f"can need (one of: {', '.join(sorted(NEEDS))}), given as a tuple such as ('portal',)"
+        )
+    return wanted
+
+
 @dataclass(frozen=True, slots=True)
 class Route:
     source: str | None  # None: every source (catch-all)
@@ -134,6 +150,8 @@ class Route:
     handler: Handler
     name: str
     timeout: float | None = None
+    # What the handler declared it needs: "portal" (ctx.portal, the portal: section).
+    needs: frozenset[str] = frozenset()
 
     def matches(self, source: str, event: str | None) -> bool:
         if self.source is not None and self.source != source:
@@ -163,25 +181,40 @@ class Router:
         self.error_hooks: list[ErrorHook] = []
 
     def on(
-        self, source: str, *events: str, timeout: float | None = None
+        self,
+        source: str,
+        *events: str,
+        timeout: float | None = None,
+        needs: Iterable[str] = (),
     ) -> Callable[[Handler], Handler]:
-        """Run the handler for these event ids of ``source`` (``lpco.*`` matches a family)."""
+        """Run the handler for these event ids of ``source`` (``lpco.*`` matches a family).
+
+        ``needs=("portal",)``: the handler calls ``ctx.portal``, so ``serve`` and ``worker``
+        refuse to start without a ``portal:`` section (instead of every attempt failing)."""
         if not events:
             raise HandlerError(f"Router.on({source!r}): name at least one event, or use on_any")
+        wanted = _needs(needs, source)
 
         def register(handler: Handler) -> Handler:
-            self.routes.append(Route(source, tuple(events), handler, _name_of(handler), timeout))
+            self.routes.append(
+                Route(source, tuple(events), handler, _name_of(handler), timeout, wanted)
+            )
             return handler
 
         return register
 
     def on_any(
-        self, source: str | None = None, *, timeout: float | None = None
+        self,
+        source: str | None = None,
+        *,
+        timeout: float | None = None,
+        needs: Iterable[str] = (),
     ) -> Callable[[Handler], Handler]:
         """Run the handler for every event of ``source`` (every source when None)."""
+        wanted = _needs(needs, source)
 
         def register(handler: Handler) -> Handler:
-            self.routes.append(Route(source, (), handler, _name_of(handler), timeout))
+            self.routes.append(Route(source, (), handler, _name_of(handler), timeout, wanted))
             return handler
 
         return register
@@ -287,6 +320,10 @@ class Routing:
 
     def route(self, name: str) -> Route | None:
         return self._by_name.get(name)
+
+    def needing(self, need: str) -> list[str]:
+        """The names of the handlers that declared ``need``."""
+        return [route.name for route in self.routes if need in route.needs]
 
 
 def load_routers(specs: Sequence[str]) -> list[Router]:

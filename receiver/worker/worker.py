@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 
-from receiver import metrics, storable
+from receiver import logs, metrics, storable
 from receiver.config import DownloadSettings, WorkerSettings
 from receiver.errors import GiveUp, ParseError, Retry
 from receiver.sources import parse
@@ -78,6 +78,7 @@ class Worker:
         self._wake = asyncio.Event()
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.completed = 0
+        self._outage = logs.OutageLog(log, "worker: the store cannot be reached")
 
     async def run(self, stop: asyncio.Event, grace_seconds: float | None = None) -> None:
         """Work until ``stop`` is set, then let running handlers finish for up to ``grace_seconds``
@@ -91,9 +92,11 @@ class Worker:
                 if time.monotonic() - last_metrics > METRICS_EVERY_SECONDS:
                     last_metrics = time.monotonic()
                     await self._publish_metrics()
+                self._outage.up()
             except Exception as error:  # keep trying, never die; and say what really happened
                 if store_down(error):
-                    log.error("worker cannot reach the store: %s: %s", type(error).__name__, error)
+                    # Once when it goes, once when it is back: not every poll_interval_seconds.
+                    self._outage.down(f"{type(error).__name__}: {error}")
                 else:
                     log.exception("worker step failed: %s: %s", type(error).__name__, error)
             if not busy:
@@ -169,6 +172,16 @@ class Worker:
         await self._outcomes.flush()
 
     async def _run_job(self, job: ClaimedJob) -> None:
+        # Every line written while this job runs (a task of its own) carries these fields.
+        logs.job_fields.set(
+            {
+                "notification_id": job.note_id,
+                "source": job.source,
+                "event": job.event,
+                "handler": job.handler,
+                "attempt": job.attempt,
+            }
+        )
         route = self._routing.route(job.handler)
         if route is None:
             await self._finish(
@@ -185,10 +198,8 @@ class Worker:
         context = Context(
             handler=route.name,
             attempt=job.attempt,
-            logger=logging.LoggerAdapter(
-                logging.getLogger(f"receiver.handler.{route.name}"),
-                {"notification": job.note_id, "attempt": job.attempt},
-            ),
+            # The job's fields are on every line already (logs.job_fields).
+            logger=logging.getLogger(f"receiver.handler.{route.name}"),
             results=self._results,
             portal_client=self._portal,
             data_dir=self._data_dir,
@@ -260,6 +271,8 @@ class Worker:
             job.attempt,
             reason,
             " (dead letter)" if decision.dead else f" (retry in {decision.delay:.1f} s)",
+            # Where it failed: not for a Retry or a GiveUp, which the handler raised on purpose.
+            exc_info=None if isinstance(error, Retry | GiveUp) else error,
         )
         # What a handler raised is kept as the job's last error: escaped and cut, so that the
         # record of its attempt can always be written (PostgreSQL text refuses NUL).
@@ -279,6 +292,8 @@ class Worker:
     ) -> None:
         # Shielded: a stop request must not lose the record of a handler that already ran.
         kept = await asyncio.shield(self._outcomes.submit(Outcome(job, status, error, delay)))
+        if kept and status is JobStatus.DEAD:
+            metrics.DEAD_LETTERS.labels(job.handler).inc()
         if not kept:
             log.warning("job %d: lease lost before it finished; another worker owns it", job.job_id)
 

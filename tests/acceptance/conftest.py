@@ -31,10 +31,14 @@ def free_port() -> int:
 
 
 class Deployment:
-    """A receiver.yaml in a folder, and the processes started from it."""
+    """A receiver.yaml in a folder, and the processes started from it. ``admin`` is serve's
+    admin listener (/healthz, /readyz, /metrics), on a free port; workers get one each from the
+    system (port 0)."""
 
     def __init__(self, folder: Path, database_url: str, **config: Any) -> None:
         self.folder = folder
+        self.admin_port = free_port()
+        self.admin = f"http://127.0.0.1:{self.admin_port}"
         self.log = folder / "handlers.log"
         self.config = folder / "receiver.yaml"
         (folder / "allowlist.yaml").write_text(
@@ -50,10 +54,17 @@ class Deployment:
             },
             "handlers": ["tests.fixtures.acceptance_handlers"],
             "retry": {"max_attempts": 3, "backoff_seconds": 0.05, "jitter": 0},
-            "worker": {"poll_interval_seconds": 0.05, "lease_seconds": 2},
+            "worker": {
+                "poll_interval_seconds": 0.05,
+                "lease_seconds": 2,
+                "admin_listen": "127.0.0.1:0",
+            },
             "log_level": "INFO",
+            "admin_listen": f"127.0.0.1:{self.admin_port}",
         }
         settings.update(config)
+        # Several workers, and other tests' serve, on one machine: the system picks each port.
+        settings["worker"] = {"admin_listen": "127.0.0.1:0", **settings["worker"]}
         self.config.write_text(yaml.safe_dump(settings))
         self.processes: list[subprocess.Popen[bytes]] = []
 
@@ -77,8 +88,12 @@ class Deployment:
 
     def serve(self, port: int, *args: str, **env: str) -> subprocess.Popen[bytes]:
         process = self.start("serve", "--port", str(port), *args, **env)
-        wait_ready(f"http://127.0.0.1:{port}", process)
+        wait_ready(self.admin, process)
         return process
+
+    def metrics(self) -> str:
+        """What serve's admin listener shows at /metrics."""
+        return httpx.get(f"{self.admin}/metrics", timeout=10).text
 
     def cli(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

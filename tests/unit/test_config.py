@@ -223,3 +223,46 @@ def test_the_new_spot_gives_no_warning(caplog: pytest.LogCaptureFixture) -> None
     settings = settings_from_mapping({"server": {"limit_concurrency": 20}})
     assert settings.server.limit_concurrency == 20
     assert not [r for r in caplog.records if r.name == "receiver.config"]
+
+
+def test_file_secrets_are_read_next_to_the_config_file(tmp_path: Path) -> None:
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "chave").write_text("0484a6e22cf66a2d3da8953789f8c6b3\n")
+    (tmp_path / "receiver.yaml").write_text(
+        "sources:\n  pucomex:\n    credentials:\n"
+        "      - {type: header, name: secret, value: 'file:secrets/chave'}\n"
+    )
+    settings = load_settings(tmp_path / "receiver.yaml")
+    (credential,) = settings.sources["pucomex"].credentials
+    assert credential.value.get_secret_value() == "0484a6e22cf66a2d3da8953789f8c6b3"  # type: ignore[union-attr]
+    assert settings.origin == str(tmp_path / "receiver.yaml")
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"", "is empty"),
+        (b"\n", "is empty"),
+        (b"\xff\xfe", "is not UTF-8"),
+        (None, "does not exist"),
+    ],
+)
+def test_a_file_secret_that_cannot_be_used_names_file_and_key(
+    tmp_path: Path, content: bytes | None, expected: str
+) -> None:
+    if content is not None:
+        (tmp_path / "chave").write_bytes(content)
+    (tmp_path / "r.yaml").write_text("database_url: file:chave\n")
+    with pytest.raises(ConfigError, match=f"r.yaml: database_url: file .*chave {expected}"):
+        load_settings(tmp_path / "r.yaml")
+
+
+@pytest.mark.parametrize("listen", ["127.0.0.1:9464", "[::1]:0", "localhost:8080", "0.0.0.0:65535"])
+def test_listen_addresses(listen: str) -> None:
+    assert settings_from_mapping({"admin_listen": listen}).admin_listen == listen
+
+
+@pytest.mark.parametrize("listen", ["9464", "127.0.0.1", "127.0.0.1:65536", "::1:9464", "a b:1"])
+def test_bad_listen_addresses_are_refused(listen: str) -> None:
+    with pytest.raises(ConfigError, match="admin_listen"):
+        settings_from_mapping({"admin_listen": listen}, origin="x.yaml")

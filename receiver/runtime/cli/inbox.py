@@ -113,3 +113,30 @@ def inbox_show(config_path: Path | None, note_id: str) -> None:
         click.echo(json_text(shown, indent=2))
     finally:
         store.close()
+
+
+@inbox.command("purge")
+@config_option
+@click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")
+@friendly_errors
+def inbox_purge(config_path: Path | None, dry_run: bool) -> None:
+    """Delete what retention: no longer keeps (serve does it every retention.every_seconds),
+    and print how many, per status. Pending and failed notifications are never deleted."""
+    from receiver.runtime.retention import purge_now
+
+    settings = settings_for(config_path)
+    store = open_store(settings)
+    try:
+        report = purge_now(store, settings.retention, dry_run=dry_run)
+    finally:
+        store.close()
+    kept = ", ".join(
+        f"{status} {days:g} d" for status, days in sorted(settings.retention.by_status().items())
+    )
+    click.echo(f"retention ({kept or 'everything kept'}):")
+    verb = "would delete" if dry_run else "deleted"
+    for status in ("done", "duplicate", "dead", "quarantined"):
+        click.echo(f"  {verb} {report.notes.get(status, 0):>8} {status}")
+    click.echo(f"  {verb} {report.results:>8} handler results")
+    if report.pages_returned:
+        click.echo(f"  returned {report.pages_returned} free pages of the SQLite file")

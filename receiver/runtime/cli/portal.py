@@ -30,7 +30,8 @@ T = TypeVar("T")
 def _client(settings: Settings) -> PortalClient:
     if settings.portal is None:
         raise ConfigError(
-            "receiver.yaml has no 'portal:' section (base_url, certificate, role_type)"
+            f"{settings.origin}: portal: no such section; the Portal commands need it "
+            "(base_url, certificate, role_type)"
         )
     obj = click.get_current_context().find_object(dict) or {}
     transport: httpx.AsyncBaseTransport | None = obj.get("transport")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,8 @@ import uvicorn
 
 from receiver.config import CONFIG_ENV, Settings
 from receiver.ingest.http import ReceiverProtocol, ReloadingSupervisor, uvicorn_config
+from receiver.runtime import serving
+from receiver.runtime.admin import bind, listening_on
 from receiver.runtime.cliutil import config_option, friendly_errors, settings_for
 from receiver.runtime.startup import startup_warnings
 from receiver.store import Store
@@ -22,9 +25,16 @@ from receiver.store import Store
 SERVE_NO_WORKER_ENV = "RECEIVER_SERVE_NO_WORKER"
 
 
-def _ingest_app(settings: Settings, config_path: Path | None, no_worker: bool) -> Any:
+def _ingest_app(
+    settings: Settings,
+    config_path: Path | None,
+    no_worker: bool,
+    admin: socket.socket | None = None,
+) -> Any:
     """The app of one serving process; also gives its protocol the edge policy
-    (receiver.ingest.edge), and reloads both on SIGHUP (receiver.runtime.reload)."""
+    (receiver.ingest.edge), and reloads both on SIGHUP (receiver.runtime.reload). Its admin
+    listener is on ``admin`` (bound already), or, in ``--workers N``, on a Unix socket for the
+    supervisor (receiver.runtime.fleet)."""
     from receiver.ingest.allowlist import Allowlist
     from receiver.ingest.app import create_app
     from receiver.ingest.edge import EdgePolicy
@@ -36,7 +46,15 @@ def _ingest_app(settings: Settings, config_path: Path | None, no_worker: bool) -
     allowlist = Allowlist.load(settings.allowlist)
     ReceiverProtocol.configure(EdgePolicy.from_settings(settings, allowlist))
     store = Store.from_settings(settings)
+    store.check_reachable()  # one line saying why not, before uvicorn starts
+    listener = (
+        serving.admin_service(settings, store, sock=admin)
+        if admin is not None
+        else serving.serving_process_admin(settings, store)
+    )
     services = [*serve_services(settings, store, worker=not no_worker), reloader.service]
+    if listener is not None:
+        services.insert(0, listener)  # up first, down last: health checks see the whole drain
     app = create_app(settings, store=store, allowlist=allowlist, background=services)
     reloader.admit_with(app.state.ingest.reload)
     return app
@@ -70,15 +88,52 @@ def serve_app() -> Any:
     help="Server processes sharing the port (each with its own group commit). "
     "With SQLite, more than one needs --no-worker.",
 )
+@click.option(
+    "--admin-listen",
+    default=None,
+    metavar="HOST:PORT",
+    help="The admin listener (/healthz, /readyz, /metrics) [default: admin_listen of "
+    "receiver.yaml, 127.0.0.1:9464].",
+)
+@click.option(
+    "--ssl-certfile",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Serve the webhooks over TLS 1.2+ with this PEM certificate (chain); reloaded on SIGHUP.",
+)
+@click.option(
+    "--ssl-keyfile",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The PEM private key of --ssl-certfile.",
+)
 @friendly_errors
-def serve(config_path: Path | None, host: str, port: int, no_worker: bool, workers: int) -> None:
+def serve(
+    config_path: Path | None,
+    host: str,
+    port: int,
+    no_worker: bool,
+    workers: int,
+    admin_listen: str | None,
+    ssl_certfile: Path | None,
+    ssl_keyfile: Path | None,
+) -> None:
     """Run the ingest app (and, unless --no-worker, an in-process handler worker)."""
-    settings = settings_for(config_path)
+    settings = serving.with_command_line(
+        settings_for(config_path),
+        admin_listen=admin_listen,
+        ssl_certfile=ssl_certfile,
+        ssl_keyfile=ssl_keyfile,
+    )
     for warning in startup_warnings(settings):
         logging.getLogger("receiver.config").warning("%s", warning)
+    admin = bind(settings.admin_listen, settings.origin)
+    scheme = "https" if settings.server.ssl_certfile is not None else "http"
+    public = f"{scheme}://{host}:{port}" if ":" not in host else f"{scheme}://[{host}]:{port}"
     if workers == 1:
         _tune_interpreter()
-        app = _ingest_app(settings, config_path, no_worker)
+        app = _ingest_app(settings, config_path, no_worker, admin)
+        _started(settings, admin, public, "in-process worker" if not no_worker else "no worker")
         uvicorn.Server(uvicorn_config(app, settings.server, host=host, port=port)).run()
         return
 
@@ -94,6 +149,7 @@ def serve(config_path: Path | None, host: str, port: int, no_worker: bool, worke
     # The processes start together: create the tables once here, not racing each other.
     store = Store.from_settings(settings)
     try:
+        store.check_reachable()
         store.create_schema()
     finally:
         store.close()
@@ -112,22 +168,71 @@ def serve(config_path: Path | None, host: str, port: int, no_worker: bool, worke
         workers=workers,
     )
     # What uvicorn.run does for workers > 1, with SIGHUP passed on instead of restarting them.
-    ReloadingSupervisor(
-        config, [config.bind_socket()], check=lambda: reload.check(config_path)
-    ).run()
+    supervisor = ReloadingSupervisor(
+        config,
+        [config.bind_socket()],
+        check=lambda: reload.check(config_path, settings.server),
+    )
+    supervisor_admin = serving.SupervisorAdmin(settings, admin)
+    supervisor_admin.start(lambda: [process.pid for process in supervisor.processes])
+    _started(
+        settings,
+        admin,
+        public,
+        f"{workers} serving processes, " + ("no worker" if no_worker else "a worker in each"),
+    )
+    try:
+        supervisor.run()
+    finally:
+        supervisor_admin.stop()
+
+
+def _started(settings: Settings, admin: socket.socket, public: str, worker: str) -> None:
+    from receiver.ingest.allowlist import Allowlist
+
+    line = serving.startup_line(
+        "serve",
+        settings,
+        admin=listening_on(admin),
+        public=public,
+        worker=worker,
+        allowlist=Allowlist.load(settings.allowlist),
+        handlers=settings.handlers,
+    )
+    logging.getLogger("receiver.serve").info("%s", line)
 
 
 @click.command()
 @config_option
+@click.option(
+    "--admin-listen",
+    default=None,
+    metavar="HOST:PORT",
+    help="The worker's admin listener (/healthz, /readyz, /metrics) [default: "
+    "worker.admin_listen of receiver.yaml, 127.0.0.1:9465].",
+)
 @friendly_errors
-def worker(config_path: Path | None) -> None:
+def worker(config_path: Path | None, admin_listen: str | None) -> None:
     """Run handler workers only (several may share a PostgreSQL store)."""
     from receiver.runtime.services import build_routing, run_worker
 
     settings = settings_for(config_path)
+    if admin_listen is not None:
+        section = settings.worker.model_copy(
+            update={"admin_listen": serving.checked_listen(admin_listen)}
+        )
+        settings = settings.model_copy(update={"worker": section})
     routing = build_routing(settings)
     store = Store.from_settings(settings)
     try:
-        asyncio.run(run_worker(settings, store, routing))
+        store.check_reachable()
+        admin = bind(settings.worker.admin_listen, settings.origin, "worker.admin_listen")
+        logging.getLogger("receiver.worker").info(
+            "%s",
+            serving.startup_line(
+                "worker", settings, admin=listening_on(admin), handlers=settings.handlers
+            ),
+        )
+        asyncio.run(run_worker(settings, store, routing, admin))
     finally:
         store.close()

@@ -101,8 +101,13 @@ class _Feed:
     def hello(self) -> None:
         self._sock.sendall(frame({"pid": os.getpid()}))
 
-    def answer(self, error: str | bool | None, receipts: list[tuple[int, str, str | None]]) -> None:
-        self._sock.sendall(frame((error, receipts)))
+    def answer(
+        self,
+        error: str | bool | None,
+        receipts: list[tuple[int, str, str | None]],
+        commit: tuple[float, int] | None = None,
+    ) -> None:
+        self._sock.sendall(frame((error, receipts, commit)))
 
 
 def serve_writer(sock: socket.socket) -> None:
@@ -110,7 +115,7 @@ def serve_writer(sock: socket.socket) -> None:
     feed = _Feed(sock)
     settings = feed.settings()
     url = make_url(normalise_url(settings["url"]))
-    logs.configure(settings["log_level"], [url.password or ""])
+    logs.configure(settings["log_level"], [url.password or ""], settings["log_format"])
     engine = make_engine(settings["url"], pool_size=1)
     writer = BatchWriter(engine, settings["timeout_seconds"])
     feed.hello()
@@ -152,7 +157,7 @@ def serve_writer(sock: socket.socket) -> None:
                 if refused:
                     feed.answer(REFUSED, refused)
                 if stored:
-                    feed.answer(None, stored)
+                    feed.answer(None, stored, (writer.last_commit_seconds, writer.last_batch))
                 writer.finish_checkpoint()
     except (BrokenPipeError, ConnectionResetError):
         return  # the serving process is gone; what was committed stays committed

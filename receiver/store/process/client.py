@@ -30,8 +30,9 @@ import threading
 import time
 from typing import Any
 
+from receiver import logs
 from receiver.errors import RefusedByStore, StoreUnavailable
-from receiver.store.committer import CommitHealth, Incoming, Receipt
+from receiver.store.committer import CommitHealth, Incoming, Receipt, record_commit
 from receiver.store.process.wire import EXPIRED, REFUSED, Inbound, frame
 from receiver.store.writer import DEFAULT_TIMEOUT_SECONDS
 
@@ -71,6 +72,7 @@ class ProcessCommitter(CommitHealth):
             "max_wait_ms": max_wait_ms,
             "timeout_seconds": timeout_seconds,
             "log_level": logging.getLevelName(logging.getLogger().getEffectiveLevel()),
+            "log_format": logs.current_format(),
         }
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
@@ -328,12 +330,14 @@ class ProcessCommitter(CommitHealth):
             if isinstance(payload, dict):  # the writer's hello
                 self.started = True
                 continue
-            reason, receipts = payload
+            reason, receipts, commit = payload
             if reason is REFUSED:
                 self._refused(receipts)
                 continue
             if reason is None:
                 self.last_success = time.monotonic()
+                if commit is not None:
+                    record_commit(*commit)
             elif reason != EXPIRED:
                 self.last_failure = time.monotonic()
             failed = StoreUnavailable(reason) if reason else None

@@ -4,17 +4,19 @@ Frames on the socket: a 4-byte little-endian length, then a ``marshal`` payload.
 same interpreter running the same code, which is what marshal needs; nothing else writes there.
 
 - parent -> writer, first frame: the settings ``{"url", "max_batch", "max_wait_ms",
-  "timeout_seconds", "log_level"}``;
+  "timeout_seconds", "log_level", "log_format"}``;
 - parent -> writer, then one per send: a list of notifications ``(seq, expires_at, source, event,
   client_ip, headers, body, recovered)``; ``expires_at`` is on ``time.monotonic()``
   (CLOCK_MONOTONIC, the same in every process), 0 for never: the writer skips a notification whose
   sender has already been answered 503, as the thread does;
 - writer -> parent, first: ``{"pid": ...}`` once it can take notifications (readiness waits
   for it: a serving process whose writer is still starting is not ready);
-- writer -> parent, then one per batch: ``(reason, [(seq, id, duplicate_of), ...])``, where ``reason``
-  is None (stored) or why nobody in the batch was stored (then ``id`` is ""); "" for those
-  that expired before their commit; False for those the store refused one by one while the rest
-  of their batch was stored (then ``id`` is why), sent beside the batch's frame of the stored.
+- writer -> parent, then one per batch: ``(reason, [(seq, id, duplicate_of), ...], commit)``,
+  where ``reason`` is None (stored) or why nobody in the batch was stored (then ``id`` is ""); ""
+  for those that expired before their commit; False for those the store refused one by one while
+  the rest of their batch was stored (then ``id`` is why), sent beside the batch's frame of the
+  stored. ``commit`` is ``(seconds, notifications)`` of the commit on the frame of the stored
+  (the serving process shows them as receiver_store_commit_seconds and _batch_size), else None.
 """
 
 from __future__ import annotations

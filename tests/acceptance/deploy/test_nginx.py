@@ -281,12 +281,23 @@ def test_nginx_replaces_what_a_client_sent_in_x_forwarded_for(stack: Stack) -> N
 
 @pytest.mark.parametrize("path", ["/metrics", "/healthz", "/readyz", "/", "/docs"])
 def test_only_the_webhook_routes_are_reachable_through_nginx(stack: Stack, path: str) -> None:
-    """nginx answers 404 itself: its own page, never the receiver's answer passed through (the
-    receiver serves these paths today, and on its admin listener once issue 18 moves them)."""
+    """nginx answers 404 itself: its own page, never the receiver's answer passed through."""
     with stack.client(ALLOWED) as client:
         answer = client.get(path)
     assert answer.status_code == 404
     assert "<center>nginx</center>" in answer.text
+
+
+def test_metrics_are_on_the_admin_listener_and_never_on_the_webhook_port(stack: Stack) -> None:
+    """What nginx hides is served where monitoring asks for it: the admin listener; the receiver's
+    own webhook port, asked directly by its trusted proxy's address, answers 404 too."""
+    admin = httpx.get(f"{stack.deployment.admin}/metrics", timeout=10)
+    assert admin.status_code == 200
+    assert "receiver_ingest_seconds_bucket" in admin.text
+    assert httpx.get(f"{stack.deployment.admin}/readyz", timeout=10).status_code == 200
+    for path in ("/metrics", "/healthz", "/readyz"):
+        direct = httpx.get(f"http://127.0.0.1:{stack.receiver_port}{path}", timeout=10)
+        assert direct.status_code == 404, path
 
 
 @contextlib.contextmanager

@@ -129,7 +129,7 @@ def test_a_peer_in_no_allowlist_is_closed_before_its_request_is_read(
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             sock.sendall(head())
     assert stored(deployment) == before
-    metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    metrics = deployment.metrics()
     assert 'receiver_edge_refused_total{reason="peer"}' in metrics
     deadline = time.monotonic() + 5
     while "refused a connection from 127.0.0.2" not in deployment.output():

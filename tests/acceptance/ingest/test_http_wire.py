@@ -9,7 +9,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -139,8 +138,8 @@ def test_a_refusal_that_closes_the_connection_is_still_read_whole(port: int) -> 
         assert answers.at_end()
 
 
-def disconnects_counted(port: int) -> float:
-    text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+def disconnects_counted(deployment: Deployment) -> float:
+    text = deployment.metrics()
     return sum(
         sample.value
         for family in text_string_to_metric_families(text)
@@ -154,12 +153,12 @@ def test_a_body_cut_short_by_the_client_is_not_stored(wire: tuple[Deployment, in
     deployment, port = wire
     body = duimp_body(9400)
     whole = request(body)
-    before = disconnects_counted(port)
+    before = disconnects_counted(deployment)
     with connect(port) as sock:
         sock.sendall(whole[: len(whole) - len(body) // 2])
         time.sleep(0.1)  # the request is reading its body when the connection goes
     deadline = time.monotonic() + 10
-    while disconnects_counted(port) == before:
+    while disconnects_counted(deployment) == before:
         assert time.monotonic() < deadline, "the server never saw the client go"
         time.sleep(0.05)
     assert not any("26BR0000009400" in row["body"] for row in deployment.inbox())

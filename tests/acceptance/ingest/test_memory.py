@@ -74,7 +74,7 @@ def test_a_stopped_writer_gets_503s_bounded_memory_and_recovers(tmp_path: Path) 
         finally:
             os.kill(writer, signal.SIGCONT)
         deadline = time.monotonic() + 30
-        while not ready(port) and time.monotonic() < deadline:
+        while not ready(deployment) and time.monotonic() < deadline:
             time.sleep(0.05)
         after = [
             httpx.post(

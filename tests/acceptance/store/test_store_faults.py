@@ -172,7 +172,7 @@ def test_postgres_down_mid_burst(tmp_path: Path, private_postgres: PrivatePostgr
         def stop() -> None:
             private_postgres.stop()
             moments["stopped"] = time.monotonic()
-            readiness["down"] = httpx.get(f"{base}/readyz", timeout=5).status_code
+            readiness["down"] = httpx.get(f"{deployment.admin}/readyz", timeout=5).status_code
 
         def start() -> None:
             moments["starting"] = time.monotonic()
@@ -180,7 +180,7 @@ def test_postgres_down_mid_burst(tmp_path: Path, private_postgres: PrivatePostgr
 
         began = time.monotonic()
         result = asyncio.run(stream(f"{base}/webhooks/pucomex", 7.0, {1.5: stop, 3.5: start}))
-        readiness["up"] = httpx.get(f"{base}/readyz", timeout=5).status_code
+        readiness["up"] = httpx.get(f"{deployment.admin}/readyz", timeout=5).status_code
     finally:
         deployment.stop_all()
     stopped, starting = moments["stopped"] - began, moments["starting"] - began
@@ -214,9 +214,7 @@ def test_sqlite_locked_by_another_process(tmp_path: Path) -> None:
             moments["locked"] = time.monotonic()
 
         def unlock() -> None:
-            readiness["locked"] = httpx.get(
-                f"http://127.0.0.1:{port}/readyz", timeout=5
-            ).status_code
+            readiness["locked"] = httpx.get(f"{deployment.admin}/readyz", timeout=5).status_code
             moments["unlocked"] = time.monotonic()
             holder["connection"].execute("ROLLBACK")
             holder["connection"].close()
@@ -225,7 +223,7 @@ def test_sqlite_locked_by_another_process(tmp_path: Path) -> None:
         result = asyncio.run(
             stream(f"http://127.0.0.1:{port}/webhooks/pucomex", 5.0, {1.0: lock, 3.0: unlock})
         )
-        readiness["after"] = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code
+        readiness["after"] = httpx.get(f"{deployment.admin}/readyz", timeout=5).status_code
     finally:
         deployment.stop_all()
     locked, unlocked = moments["locked"] - began, moments["unlocked"] - began
@@ -267,7 +265,7 @@ def test_disk_full(tmp_path: Path, small_filesystem: Path) -> None:
         deployment.serve(port, "--no-worker")
 
         def free_space() -> None:
-            readiness["full"] = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code
+            readiness["full"] = httpx.get(f"{deployment.admin}/readyz", timeout=5).status_code
             moments["freed"] = time.monotonic()
             filler.unlink()
 

@@ -40,9 +40,9 @@ def running(pid: int) -> bool:
     return "\nState:\tZ" not in status
 
 
-def ready(port: int) -> bool:
+def ready(deployment: Deployment) -> bool:
     try:
-        return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
+        return httpx.get(f"{deployment.admin}/readyz", timeout=2).status_code == 200
     except httpx.TransportError:
         return False
 
@@ -78,9 +78,9 @@ def test_serve_survives_its_writer_being_killed_mid_burst(deployment: Deployment
     # A new writer takes over; until it is up the answers are 503 (with Retry-After) and
     # /readyz says not ready. The sender retries what was not acknowledged, as the Portal would.
     deadline = time.monotonic() + 20
-    while not ready(port) and time.monotonic() < deadline:
+    while not ready(deployment) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert ready(port)
+    assert ready(deployment)
     second_writer = writer_of(server.pid)
     assert second_writer != first_writer
     for _ in range(3):

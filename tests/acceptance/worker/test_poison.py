@@ -20,7 +20,9 @@ pytestmark = pytest.mark.acceptance
 INNOCENT = 190
 
 
-async def burst(port: int, writer: int) -> tuple[list[httpx.Response], httpx.Response, int]:
+async def burst(
+    port: int, writer: int, admin: str
+) -> tuple[list[httpx.Response], httpx.Response, int]:
     """190 innocent requests and 2 poison ones, all waiting on a stopped writer, then let go."""
     base = f"http://127.0.0.1:{port}"
     headers = {"Authorization": f"Bearer {TOKEN}"}
@@ -41,7 +43,7 @@ async def burst(port: int, writer: int) -> tuple[list[httpx.Response], httpx.Res
         finally:
             os.kill(writer, signal.SIGCONT)
         answers = await asyncio.gather(*innocent)
-        ready = await c.get("/readyz")
+        ready = await c.get(f"{admin}/readyz")
         assert newline.status_code == 404
         return answers, await refused, ready.status_code
 
@@ -54,7 +56,9 @@ def test_one_refused_request_in_a_burst_fails_alone(
     store = Store(deployment_url)
     try:
         with refusing_poison(store):
-            answers, refused, ready = asyncio.run(burst(port, writer_of(server.pid)))
+            answers, refused, ready = asyncio.run(
+                burst(port, writer_of(server.pid), deployment.admin)
+            )
         innocent_ok = sum(answer.status_code == 200 for answer in answers)
         print(f"innocent requests answered 200: {innocent_ok} of {INNOCENT}")
         assert innocent_ok == INNOCENT

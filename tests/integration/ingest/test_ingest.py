@@ -384,13 +384,13 @@ async def test_store_that_cannot_commit_answers_503(ingest: AppClient) -> None:
         assert answer.status_code == 503
         assert answer.headers["retry-after"] == "5"
         assert ingest.store.count_notes() == 0
-        async with ingest.client() as client:
+        async with ingest.admin() as admin:
             # The store still answers reads, but it is not ready: it cannot commit.
-            assert (await client.get("/readyz")).status_code == 503
-    async with ingest.client() as client:
+            assert (await admin.get("/readyz")).status_code == 503
+    async with ingest.client() as client, ingest.admin() as admin:
         answer = await client.post("/webhooks/pucomex", content=BODY, headers=bearer())
         assert answer.status_code == 200  # recovered by itself
-        assert (await client.get("/readyz")).status_code == 200
+        assert (await admin.get("/readyz")).status_code == 200
 
 
 def test_a_batch_append_the_database_refuses_is_store_unavailable(store: Store) -> None:
@@ -475,13 +475,18 @@ async def test_unparseable_body_is_stored_anyway(ingest: AppClient) -> None:
     assert row is not None and row["body"] == b"\xff\xfe not json"
 
 
-async def test_health_and_readiness(ingest: AppClient) -> None:
-    async with ingest.client() as client:
-        assert (await client.get("/healthz")).status_code == 200
-        assert (await client.get("/readyz")).status_code == 200
-        assert (await client.get("/webhooks/pucomex")).status_code == 405
-        metrics = await client.get("/metrics")
+async def test_health_readiness_and_metrics_are_on_the_admin_listener_only(
+    ingest: AppClient,
+) -> None:
+    async with ingest.admin() as admin:
+        assert (await admin.get("/healthz")).status_code == 200
+        assert (await admin.get("/readyz")).status_code == 200
+        metrics = await admin.get("/metrics")
     assert "receiver_requests_total" in metrics.text
+    async with ingest.client() as client:
+        assert (await client.get("/webhooks/pucomex")).status_code == 405
+        for path in ("/metrics", "/healthz", "/readyz", "/"):
+            assert (await client.get(path)).status_code == 404, path
 
 
 def scraped(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -498,8 +503,8 @@ async def test_metrics_count_what_ingest_received_stored_and_refused(ingest: App
     def counted(samples: dict[Any, float], name: str, **labels: str) -> float:
         return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
-    async with ingest.client() as client:
-        before = scraped((await client.get("/metrics")).text)
+    async with ingest.client() as client, ingest.admin() as admin:
+        before = scraped((await admin.get("/metrics")).text)
         for n in range(3):
             body = b'{"evento":"duimp.registro","dados":{"numero":"%d"}}' % n
             assert (await client.post("/webhooks/pucomex", content=body, headers=bearer())).json()[
@@ -511,7 +516,7 @@ async def test_metrics_count_what_ingest_received_stored_and_refused(ingest: App
         assert (
             await client.post("/webhooks/pucomex", content=b"{}", headers=wrong)
         ).status_code == 401
-        after = scraped((await client.get("/metrics")).text)
+        after = scraped((await admin.get("/metrics")).text)
 
     def delta(name: str, **labels: str) -> float:
         return counted(after, name, **labels) - counted(before, name, **labels)

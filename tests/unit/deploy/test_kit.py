@@ -244,9 +244,10 @@ def test_serve_is_ingest_only_on_loopback_and_worker_runs_the_handlers(
     serve, worker = compose["services"]["serve"], compose["services"]["worker"]
     assert serve["command"][0] == "serve" and "--no-worker" in serve["command"]
     assert serve["ports"] == ["127.0.0.1:8000:8000"]  # nginx on the host is the way in
-    assert worker["command"] == ["worker"]
+    # Its admin listener where the image's health check asks (alone in its container).
+    assert worker["command"] == ["worker", "--admin-listen", "127.0.0.1:9464"]
     assert "ports" not in worker
-    assert worker["healthcheck"] == {"disable": True}  # no listener to ask
+    assert "healthcheck" not in worker
 
 
 def test_every_receiver_container_is_built_from_the_project_and_locked_down(
