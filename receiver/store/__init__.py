@@ -17,9 +17,13 @@ from receiver.store.facade import NoteFilter, Store, received_since
 from receiver.store.faults import store_down
 from receiver.store.grouped import GroupedWrites
 from receiver.store.tables import (
+    ATTENTION_STATUSES,
+    AUDIT,
     JOBS,
+    NEEDS_ATTENTION,
     NOTES,
     RECEIVER_TABLES,
+    RECOVERY_RUNS,
     RESULTS,
     JobStatus,
     NoteStatus,
@@ -28,9 +32,13 @@ from receiver.store.tables import (
 )
 
 __all__ = [
+    "ATTENTION_STATUSES",
+    "AUDIT",
     "JOBS",
+    "NEEDS_ATTENTION",
     "NOTES",
     "RECEIVER_TABLES",
+    "RECOVERY_RUNS",
     "RESULTS",
     "Committer",
     "GroupedWrites",

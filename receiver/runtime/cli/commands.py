@@ -21,6 +21,7 @@ from receiver.runtime.cliutil import LazyGroup
 @click.group(
     cls=LazyGroup,
     lazy_subcommands={
+        "console": "receiver.runtime.cli.console:console",
         "demo": "receiver.simulator.cli:demo",
         "dispatcher": "receiver.simulator.cli:dispatcher",
         "portal": "receiver.runtime.cli.portal:portal",
