@@ -59,7 +59,8 @@ def bars(
         parts.append(
             f'<line x1="{x:.1f}" y1="8" x2="{x:.1f}" y2="{10 + inner_h}" stroke="#c2410c" '
             'stroke-width="1.5" stroke-dasharray="4 3"/>'
-            f'<text x="{x + 4:.1f}" y="18" font-size="11" fill="#c2410c">{escape(caption)}</text>'
+            f'<text x="{x - 4:.1f}" y="18" text-anchor="end" font-size="11" fill="#c2410c">'
+            f"{escape(caption)}</text>"
         )
     parts.append("</svg>")
     return Markup("".join(parts))  # noqa: S704 (every piece of text above is escaped)
