@@ -228,9 +228,10 @@ async def test_an_operator_replays_a_dead_letter_after_a_confirmation(
         assert "Replay 2 dead handler jobs?" in everything.text  # jobs[2] and other
         audit_page = await client.get("/console/audit")
     with store.reading() as conn:
-        statuses: dict[int, str] = dict(
-            conn.execute(select(JOBS.c.id, JOBS.c.status)).tuples().all()
-        )
+        statuses: dict[int, str] = {
+            int(job_id): str(status)
+            for job_id, status in conn.execute(select(JOBS.c.id, JOBS.c.status))
+        }
     assert [statuses[j] for j in jobs] == ["pending", "pending", "dead"]
     assert statuses[other] == "dead"
     assert "replay dead letters" in audit_page.text and "olivia" in audit_page.text
