@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from netaddr import IPAddress, IPNetwork
+from netaddr import AddrFormatError, IPAddress, IPNetwork
 
 from receiver.consolesettings import ConsoleSettings, Role
 
@@ -57,7 +57,7 @@ def from_proxy(settings: ConsoleSettings, peer: str | None, value: str | None) -
         return None
     try:
         address = IPAddress(peer)
-    except (ValueError, TypeError):
+    except (AddrFormatError, ValueError, TypeError):
         return None
     if address.version == 6 and address.is_ipv4_mapped():
         address = address.ipv4()
