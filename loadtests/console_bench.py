@@ -31,10 +31,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sqlalchemy import insert, text
 
 from receiver.console.inbox import InboxFilter, inbox_page, status_counts
-from receiver.ids import RANDOM, _encode
+from receiver.ids import RANDOM, id_floor
 from receiver.sources import dedup_key
 from receiver.store import NOTES, Store, utcnow
 
+CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 BATCH = 10_000
 SPAN = timedelta(days=7)
 
@@ -66,8 +67,8 @@ def fill(store: Store, rows: int) -> None:
         batch = []
         for n in range(first, min(first + BATCH, rows)):
             when = start + step * n
-            millis = int(when.timestamp() * 1000)
-            note_id = _encode(millis << 80 | RANDOM.getrandbits(80))
+            # The id new_id would have made at `when`: its time digits, then 16 random ones.
+            note_id = id_floor(when)[:10] + "".join(RANDOM.choices(CROCKFORD, k=16))
             status, duplicate = status_of(n)
             source = "sintegre" if n % 50 == 7 else "pucomex"
             body = json.dumps(
