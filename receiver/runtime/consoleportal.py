@@ -40,7 +40,7 @@ class Wanted:
 
 @dataclass(frozen=True, slots=True)
 class FailedContent:
-    record: FailureRecord
+    record: FailureRecord  # the latest failed attempt with this content
     attempts: int  # failure records with this content that day
     stored: bool
 
@@ -101,12 +101,12 @@ class ConsolePortal:
         by_key: dict[str, tuple[FailureRecord, int]] = {}
         for record in records:
             key = dedup_key(SOURCE, record.conteudo.encode("utf-8"))
-            first, count = by_key.get(key, (record, 0))
-            by_key[key] = (first, count + 1)
+            count = by_key[key][1] if key in by_key else 0
+            by_key[key] = (record, count + 1)  # the latest attempt's record describes it
         known = await asyncio.to_thread(self._store.known_keys, list(by_key))
         return FailureDay(
             day,
-            [FailedContent(first, count, key in known) for key, (first, count) in by_key.items()],
+            [FailedContent(last, count, key in known) for key, (last, count) in by_key.items()],
         )
 
     async def _streaks(
