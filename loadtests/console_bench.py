@@ -1,7 +1,8 @@
 """The console's page loads on a big store: fills a store with --rows notifications (one million
 by default) by bulk inserts, then times what the inbox page reads (its first page and the counts
 per status), a status filter, a rare source, a search by id, by a Duimp number among the newest,
-and by text found nowhere (the worst case: a whole window scanned). Prints the median of --runs
+and by text found nowhere (the worst case: a whole window scanned), one notification's page and
+the overview. Prints the median of --runs
 runs of each, in milliseconds.
 
     .venv/bin/python loadtests/console_bench.py [--rows 1000000] [--runs 7]
@@ -30,7 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sqlalchemy import insert, text
 
+from receiver.console.details import note_details
 from receiver.console.inbox import InboxFilter, inbox_page, status_counts
+from receiver.console.overview import overview
 from receiver.ids import RANDOM, id_floor
 from receiver.sources import dedup_key
 from receiver.store import NOTES, Store, utcnow
@@ -141,6 +144,8 @@ def measure(store: Store, rows: int, runs: int) -> None:
             "search text found nowhere (one window)",
             lambda: inbox_page(store, InboxFilter(text="no-such-text")),
         ),
+        ("one notification's page", lambda: note_details(store, some_id)),
+        ("overview (60 minute + 24 hour counts)", lambda: overview(store)),
         (
             "last day, status = quarantined",
             lambda: inbox_page(
