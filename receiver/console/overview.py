@@ -50,21 +50,46 @@ class Overview:
     refused_503: int | None
 
 
-def _series(store: Store, title: str, unit: str, end: datetime, step: timedelta, n: int) -> Series:
-    starts = [end - step * (n - i) for i in range(n)]
-    counts: list[int] = []
+def _per_minute(store: Store, title: str, end: datetime) -> Series:
+    """Rows received per minute, the 60 minutes before ``end``: one index-only scan of the
+    hour's ids grouped by their first 8 digits (an id's first 10 are its millisecond: 8 group
+    by 1.024 s), each group counted in the minute it starts in: right to within a second. 40 ms on a million-row
+    PostgreSQL store, against 85 ms for 60 range counts and 59 ms for one count filtered 60
+    times (loadtests/console_bench.py)."""
+    step = timedelta(minutes=1)
+    starts = [end - step * (60 - i) for i in range(60)]
+    prefix = func.substr(NOTES.c.id, 1, 8)
     with store.reading() as conn:
-        for start in starts:
-            counts.append(
-                int(
-                    conn.execute(
-                        select(func.count())
-                        .select_from(NOTES)
-                        .where(NOTES.c.id >= id_floor(start), NOTES.c.id < id_floor(start + step))
-                    ).scalar_one()
-                )
+        groups = conn.execute(
+            select(prefix, func.count())
+            .where(NOTES.c.id >= id_floor(starts[0]), NOTES.c.id < id_floor(end))
+            .group_by(prefix)
+        ).all()
+    counts = [0] * 60
+    for group, count in groups:
+        index = int((id_time(str(group).ljust(10, "0")) - starts[0]) / step)
+        counts[min(max(index, 0), 59)] += int(count)
+    return Series(title, "min", starts, counts)
+
+
+def _per_hour(store: Store, title: str, end: datetime) -> Series:
+    """Rows received per hour, the 24 hours before ``end``: a range count on the primary key per
+    hour. 73 ms on a million-row PostgreSQL store (143,000 rows a day), against 185 ms for the
+    day's ids grouped by their first 7 digits (loadtests/console_bench.py)."""
+    step = timedelta(hours=1)
+    starts = [end - step * (24 - i) for i in range(24)]
+    with store.reading() as conn:
+        counts = [
+            int(
+                conn.execute(
+                    select(func.count())
+                    .select_from(NOTES)
+                    .where(NOTES.c.id >= id_floor(start), NOTES.c.id < id_floor(start + step))
+                ).scalar_one()
             )
-    return Series(title, unit, starts, counts)
+            for start in starts
+        ]
+    return Series(title, "h", starts, counts)
 
 
 def latency_now() -> Latency | None:
@@ -120,10 +145,8 @@ def overview(store: Store, now: datetime | None = None) -> Overview:
             select(func.min(NOTES.c.id)).where(NOTES.c.status == "pending", text(NEEDS_ATTENTION))
         ).scalar()
     return Overview(
-        hour=_series(
-            store, "Received per minute, last hour", "min", minute, timedelta(minutes=1), 60
-        ),
-        day=_series(store, "Received per hour, last day", "h", hour, timedelta(hours=1), 24),
+        hour=_per_minute(store, "Received per minute, last hour", minute),
+        day=_per_hour(store, "Received per hour, last day", hour),
         queue=queue,
         oldest_pending=(now - id_time(str(oldest))) if oldest else None,
         latency=latency_now(),
