@@ -91,6 +91,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             "motivo": "erro de digitação",
         },
     )
+    site.send("orphan", {"evento": "duimp.retificacao", "numeroDuimp": "26BR0000000555"})
     wait_for(
         lambda: (
             "dead" in httpx.get(f"{deployment.admin}/metrics").text and _dead_count(deployment) >= 1
@@ -172,7 +173,7 @@ def test_an_operator_filters_searches_and_opens_a_notification(
     page.screenshot(path=str(site.shots / "overview.png"), full_page=True)
     page.click("nav >> text=Inbox")
     rows = page.locator("#inbox tbody tr")
-    assert rows.count() == 14
+    assert rows.count() == 15
     page.select_option("select[name=status]", "dead")
     page.click("form.filters button[type=submit]")
     assert page.locator("#inbox tbody tr").count() == 1
@@ -265,3 +266,16 @@ def test_a_post_without_the_csrf_token_is_refused(
     assert wrong_status == 403
     page.goto(f"{site.console}/notes/{site.ids['registro-2']}")
     assert "done" in page.inner_text("dl.facts")  # nothing was replayed
+
+
+def test_quarantine_groups_what_no_handler_takes(
+    site: Site, new_page: Callable[[], playwright_api.Page]
+) -> None:
+    page = new_page()
+    log_in(page, site, "olivia", OPERATOR_PASSWORD)
+    page.click("nav >> text=Quarantine")
+    groups = page.inner_text("#quarantine-groups")
+    assert "duimp.retificacao" in groups
+    page.screenshot(path=str(site.shots / "quarantine.png"), full_page=True)
+    page.click("#quarantine-groups >> text=Open")
+    assert site.ids["orphan"] in page.inner_text("main")
