@@ -60,6 +60,9 @@ def test_the_project_keeps_every_contract() -> None:
         ("handlers/duimp.py", "from receiver.worker.jobs import JobQueue", "Handlers use"),
         ("receiver/ingest/app.py", "from uvicorn.supervisors import Multiprocess", "uvicorn's"),
         ("receiver/configfile.py", "import receiver.config", "No import cycle"),
+        ("receiver/worker/replay.py", "import receiver.console.inbox", "Layers:"),
+        ("receiver/console/pages.py", "import receiver.runtime.serving", "Layers:"),
+        ("receiver/console/pages.py", "import receiver.portal.client", "The console reads"),
     ],
 )
 def test_a_planted_violation_fails(copy: Path, module: str, planted: str, broken: str) -> None:
