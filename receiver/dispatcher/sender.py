@@ -29,7 +29,7 @@ from receiver import storable
 from receiver.dispatcher.attempt import USER_AGENT, attempt_delivery, origin_of, where
 from receiver.dispatcher.config import DispatcherSettings, load_dispatcher_settings
 from receiver.dispatcher.lifecycle import cancel_failing
-from receiver.dispatcher.outbox import Claim
+from receiver.dispatcher.outbox import AttemptRecord
 from receiver.dispatcher.portal_events import pucomex_body
 from receiver.dispatcher.records import (
     AttemptOutcome,
@@ -74,6 +74,7 @@ class Dispatcher:
         verify: ssl.SSLContext | bool | None = None,
         resolver: Resolver = system_resolver,
         clock: Callable[[], datetime] = utcnow,
+        lease: timedelta | None = None,
     ) -> None:
         self.settings = settings
         # What automatic cancellation judges by; tests move it forward instead of waiting 30 days.
@@ -82,8 +83,9 @@ class Dispatcher:
         self.store = store if store is not None else DispatchStore(settings.database_url)
         self._owns_store = store is None
         self._interval = timedelta(seconds=settings.interval_seconds)
-        # Long enough for one bounded attempt and its commit; a lease outliving us means we died.
-        self._lease = timedelta(seconds=settings.attempt_timeout_seconds + 5)
+        # Long enough for one bounded attempt and its commit; a lease outliving us means we died
+        # (or were too slow: the next claim is then the next attempt, counted like this one).
+        self._lease = lease or timedelta(seconds=settings.attempt_timeout_seconds + 5)
         if transport is None:
             if verify is None:
                 extra = settings.outbound_ca_file
@@ -107,8 +109,13 @@ class Dispatcher:
         # queued while the previous one was written.
         self._emits = GroupedWrites[EmitRequest, EmitResult](self.store.record_events, "emits")
         # Likewise the claims and the records of attempts, up to max_in_flight of them at once.
-        self._claims = GroupedWrites[Claim, bool](self.store.outbox.claim_many, "claims")
-        self._records = GroupedWrites[tuple[DueDelivery, AttemptOutcome], DeliveryStatus](
+        self._claims = GroupedWrites[int, int | None](
+            functools.partial(
+                self.store.outbox.claim_many, lease=self._lease, max_attempts=settings.attempts
+            ),
+            "claims",
+        )
+        self._records = GroupedWrites[AttemptRecord, DeliveryStatus](
             functools.partial(
                 self.store.outbox.record_attempts,
                 max_attempts=settings.attempts,
@@ -330,9 +337,8 @@ class Dispatcher:
         async with semaphore:
             if self._closed:
                 return
-            now = utcnow()
-            claimed = await self._claims.submit(Claim(delivery.id, now, now + self._lease))
-            if not claimed:
+            number = await self._claims.submit(delivery.id)
+            if number is None:
                 return
             attempt = asyncio.create_task(attempt_delivery(self._client, delivery, self.settings))
             self._attempts[delivery.id] = attempt
@@ -342,13 +348,13 @@ class Dispatcher:
                 outcome = await attempt
             except asyncio.CancelledError:
                 # Cut short by close() (or the loop going away): not an attempt of the rule.
-                await asyncio.to_thread(self.store.outbox.release, delivery.id, utcnow())
+                await asyncio.to_thread(self.store.outbox.release, delivery.id, number, utcnow())
                 if self._closed:
                     return
                 raise
             finally:
                 self._attempts.pop(delivery.id, None)
-            status = await self._record(delivery, outcome)
+            status = await self._record(AttemptRecord(delivery, number, outcome))
             log.info(
                 "delivery %s (%s) to %s: %s -> %s",
                 delivery.id,
@@ -358,25 +364,25 @@ class Dispatcher:
                 status.value,
             )
 
-    async def _record(self, delivery: DueDelivery, outcome: AttemptOutcome) -> DeliveryStatus:
+    async def _record(self, record: AttemptRecord) -> DeliveryStatus:
         """Count the attempt. Its values are made safe for the store (Outbox); if the store still
         refuses its record (not being down), the attempt is counted with a placeholder instead:
         left uncounted, it would be sent again at every lease expiry, for ever."""
         try:
-            return await self._records.submit((delivery, outcome))
+            return await self._records.submit(record)
         except Exception as error:
             if store_down(error):
                 raise
             log.error(
                 "delivery %s: the store refused the record of its attempt (%s); counted with a "
                 "placeholder",
-                delivery.id,
+                record.delivery.id,
                 storable.safe(f"{type(error).__name__}: {error}", 300),
             )
             placeholder = replace(
-                outcome,
+                record.outcome,
                 description=f"the outcome of this attempt could not be stored "
                 f"({type(error).__name__})",
                 response_excerpt=None,
             )
-            return await self._records.submit((delivery, placeholder))
+            return await self._records.submit(replace(record, outcome=placeholder))

@@ -215,10 +215,11 @@ def test_attempts_failures_and_the_final_state(store: DispatchStore) -> None:
     due = {d.subscription_id: d for d in store.outbox.due(now, 10)}
     delivery = due[subscription.id]
     for number in (1, 2, 3):
-        assert store.outbox.claim(delivery.id, utcnow(), utcnow() + timedelta(seconds=30))
+        claimed = store.outbox.claim(delivery.id, utcnow(), utcnow() + timedelta(seconds=30))
+        assert claimed == number  # the claim counts the attempt
         failed = AttemptOutcome(False, 500, "HTTP 500", utcnow(), utcnow())
         status = store.outbox.record_attempt(
-            delivery, failed, max_attempts=3, interval=timedelta(seconds=0)
+            delivery, failed, number=number, max_attempts=3, interval=timedelta(seconds=0)
         )
         assert status is (DeliveryStatus.FAILED if number == 3 else DeliveryStatus.PENDING)
     found = store.failures("a", brasilia_date(utcnow()))
