@@ -64,6 +64,10 @@ class AttemptRecord:
     outcome: AttemptOutcome
 
 
+# What the sender writes: a delivery id to claim, or the outcome of an attempt to record.
+OutboxWrite = int | AttemptRecord
+
+
 class Outbox:
     """Claims and results on the dispatcher's engine (``DispatchStore.outbox``)."""
 
@@ -87,13 +91,22 @@ class Outbox:
             )
             .join(EVENTS, EVENTS.c.id == DELIVERIES.c.event_id)
             .join(SUBSCRIPTIONS, SUBSCRIPTIONS.c.id == DELIVERIES.c.subscription_id)
-            .where(due_condition(now), SUBSCRIPTIONS.c.deleted.is_(False))
-            .order_by(DELIVERIES.c.next_attempt_at, DELIVERIES.c.id)
+            .where(SUBSCRIPTIONS.c.deleted.is_(False))
             .limit(limit)
         )
         if exclude:
             query = query.where(DELIVERIES.c.id.not_in(list(exclude)))
+        # Two queries, each served by the (status, next_attempt_at) index in its order. One
+        # query with both conditions OR-ed sorted every waiting delivery to return the first
+        # few: 1.7 ms per look with 2,000 waiting, and growing with the backlog.
+        expired = query.where(LEASED, DELIVERIES.c.lease_until < now).order_by(DELIVERIES.c.id)
+        waiting = query.where(DUE_PENDING, DELIVERIES.c.next_attempt_at <= now).order_by(
+            DELIVERIES.c.next_attempt_at, DELIVERIES.c.id
+        )
         with self.engine.connect().execution_options(sqlite_readonly=True) as conn:
+            rows = list(conn.execute(expired).mappings())
+            if len(rows) < limit:
+                rows.extend(conn.execute(waiting.limit(limit - len(rows))).mappings())
             return [
                 DueDelivery(
                     id=row["id"],
@@ -108,7 +121,7 @@ class Outbox:
                     content_type=row["content_type"],
                     attempts=row["attempts"],
                 )
-                for row in conn.execute(query).mappings()
+                for row in rows
             ]
 
     def next_due_at(self) -> datetime | None:
@@ -180,6 +193,30 @@ class Outbox:
             .returning(DELIVERIES.c.id, DELIVERIES.c.attempts)
         )
         return {delivery_id: number for delivery_id, number in claimed}
+
+    def write_many(
+        self,
+        writes: Sequence[OutboxWrite],
+        lease: timedelta,
+        max_attempts: int,
+        interval: timedelta,
+    ) -> list[int | DeliveryStatus | None]:
+        """Outcomes to record and deliveries to claim, in one transaction (one commit, one
+        fsync): the outcomes first, so a claim sees what they changed. For each, in order: its
+        status (``record_attempts``), or its attempt number or None (``claim_many``)."""
+        records = [write for write in writes if isinstance(write, AttemptRecord)]
+        claims = [write for write in writes if not isinstance(write, AttemptRecord)]
+        now = utcnow()
+        numbers: dict[int, int] = {}
+        with self.engine.begin() as conn:
+            statuses = iter(self._record(conn, records, max_attempts, interval) if records else [])
+            for start in range(0, len(claims), IDS_PER_STATEMENT):
+                chunk = claims[start : start + IDS_PER_STATEMENT]
+                numbers.update(self._claim(conn, chunk, now, now + lease, max_attempts))
+        return [
+            next(statuses) if isinstance(write, AttemptRecord) else numbers.get(write)
+            for write in writes
+        ]
 
     def release(self, delivery_id: int, number: int, now: datetime) -> None:
         """Give back attempt ``number``, which we interrupted ourselves (shutdown): it does not
