@@ -236,6 +236,67 @@ def test_attempts_failures_and_the_final_state(store: DispatchStore) -> None:
         store.resend_pending(subscription.id, "b", utcnow())
 
 
+def test_an_attempt_given_back_on_shutdown_is_not_counted(store: DispatchStore) -> None:
+    now = utcnow()
+    store.add_subscription("a", SUB, now)
+    (delivery_id,) = store.record_event(
+        "duimp.registro", b"{}", "application/json", now
+    ).delivery_ids
+    assert store.outbox.claim(delivery_id, utcnow(), utcnow() + timedelta(seconds=30)) == 1
+    store.outbox.release(delivery_id, 2, utcnow())  # not this claim's number: nothing happens
+    assert store.deliveries(ids=[delivery_id])[0].status == "sending"
+    store.outbox.release(delivery_id, 1, utcnow())
+    (state,) = store.deliveries(ids=[delivery_id])
+    assert (state.status, state.attempts) == ("pending", 0)
+    assert store.outbox.claim(delivery_id, utcnow(), utcnow() + timedelta(seconds=30)) == 1
+
+
+def test_a_late_answer_does_not_undo_the_attempt_that_took_its_place(
+    store: DispatchStore,
+) -> None:
+    """Attempt 1's lease runs out before its answer; attempt 2 is claimed meanwhile. Attempt 1's
+    failure is recorded (it was made) but leaves the delivery to attempt 2, whose 200 counts."""
+    now = utcnow()
+    store.add_subscription("a", SUB, now)
+    store.record_event("duimp.registro", b'{"n":1}', "application/json", now)
+    (delivery,) = store.outbox.due(now, 10)
+    assert store.outbox.claim(delivery.id, utcnow(), utcnow() - timedelta(seconds=1)) == 1
+    assert store.outbox.claim(delivery.id, utcnow(), utcnow() + timedelta(seconds=30)) == 2
+    late = AttemptOutcome(False, 500, "HTTP 500", utcnow(), utcnow())
+    status = store.outbox.record_attempt(
+        delivery, late, number=1, max_attempts=3, interval=timedelta(0)
+    )
+    assert status is DeliveryStatus.SENDING  # still attempt 2's
+    ok = AttemptOutcome(True, 200, "HTTP 200 (receipt)", utcnow(), utcnow())
+    status = store.outbox.record_attempt(
+        delivery, ok, number=2, max_attempts=3, interval=timedelta(0)
+    )
+    assert status is DeliveryStatus.DELIVERED
+    (state,) = store.deliveries(ids=[delivery.id])
+    assert (state.status, state.attempts) == ("delivered", 2)
+    assert [f["descricao"] for f in store.failures("a", brasilia_date(utcnow()))] == [
+        "attempt 1 of 3: HTTP 500"
+    ]
+
+
+def test_a_late_receipt_for_the_last_attempt_still_counts(store: DispatchStore) -> None:
+    """The third attempt's lease ran out, so the delivery was given up; its 200 then arrives."""
+    now = utcnow()
+    store.add_subscription("a", SUB, now)
+    store.record_event("duimp.registro", b"{}", "application/json", now)
+    (delivery,) = store.outbox.due(now, 10)
+    for number in (1, 2, 3):
+        expired = utcnow() - timedelta(seconds=1)
+        assert store.outbox.claim(delivery.id, utcnow(), expired) == number
+    assert store.outbox.claim(delivery.id, utcnow(), utcnow() + timedelta(seconds=30)) is None
+    assert store.deliveries(ids=[delivery.id])[0].status == "failed"
+    ok = AttemptOutcome(True, 200, "HTTP 200 (receipt)", utcnow(), utcnow())
+    status = store.outbox.record_attempt(
+        delivery, ok, number=3, max_attempts=3, interval=timedelta(0)
+    )
+    assert status is DeliveryStatus.DELIVERED
+
+
 @pytest.mark.anyio
 async def test_a_dispatcher_delivers_through_this_store(url: str) -> None:
     answers = [500]
