@@ -142,19 +142,6 @@ class Outbox:
         with self.engine.begin() as conn:
             return self._claim(conn, [delivery_id], now, lease_until, max_attempts).get(delivery_id)
 
-    def claim_many(
-        self, delivery_ids: Sequence[int], lease: timedelta, max_attempts: int
-    ) -> list[int | None]:
-        """``claim`` for each, in one transaction, leased for ``lease`` from the moment it is
-        written (a claim that waited for the previous batch does not lose that time)."""
-        now = utcnow()
-        numbers: dict[int, int] = {}
-        with self.engine.begin() as conn:
-            for start in range(0, len(delivery_ids), IDS_PER_STATEMENT):
-                chunk = delivery_ids[start : start + IDS_PER_STATEMENT]
-                numbers.update(self._claim(conn, chunk, now, now + lease, max_attempts))
-        return [numbers.get(delivery_id) for delivery_id in delivery_ids]
-
     @staticmethod
     def _claim(
         conn: Connection,
@@ -203,7 +190,8 @@ class Outbox:
     ) -> list[int | DeliveryStatus | None]:
         """Outcomes to record and deliveries to claim, in one transaction (one commit, one
         fsync): the outcomes first, so a claim sees what they changed. For each, in order: its
-        status (``record_attempts``), or its attempt number or None (``claim_many``)."""
+        status (``record_attempts``), or its attempt number or None (``claim``), each claim
+        leased for ``lease`` from the moment it is written."""
         records = [write for write in writes if isinstance(write, AttemptRecord)]
         claims = [write for write in writes if not isinstance(write, AttemptRecord)]
         now = utcnow()

@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import insert
 
 from receiver.dispatcher import Dispatcher, DispatchStore, OutboundAuth, UnknownSubscription
+from receiver.dispatcher.outbox import AttemptRecord
 from receiver.dispatcher.records import AttemptOutcome, EmitRequest, EmitResult
 from receiver.dispatcher.tables import SUBSCRIPTIONS, AuthType, DeliveryStatus
 from receiver.dispatcher.validation import SubscriptionInput, brasilia_date
@@ -295,6 +296,36 @@ def test_a_late_receipt_for_the_last_attempt_still_counts(store: DispatchStore) 
         delivery, ok, number=3, max_attempts=3, interval=timedelta(0)
     )
     assert status is DeliveryStatus.DELIVERED
+
+
+def test_outcomes_and_claims_are_written_together_in_order(store: DispatchStore) -> None:
+    now = utcnow()
+    store.add_subscription("a", SUB, now)
+    for _ in range(3):
+        store.record_event("duimp.registro", b"{}", "application/json", now)
+    first, second, third = store.outbox.due(now, 10)
+    lease, interval = timedelta(seconds=30), timedelta(seconds=60)
+    assert store.outbox.write_many([first.id, second.id], lease, 3, interval) == [1, 1]
+    failed = AttemptOutcome(False, 503, "HTTP 503", utcnow(), utcnow())
+    ok = AttemptOutcome(True, 200, "HTTP 200 (receipt)", utcnow(), utcnow())
+    written = store.outbox.write_many(
+        [
+            third.id,
+            AttemptRecord(second, 1, failed),
+            first.id,  # already held: not claimed again
+            AttemptRecord(first, 1, ok),
+        ],
+        lease,
+        3,
+        interval,
+    )
+    assert written == [1, DeliveryStatus.PENDING, None, DeliveryStatus.DELIVERED]
+    states = {state.id: state for state in store.deliveries(ids=[first.id, second.id, third.id])}
+    assert [(states[d.id].status, states[d.id].attempts) for d in (first, second, third)] == [
+        ("delivered", 1),
+        ("pending", 1),
+        ("sending", 1),
+    ]
 
 
 @pytest.mark.anyio
