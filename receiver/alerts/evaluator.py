@@ -57,8 +57,10 @@ class Evaluator:
         sinks: Sequence[Sink],
         *,
         clock: Callable[[], datetime] = utcnow,
+        write_timeout_seconds: float = history.WRITE_TIMEOUT_SECONDS,
     ) -> None:
         self._store = store
+        self._write_timeout = write_timeout_seconds
         self._rules = list(rules)
         self._sinks = list(sinks)
         self._clock = clock
@@ -171,8 +173,13 @@ class Evaluator:
 
     def _write_one(self, episode: Episode) -> bool:
         if episode.id is None:
-            return history.insert(self._store, episode)
-        return history.save(self._store, episode, resolving=id(episode) in self._resolving)
+            return history.insert(self._store, episode, self._write_timeout)
+        return history.save(
+            self._store,
+            episode,
+            resolving=id(episode) in self._resolving,
+            timeout_seconds=self._write_timeout,
+        )
 
     async def _deliver(self, now: datetime, result: Evaluation) -> None:
         names = [sink.name for sink in self._sinks]

@@ -8,11 +8,13 @@ changes no row means another one resolved it; either way this one does not tell 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import or_, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from receiver.alerts.model import Episode
@@ -20,6 +22,8 @@ from receiver.store import ALERT_CHECKS, EPISODES, Store
 
 # What receiver.store.engine sets on every SQLite connection, put back after the probe.
 SQLITE_BUSY_MILLISECONDS = 30_000
+# How long an evaluator's write waits for a lock before the store counts as refusing it.
+WRITE_TIMEOUT_SECONDS = 5.0
 # Sinks are tried again for an episode this long after it fired or resolved, not for ever.
 DELIVERY_DAYS = 1
 
@@ -80,7 +84,7 @@ def undelivered(store: Store, now: datetime, sinks: Iterable[str]) -> list[Episo
     return found
 
 
-def insert(store: Store, episode: Episode) -> bool:
+def insert(store: Store, episode: Episode, timeout_seconds: float = WRITE_TIMEOUT_SECONDS) -> bool:
     """Write a new episode (its ``id`` set); False when another evaluator has that alert open."""
     values = {
         "rule": episode.rule,
@@ -93,7 +97,7 @@ def insert(store: Store, episode: Episode) -> bool:
         "resolved_sent": _text(episode.resolved_sent),
     }
     try:
-        with store.engine.begin() as conn:
+        with writing(store, timeout_seconds) as conn:
             result = conn.execute(EPISODES.insert().values(**values))
     except IntegrityError:
         return False
@@ -103,7 +107,13 @@ def insert(store: Store, episode: Episode) -> bool:
     return True
 
 
-def save(store: Store, episode: Episode, *, resolving: bool = False) -> bool:
+def save(
+    store: Store,
+    episode: Episode,
+    *,
+    resolving: bool = False,
+    timeout_seconds: float = WRITE_TIMEOUT_SECONDS,
+) -> bool:
     """Write an episode's summary, times and sinks told; with ``resolving``, only if it is still
     open (False when another evaluator resolved it first)."""
     assert episode.id is not None
@@ -120,15 +130,15 @@ def save(store: Store, episode: Episode, *, resolving: bool = False) -> bool:
     )
     if resolving:
         statement = statement.where(EPISODES.c.resolved_at.is_(None))
-    with store.engine.begin() as conn:
+    with writing(store, timeout_seconds) as conn:
         return conn.execute(statement).rowcount == 1
 
 
-def record_check(store: Store, name: str, now: datetime, timeout_seconds: float) -> None:
-    """Write this evaluation's time (``alert_checks``): the store refusing it, or making it wait
-    on a lock past ``timeout_seconds``, raises (SQLAlchemyError). The store's own wait (SQLite's
-    30 s busy timeout) would hold the evaluator as long as a stuck lock lasts."""
-    table = ALERT_CHECKS
+@contextlib.contextmanager
+def writing(store: Store, timeout_seconds: float) -> Iterator[Connection]:
+    """A write transaction that waits at most ``timeout_seconds`` for a lock: the store's own
+    wait (SQLite's 30 s busy timeout) would hold the evaluator for as long as a stuck lock
+    lasts, when an alert about it is what is due. SQLAlchemyError when it cannot."""
     milliseconds = max(1, int(timeout_seconds * 1000))
     with store.engine.connect() as conn:
         sqlite = conn.dialect.name == "sqlite"
@@ -141,14 +151,21 @@ def record_check(store: Store, name: str, now: datetime, timeout_seconds: float)
                 if not sqlite:
                     conn.exec_driver_sql(f"SET LOCAL lock_timeout = {milliseconds}")
                     conn.exec_driver_sql(f"SET LOCAL statement_timeout = {milliseconds}")
-                changed = conn.execute(
-                    update(table).where(table.c.name == name).values(checked_at=now)
-                ).rowcount
-                if not changed:
-                    conn.execute(table.insert().values(name=name, checked_at=now))
+                yield conn
         finally:
             if sqlite:
                 raw.cursor().execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MILLISECONDS}")
+
+
+def record_check(store: Store, name: str, now: datetime, timeout_seconds: float) -> None:
+    """Write this evaluation's time (``alert_checks``); raises when the store refuses it."""
+    table = ALERT_CHECKS
+    with writing(store, timeout_seconds) as conn:
+        changed = conn.execute(
+            update(table).where(table.c.name == name).values(checked_at=now)
+        ).rowcount
+        if not changed:
+            conn.execute(table.insert().values(name=name, checked_at=now))
 
 
 def last_check(store: Store, name: str) -> datetime | None:

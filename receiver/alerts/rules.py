@@ -20,9 +20,6 @@ from receiver.alerts import history
 from receiver.alerts.model import Finding, PortalFactsSource, Rule
 from receiver.store import JOBS, NOTES, JobStatus, NoteStatus, Store, received_since
 
-# The store's probe write waits this long for a lock before the store counts as refusing.
-PROBE_TIMEOUT_SECONDS = 5.0
-
 
 def _counted(counts: dict[str, int]) -> str:
     return ", ".join(f"{name}: {count}" for name, count in sorted(counts.items()))
@@ -119,7 +116,7 @@ class _StoreRule:
         except SQLAlchemyError:
             return None  # the store cannot be read: store_refusing_writes says so
 
-    def read(self, now: datetime) -> list[Finding]:
+    def read(self, now: datetime) -> list[Finding] | None:
         raise NotImplementedError
 
 
@@ -204,7 +201,7 @@ class IngestSilent(_StoreRule):
             return None
         return await super().check(now)
 
-    def read(self, now: datetime) -> list[Finding]:
+    def read(self, now: datetime) -> list[Finding] | None:
         # The newest notification by id (ids are time-ordered): a walk down the primary key.
         query = (
             select(NOTES.c.received_at)
@@ -216,10 +213,18 @@ class IngestSilent(_StoreRule):
             last: datetime | None = conn.execute(query).scalar()
         local = now.astimezone(self._zone)
         opened = datetime.combine(local.date(), self._silence.start, tzinfo=self._zone)
-        since = opened if last is None or last < opened else last
-        quiet = now - since
-        if quiet < timedelta(minutes=self._silence.minutes):
-            return []
+        limit = timedelta(minutes=self._silence.minutes)
+        if last is not None and last >= opened:
+            quiet = now - last
+            if quiet < limit:
+                return []
+        else:
+            quiet = now - opened
+            if quiet < limit:
+                # Nothing yet today, too early to call it silence: an alert open since the
+                # evening before stays open until something comes, or it is time to say so.
+                return None
+
         last_text = "nothing ever" if last is None else last.strftime("%Y-%m-%d %H:%M UTC")
         return [
             Finding(
@@ -241,7 +246,7 @@ class StoreRefusingWrites:
         self,
         store: Store,
         evaluator: str,
-        timeout_seconds: float = PROBE_TIMEOUT_SECONDS,
+        timeout_seconds: float = history.WRITE_TIMEOUT_SECONDS,
         ingest_ready: Callable[[], bool] | None = None,
     ) -> None:
         self._store = store
