@@ -2,9 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
+from typing import Any, ParamSpec
 
 from receiver.alerts import Episode, Finding
+
+P = ParamSpec("P")
+
+
+def run_async(test: Callable[P, Coroutine[Any, Any, None]]) -> Callable[P, None]:
+    """A test written as a coroutine, run in an event loop of its own (pytest sees the same
+    fixtures through ``functools.wraps``)."""
+
+    @functools.wraps(test)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> None:
+        asyncio.run(test(*args, **kwargs))
+
+    return wrapper
 
 
 class Clock:
