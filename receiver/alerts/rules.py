@@ -238,7 +238,8 @@ class IngestSilent(_StoreRule):
 
 class StoreRefusingWrites:
     """The store does not take a write (the evaluation's own record, ``alert_checks``) within
-    ``timeout_seconds``, or ingest's latest commits failed (``Store.ready``)."""
+    ``timeout_seconds``, or ingest's latest commits failed (``commits_failing``: in serve,
+    ``Store.commits_failing``)."""
 
     name = "store_refusing_writes"
 
@@ -247,12 +248,12 @@ class StoreRefusingWrites:
         store: Store,
         evaluator: str,
         timeout_seconds: float = history.WRITE_TIMEOUT_SECONDS,
-        ingest_ready: Callable[[], bool] | None = None,
+        commits_failing: Callable[[], bool] | None = None,
     ) -> None:
         self._store = store
         self._evaluator = evaluator
         self._timeout = timeout_seconds
-        self._ingest_ready = ingest_ready
+        self._commits_failing = commits_failing
 
     async def check(self, now: datetime) -> list[Finding] | None:
         try:
@@ -262,7 +263,7 @@ class StoreRefusingWrites:
         except SQLAlchemyError as error:
             why = type(getattr(error, "orig", None) or error).__name__
             return [self._finding(f"a write failed ({why}: {_first_line(error)})")]
-        if self._ingest_ready is not None and not await asyncio.to_thread(self._ingest_ready):
+        if self._commits_failing is not None and self._commits_failing():
             return [self._finding("ingest's latest commits failed")]
         return []
 
@@ -325,7 +326,7 @@ def rules_from_settings(
     *,
     evaluator: str,
     portal: PortalFactsSource | None = None,
-    ingest_ready: Callable[[], bool] | None = None,
+    commits_failing: Callable[[], bool] | None = None,
 ) -> list[Rule]:
     """The rules ``alerts:`` turns on; the Portal's only when ``portal`` gives its facts."""
     rules: list[Rule] = []
@@ -337,7 +338,7 @@ def rules_from_settings(
         if settings.unstored_failures:
             rules.append(UnstoredFailures(portal))
     if settings.store_refusing_writes:
-        rules.append(StoreRefusingWrites(store, evaluator, ingest_ready=ingest_ready))
+        rules.append(StoreRefusingWrites(store, evaluator, commits_failing=commits_failing))
     if settings.dead_letters_minutes is not None:
         rules.append(NewDeadLetters(store, settings.dead_letters_minutes))
     if settings.quarantined_minutes is not None:

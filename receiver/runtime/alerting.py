@@ -102,11 +102,11 @@ def build_evaluator(
     *,
     name: str,
     portal: PortalFactsSource | None,
-    ingest_ready: Callable[[], bool] | None = None,
+    commits_failing: Callable[[], bool] | None = None,
 ) -> Evaluator:
     alerts = settings.alerts
     rules = rules_from_settings(
-        alerts, store, evaluator=name, portal=portal, ingest_ready=ingest_ready
+        alerts, store, evaluator=name, portal=portal, commits_failing=commits_failing
     )
     return Evaluator(store, rules, sinks_from_settings(alerts))
 
@@ -158,7 +158,7 @@ def alert_service(
     *,
     command: str,
     facts: FactsBox | None = None,
-    ingest_ready: Callable[[], bool] | None = None,
+    commits_failing: Callable[[], bool] | None = None,
 ) -> BackgroundService | None:
     """The evaluator of ``command`` (serve or worker), every ``alerts.every_seconds``; None when
     alerts are off or run by the other command. ``facts``: the Portal watch's reports (serve);
@@ -192,7 +192,7 @@ def alert_service(
                         own_watch_facts(settings, store, portal_every)
                     )
                 evaluator = build_evaluator(
-                    settings, store, name=command, portal=source, ingest_ready=ingest_ready
+                    settings, store, name=command, portal=source, commits_failing=commits_failing
                 )
                 stack.push_async_callback(close_sinks, evaluator.sinks)
                 log.info("alerts: evaluating %s every %g s", ", ".join(evaluator.rule_names), every)

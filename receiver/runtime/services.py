@@ -197,7 +197,9 @@ def serve_services(settings: Settings, store: Store, *, worker: bool) -> list[Ba
         recovery_service(settings, store),
         watch_service(settings, store, box.put if box is not None else None),
         retention_service(settings, store),
-        alert_service(settings, store, command="serve", facts=box, ingest_ready=store.ready),
+        alert_service(
+            settings, store, command="serve", facts=box, commits_failing=store.commits_failing
+        ),
     )
     for optional in optionals:
         if optional is not None:

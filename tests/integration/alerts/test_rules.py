@@ -234,13 +234,13 @@ def test_store_refusing_writes_fires_once_kept_in_memory_then_written(store: Sto
 
 
 def test_ingest_commits_failing_count_as_refusing_writes(store: Store) -> None:
-    ready = [False]
+    failing = [True]
     alerts = Alerts(
-        store, StoreRefusingWrites(store, "test", ingest_ready=lambda: ready[0]), Clock()
+        store, StoreRefusingWrites(store, "test", commits_failing=lambda: failing[0]), Clock()
     )
     [summary] = alerts.summaries()
     assert "ingest's latest commits failed" in summary
-    ready[0] = True
+    failing[0] = False
     assert len(alerts.run().resolved) == 1
 
 
