@@ -142,7 +142,9 @@ async def check_once(settings: Settings, store: Store) -> Evaluation:
             await close_sinks(evaluator.sinks)
 
 
-def _try_lock(folder: str) -> IO[bytes] | None:
+def try_lock(folder: str) -> IO[bytes] | None:
+    """The evaluator's lock in ``folder`` (the fleet's private folder), held until the handle is
+    closed or its process dies; None when another process holds it."""
     handle = open(os.path.join(folder, LOCK_NAME), "ab")  # noqa: SIM115 (held while evaluating)
     try:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -172,7 +174,7 @@ def alert_service(
     async def run(stop: asyncio.Event) -> None:
         lock: IO[bytes] | None = None
         while fleet is not None and lock is None:
-            lock = _try_lock(fleet)
+            lock = try_lock(fleet)
             if lock is None:  # another serving process evaluates; try again later
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=every)
