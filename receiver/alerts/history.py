@@ -70,8 +70,7 @@ def undelivered(store: Store, now: datetime, sinks: Iterable[str]) -> list[Episo
     wanted = set(sinks)
     since = now - timedelta(days=DELIVERY_DAYS)
     query = select(EPISODES).where(
-        or_(EPISODES.c.resolved_at.is_(None), EPISODES.c.resolved_at >= since),
-        EPISODES.c.fired_at >= since - timedelta(days=365),
+        or_(EPISODES.c.resolved_at.is_(None), EPISODES.c.resolved_at >= since)
     )
     found: list[Episode] = []
     with store.reading() as conn:
