@@ -1,6 +1,7 @@
 """A real ``receiver serve`` with alerts on: a handler that always fails makes a dead letter, and
 the alert reaches a real SMTP server (aiosmtpd, started here) once, then its resolution once;
-``receiver alerts check`` and /metrics say the same meanwhile."""
+``receiver alerts check`` and /metrics say the same meanwhile. With ``--workers 2``, one serving
+process evaluates."""
 
 from __future__ import annotations
 
@@ -14,7 +15,11 @@ import httpx
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
+from sqlalchemy import update
 
+from receiver.alerts import episodes
+from receiver.sources import dedup_key
+from receiver.store import NOTES, Incoming, NoteStatus, Store
 from tests.acceptance.conftest import TOKEN, Deployment, duimp_body, free_port
 
 pytestmark = pytest.mark.acceptance
@@ -109,3 +114,36 @@ def test_a_dead_letter_is_mailed_once_then_its_resolution(
         assert 'receiver_alerts_firing{rule="dead_letters"} 0.0' in deployment.metrics()
     finally:
         deployment.stop_all()
+
+
+def test_serve_with_two_processes_evaluates_in_one(tmp_path: Path) -> None:
+    deployment = Deployment(
+        tmp_path,
+        f"sqlite:///{tmp_path / 'receiver.db'}",
+        alerts={"every_seconds": 0.2, "silence": None},
+    )
+    try:
+        deployment.serve(free_port(), "--no-worker", "--workers", "2")
+        store = Store(f"sqlite:///{tmp_path / 'receiver.db'}")
+        try:
+            body = b"quarantined by hand"
+            [receipt] = store.append_now(
+                [Incoming("pucomex", None, "127.0.0.1", {}, body, dedup_key("pucomex", body))]
+            )
+            with store.engine.begin() as conn:
+                conn.execute(
+                    update(NOTES)
+                    .where(NOTES.c.id == receipt.id)
+                    .values(status=NoteStatus.QUARANTINED, routed=True)
+                )
+            wait_until(lambda: "alert fired: FIRING quarantined" in deployment.output())
+            time.sleep(1.5)  # several evaluations of whichever process evaluates
+            [episode] = episodes(store)
+            assert episode.rule == "quarantined" and episode.firing
+        finally:
+            store.close()
+        output = deployment.output()
+        assert output.count("alerts: evaluating") == 1, output
+        assert output.count("alert fired: FIRING quarantined") == 1
+    finally:
+        deployment.stop_all(graceful=True)  # a killed supervisor would leave its workers running
