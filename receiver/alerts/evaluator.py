@@ -91,6 +91,9 @@ class Evaluator:
                 found[rule.name] = None
         result.unknown = [name for name, findings in found.items() if findings is None]
         state = await self._open_state()
+        # A rule turned off in receiver.yaml: its open alerts resolve rather than stay for ever.
+        for name in sorted({episode.rule for episode in state.values()} - set(found)):
+            found[name] = []
         for name, findings in found.items():
             if findings is not None:
                 self._apply(name, findings, state, now, result)

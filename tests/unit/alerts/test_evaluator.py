@@ -168,3 +168,13 @@ def test_the_log_sink_says_fired_and_resolved(
     assert len([line for line in lines if line.startswith("alert resolved: resolved")]) == 1
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
+
+
+def test_the_alerts_of_a_rule_turned_off_resolve(store: Store) -> None:
+    rule, sink = ScriptedRule("silence"), RecordingSink()
+    rule.subjects = [""]
+    run(Evaluator(store, [rule], [sink], clock=Clock()).evaluate())
+    other = ScriptedRule("other")
+    result = run(Evaluator(store, [other], [sink], clock=Clock()).evaluate())
+    assert [e.rule for e in result.resolved] == ["silence"] and result.firing == []
+    assert sink.sent == [("fired", "silence", ""), ("resolved", "silence", "")]
