@@ -118,6 +118,11 @@ def main() -> None:
             print(f"filling {args.rows:,} notifications...", flush=True)
             prefill(store, args.rows)
             print(f"filled in {time.perf_counter() - started:.0f} s; {store.count_notes():,} rows")
+            if store.dialect == "postgresql":
+                # As autovacuum would soon after a load: without statistics the planner scans
+                # (quarantined took 684 ms instead of 2.8 ms on a million rows).
+                with store.engine.begin() as conn:
+                    conn.exec_driver_sql("ANALYZE")
             asyncio.run(measure(store, args.runs))
         finally:
             store.close()
