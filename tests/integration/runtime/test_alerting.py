@@ -20,7 +20,7 @@ from receiver.runtime.alerting import FactsBox, alert_service, try_lock
 from receiver.runtime.cli import main
 from receiver.runtime.watch import WatchReport
 from receiver.sources import dedup_key
-from receiver.store import NOTES, Incoming, NoteStatus, Store
+from receiver.store import NOTES, Incoming, NoteFilter, NoteStatus, Store
 
 QUIET = {"silence": None, "oldest_pending_minutes": None}
 
@@ -152,3 +152,59 @@ def test_run_in_is_validated_and_named(tmp_path: Path, run_in: str) -> None:
         assert alert_service(settings, store, command=run_in) is not None
     finally:
         store.close()
+
+
+def test_alerts_check_asks_the_real_simulator_and_recovers_nothing(tmp_path: Path) -> None:
+    """The Portal rules end to end: one subscription of receiver.yaml never made, another whose
+    deliveries fail (nothing listens on port 9), against the real Portal simulator."""
+    from receiver.config import settings_from_mapping
+    from receiver.runtime.alerting import check_once
+    from receiver.simulator import run_simulator
+    from receiver.simulator.portal_api import PortalAuthority
+    from tests.dispatcher_support import dispatcher_settings, sqlite_url
+
+    failing = SubscriptionSpec(evento="dimp-situacao-import", endpoint="https://127.0.0.1:9/hook")
+    missing = SubscriptionSpec(evento="dimp-registro-import", endpoint="https://127.0.0.1:9/hook")
+
+    async def scenario() -> tuple[list[tuple[str, str]], list[str]]:
+        simulator = dispatcher_settings(sqlite_url(tmp_path), interval_seconds=0.01)
+        authority = PortalAuthority(clients={"sefaz": "segredo-1234"})
+        async with run_simulator(simulator, authority=authority) as sim:
+            settings = settings_from_mapping(
+                {
+                    "database_url": f"sqlite:///{tmp_path / 'receiver.db'}",
+                    "portal": {
+                        "base_url": sim.url,
+                        "client_id": "sefaz",
+                        "client_secret": "segredo-1234",
+                        "timeout_seconds": 5,
+                        "max_retries": 1,
+                    },
+                    "subscriptions": [failing.model_dump(), missing.model_dump()],
+                    "alerts": QUIET,
+                },
+                origin="test",
+            )
+            from receiver.portal import PortalClient
+
+            assert settings.portal is not None
+            async with PortalClient(settings.portal) as client:
+                await client.subscriptions.create(failing.evento, failing.endpoint)
+            result = await sim.dispatcher.emit(failing.evento, {"numero": "26BR0000000321"})
+            await sim.dispatcher.wait_for(result.delivery_ids, within=10)
+            store = Store.from_settings(settings)
+            try:
+                store.create_schema()
+                evaluation = await check_once(settings, store)
+                notes = list(store.notes(NoteFilter()))
+            finally:
+                store.close()
+        firing = [(episode.rule, episode.subject) for episode in evaluation.firing]
+        return firing, [note["id"] for note in notes]
+
+    firing, stored = asyncio.run(scenario())
+    assert sorted(firing) == [
+        ("subscription_inactive", f"{missing.evento} -> {missing.endpoint}"),
+        ("unstored_failures", ""),
+    ]
+    assert stored == []  # a check tells; recovery is serve's (or `receiver portal recover`)
