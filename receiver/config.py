@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from receiver.alert_settings import AlertSettings
 from receiver.configfile import (
     Section,
     anchor,
@@ -286,6 +287,7 @@ class Settings(Section):
     # The operator console (receiver.console): served by `receiver console`, and by serve on
     # admin_listen, only when this section is given.
     console: ConsoleSettings | None = None
+    alerts: AlertSettings = AlertSettings()
     # The file these settings came from ("(defaults)" without one), for errors found later.
     _origin: str = PrivateAttr(default="receiver.yaml")
 
@@ -350,6 +352,7 @@ class Settings(Section):
                     found.append(secret.get_secret_value())
         if self.console is not None and self.console.session_secret is not None:
             found.append(self.console.session_secret.get_secret_value())
+        found.extend(self.alerts.secrets())
         return found
 
 
@@ -386,6 +389,16 @@ def _anchor_paths(settings: Settings, base_dir: Path) -> Settings:
         changes["outbound"] = settings.outbound.model_copy(
             update={"ca_file": anchor(settings.outbound.ca_file, base_dir)}
         )
+    alerts = settings.alerts
+    if alerts.webhook is not None and alerts.webhook.ca_file is not None:
+        webhook = alerts.webhook.model_copy(
+            update={"ca_file": anchor(alerts.webhook.ca_file, base_dir)}
+        )
+        alerts = alerts.model_copy(update={"webhook": webhook})
+    if alerts.email is not None and alerts.email.ca_file is not None:
+        email = alerts.email.model_copy(update={"ca_file": anchor(alerts.email.ca_file, base_dir)})
+        alerts = alerts.model_copy(update={"email": email})
+    changes["alerts"] = alerts
     server = settings.server
     if server.ssl_certfile is not None and server.ssl_keyfile is not None:
         changes["server"] = server.model_copy(

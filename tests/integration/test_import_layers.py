@@ -63,6 +63,9 @@ def test_the_project_keeps_every_contract() -> None:
         ("receiver/worker/replay.py", "import receiver.console.inbox", "Layers:"),
         ("receiver/console/pages.py", "import receiver.runtime.serving", "Layers:"),
         ("receiver/console/pages.py", "import receiver.portal.client", "The console reads"),
+        ("receiver/alerts/rules.py", "import receiver.worker.jobs", "Layers:"),
+        ("receiver/alerts/sinks.py", "import receiver.runtime.alerting", "Layers:"),
+        ("receiver/alert_settings.py", "import receiver.alerts", "The kernel"),
     ],
 )
 def test_a_planted_violation_fails(copy: Path, module: str, planted: str, broken: str) -> None:
