@@ -53,6 +53,7 @@ def console_app(settings: Settings, store: Store, portal: PortalView | None = No
         Route("/quarantine/confirm", actions.quarantine_confirm, methods=["POST"]),
         Route("/quarantine/replay", actions.quarantine_replay, methods=["POST"]),
         Route("/portal", pages.portal, methods=["GET"]),
+        Route("/alerts", pages.alerts, methods=["GET"]),
         Route("/audit", pages.audit_log, methods=["GET"]),
         Mount("/static", StaticFiles(packages=[("receiver.console", "static")]), name="static"),
     ]

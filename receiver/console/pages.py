@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 from starlette.requests import Request
 from starlette.responses import Response
 
+from receiver.alerts import episodes
 from receiver.console import audit, charts, details, letters
 from receiver.console.inbox import InboxFilter, inbox_page, older, status_counts
 from receiver.console.overview import PORTAL_BUDGET_SECONDS, overview
@@ -135,7 +136,10 @@ async def quarantine_group(request: Request) -> Response:
 @page
 async def home(request: Request) -> Response:
     console = console_of(request)
-    seen = await asyncio.to_thread(overview, console.store)
+    seen, firing = await asyncio.gather(
+        asyncio.to_thread(overview, console.store),
+        asyncio.to_thread(episodes, console.store, active_only=True, limit=20),
+    )
     hour_chart = charts.bars(
         seen.hour.counts,
         [f"{start:%H:%M}" for start in seen.hour.starts],
@@ -167,6 +171,7 @@ async def home(request: Request) -> Response:
         day_chart=day_chart,
         latency_chart=latency_chart,
         budget=PORTAL_BUDGET_SECONDS,
+        firing=firing,
     )
 
 
@@ -189,3 +194,13 @@ async def portal(request: Request) -> Response:
     except ReceiverError as error:  # the Portal unreachable or refusing: said on the page
         return render(request, "portal.html", snapshot=None, error=str(error))
     return render(request, "portal.html", snapshot=snapshot, error=None)
+
+
+@page
+async def alerts(request: Request) -> Response:
+    """The alert episodes (receiver.alerts): firing ones first, then the latest resolved."""
+    console = console_of(request)
+    found = await asyncio.to_thread(episodes, console.store, limit=200)
+    firing = [episode for episode in found if episode.firing]
+    resolved = [episode for episode in found if not episode.firing]
+    return render(request, "alerts.html", firing=firing, resolved=resolved)

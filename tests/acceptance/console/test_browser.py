@@ -67,6 +67,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         f"sqlite:///{folder / 'receiver.db'}",
         handlers=["tests.fixtures.console_handlers"],
         console=console_section(),
+        # serve's alert evaluator, often: the dead letter below fires an alert the console shows.
+        alerts={"every_seconds": 0.5},
     )
     shots = Path(os.environ.get("CONSOLE_SCREENSHOTS") or folder / "screenshots")
     shots.mkdir(parents=True, exist_ok=True)
@@ -279,3 +281,20 @@ def test_quarantine_groups_what_no_handler_takes(
     page.screenshot(path=str(site.shots / "quarantine.png"), full_page=True)
     page.click("#quarantine-groups >> text=Open")
     assert site.ids["orphan"] in page.inner_text("main")
+
+
+def test_a_firing_alert_is_on_the_overview_and_the_alerts_page(
+    site: Site, new_page: Callable[[], playwright_api.Page]
+) -> None:
+    page = new_page()
+    log_in(page, site, "victor", VIEWER_PASSWORD)
+
+    def firing() -> bool:
+        page.goto(f"{site.console}/alerts")
+        return "dead_letters" in page.inner_text("#firing") or "dead_letters" in page.inner_text(
+            "#resolved"
+        )
+
+    wait_for(firing)
+    page.screenshot(path=str(site.shots / "alerts.png"), full_page=True)
+    assert "Alerts" in page.inner_text("h1")

@@ -6,16 +6,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 
 from receiver.config import Settings, settings_from_mapping
 from receiver.console import inbox as inbox_module
 from receiver.console import standalone_app
-from receiver.store import AUDIT, JOBS, NOTES, Store
+from receiver.store import AUDIT, EPISODES, JOBS, NOTES, Store, utcnow
 from tests.conftest import base_config
 from tests.console_support import (
     OPERATOR_PASSWORD,
@@ -321,3 +322,44 @@ async def test_a_trusted_proxy_names_the_user_and_nobody_else_can(
             assert forged.status_code == 303
     finally:
         store.close()
+
+
+async def test_alerts_firing_and_resolved_are_shown(
+    console_settings: Settings, store: Store
+) -> None:
+    now = utcnow()
+    with store.engine.begin() as conn:
+        conn.execute(
+            insert(EPISODES),
+            [
+                {
+                    "rule": "dead_letters",
+                    "subject": "",
+                    "summary": "2 new dead letters <b>",
+                    "fired_at": now,
+                    "seen_at": now,
+                    "resolved_at": None,
+                    "fired_sent": "log",
+                    "resolved_sent": "",
+                },
+                {
+                    "rule": "ingest_silent",
+                    "subject": "pucomex",
+                    "summary": "nothing received for 30 min",
+                    "fired_at": now - timedelta(hours=2),
+                    "seen_at": now - timedelta(hours=1),
+                    "resolved_at": now - timedelta(hours=1),
+                    "fired_sent": "log",
+                    "resolved_sent": "log",
+                },
+            ],
+        )
+    async with client_for(console_settings, store) as client:
+        await log_in(client, "victor", VIEWER_PASSWORD)
+        page = await client.get("/console/alerts")
+        home = await client.get("/console/")
+    firing, resolved = page.text.split('id="resolved"')
+    assert "dead_letters" in firing and "ingest_silent" not in firing
+    assert "ingest_silent" in resolved and "nothing received for 30 min" in resolved
+    assert "2 new dead letters &lt;b&gt;" in page.text
+    assert "1 alert firing" in home.text and "dead_letters" in home.text
