@@ -60,7 +60,7 @@ def store_notes(store: Store, items: Sequence[tuple[str, str | None, bytes]]) ->
     return [receipt.id for receipt in receipts]
 
 
-def bury(store: Store, note_id: str, handler: str, error: str) -> int:
+def bury(store: Store, note_id: str, handler: str, error: str | None) -> int:
     """A dead-lettered job of ``handler`` for ``note_id``, as the worker leaves one."""
     now = utcnow()
     with store.engine.begin() as conn:

@@ -55,7 +55,10 @@ def _dead_filter(request: Request) -> tuple[replays.DeadFilter, str]:
     handler = _field(request, "handler")
     error = _field(request, "error")
     if scope == "group":
-        return replays.DeadFilter(handler=handler, error=error), f"dead letters of {handler}"
+        which = replays.DeadFilter(
+            handler=handler, error=error, without_error=_field(request, "without_error") == "1"
+        )
+        return which, f"dead letters of {handler}"
     ids = [int(v) for v in form.getlist("job") if isinstance(v, str) and v.isdigit()]
     return replays.DeadFilter(job_ids=ids[:MAX_SELECTION]), f"{len(ids)} selected dead letters"
 
@@ -110,6 +113,7 @@ async def quarantine_confirm(request: Request) -> Response:
             source=_field(request, "source"),
             event=_field(request, "event") or None,
             error=_field(request, "error"),
+            without_error=_field(request, "without_error") == "1",
         )
         described = "quarantined notifications of this group"
     else:
@@ -142,6 +146,7 @@ async def quarantine_replay(request: Request) -> Response:
             source=_field(request, "source"),
             event=_field(request, "event") or None,
             error=_field(request, "error"),
+            without_error=_field(request, "without_error") == "1",
         )
         target = f"group {_field(request, 'source')} {_field(request, 'event')}"
     else:

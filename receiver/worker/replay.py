@@ -59,12 +59,15 @@ class DeadFilter:
     handler: str | None = None
     error: str | None = None
     job_ids: Sequence[int] | None = None
+    without_error: bool = False  # only jobs with no error recorded (error is then ignored)
 
     def conditions(self) -> list[ColumnElement[bool]]:
         found = [JOBS.c.status == JobStatus.DEAD]
         if self.handler is not None:
             found.append(JOBS.c.handler == self.handler)
-        if self.error is not None:
+        if self.without_error:
+            found.append(JOBS.c.last_error.is_(None))
+        elif self.error is not None:
             found.append(JOBS.c.last_error == self.error)
         if self.job_ids is not None:
             found.append(JOBS.c.id.in_(list(self.job_ids)))
@@ -132,6 +135,7 @@ def _matching(
     statuses: Sequence[str],
     source: str | None = None,
     error: str | None = None,
+    without_error: bool = False,
 ) -> Select[Any]:
     query = select(NOTES.c.id).where(NOTES.c.duplicate_of.is_(None))
     if since is not None:
@@ -142,7 +146,9 @@ def _matching(
         query = query.where(NOTES.c.status.in_(list(statuses)))
     if source is not None:
         query = query.where(NOTES.c.source == source)
-    if error is not None:
+    if without_error:
+        query = query.where(NOTES.c.error.is_(None))
+    elif error is not None:
         query = query.where(NOTES.c.error == error)
     return query
 
@@ -154,9 +160,10 @@ def count_matching(
     statuses: Sequence[str] = (),
     source: str | None = None,
     error: str | None = None,
+    without_error: bool = False,
 ) -> int:
     """How many ``replay_matching`` would replay with the same arguments."""
-    inner = _matching(since, event, statuses, source, error).subquery()
+    inner = _matching(since, event, statuses, source, error, without_error).subquery()
     with store.reading() as conn:
         return int(conn.execute(select(func.count()).select_from(inner)).scalar_one())
 
@@ -168,10 +175,11 @@ def replay_matching(
     statuses: Sequence[str] = (),
     source: str | None = None,
     error: str | None = None,
+    without_error: bool = False,
 ) -> int:
     """Replay originals received since a date, optionally of one event or source, in given
-    statuses, or with a given error."""
-    query = _matching(since, event, statuses, source, error)
+    statuses, with a given error or none."""
+    query = _matching(since, event, statuses, source, error, without_error)
     with store.engine.begin() as conn:
         note_ids = list(conn.execute(query).scalars())
         _unroute(conn, note_ids)

@@ -363,3 +363,27 @@ async def test_alerts_firing_and_resolved_are_shown(
     assert "ingest_silent" in resolved and "nothing received for 30 min" in resolved
     assert "2 new dead letters &lt;b&gt;" in page.text
     assert "1 alert firing" in home.text and "dead_letters" in home.text
+
+
+async def test_a_group_without_an_error_replays_only_its_own_jobs(
+    console_settings: Settings, store: Store
+) -> None:
+    first, second = store_notes(
+        store, [("pucomex", "duimp.registro", body_of("duimp.registro", str(n))) for n in (1, 2)]
+    )
+    silent = bury(store, first, "handlers.x:h", None)
+    failed = bury(store, second, "handlers.x:h", "TimeoutError")
+    async with client_for(console_settings, store) as client:
+        await log_in(client, "olivia", OPERATOR_PASSWORD)
+        dead = await client.get("/console/dead")
+        assert 'name="without_error" value="1"' in dead.text
+        fields = {"csrf": csrf_of(dead.text), "scope": "group", "handler": "handlers.x:h"}
+        confirm = await client.post("/console/dead/confirm", data={**fields, "without_error": "1"})
+        assert "Replay 1 dead handler job?" in confirm.text
+        await client.post("/console/dead/replay", data={**fields, "without_error": "1"})
+    with store.reading() as conn:
+        statuses = {
+            int(job_id): str(status)
+            for job_id, status in conn.execute(select(JOBS.c.id, JOBS.c.status))
+        }
+    assert statuses == {silent: "pending", failed: "dead"}
