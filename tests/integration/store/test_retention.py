@@ -21,6 +21,7 @@ from receiver.runtime.retention import purge_now
 from receiver.sources import dedup_key
 from receiver.store import JOBS, NOTES, RESULTS, Incoming, Store, utcnow
 from receiver.store.purge import Purger
+from tests.conftest import migrated
 
 DAY = timedelta(days=1)
 
@@ -28,7 +29,7 @@ DAY = timedelta(days=1)
 @pytest.fixture
 def store(database_url: str) -> Iterator[Store]:
     store = Store(database_url)
-    store.create_schema()
+    migrated(store)
     try:
         yield store
     finally:
@@ -220,7 +221,7 @@ def test_a_sqlite_file_stops_growing_under_a_steady_load_with_retention_on(
     if incremental:
         # What the schema's first migration does for a new file (set before any table exists).
         driver_sql(store, "PRAGMA auto_vacuum=INCREMENTAL", "VACUUM")
-    store.create_schema()
+    migrated(store)
     try:
         with caplog.at_level(logging.WARNING, logger="receiver.retention"):
             sizes = steady_load(store, path, rounds=12)

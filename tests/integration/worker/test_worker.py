@@ -26,7 +26,7 @@ from receiver.worker.jobs import Outcome, StoreJobQueue
 from receiver.worker.results import Result, StoreResults, save_results
 from receiver.worker.routing import Routing
 from receiver.worker.worker import Worker
-from tests.conftest import BOTH_STORES, fresh_database
+from tests.conftest import BOTH_STORES, fresh_database, migrated
 
 pytestmark = pytest.mark.anyio
 
@@ -379,7 +379,7 @@ async def test_a_save_that_cannot_be_kept_fails_alone(store: Store) -> None:
 @pytest.mark.postgres
 async def test_a_key_postgresql_refuses_fails_only_its_own_save(tmp_path: Path) -> None:
     store = Store(fresh_database("postgres", tmp_path))  # skips without a server
-    store.create_schema()
+    migrated(store)
     try:
         results = StoreResults(store)
         outcomes = await asyncio.gather(
