@@ -35,7 +35,7 @@ from receiver.store.engine import (
 )
 from receiver.store.process import ProcessCommitter
 from receiver.store.schema import RECEIVER_SCHEMA
-from receiver.store.tables import JOBS, NOTES
+from receiver.store.tables import ATTEMPTS, JOBS, NOTES
 from receiver.store.thread import ThreadCommitter
 from receiver.store.writer import DEFAULT_TIMEOUT_SECONDS
 
@@ -259,6 +259,18 @@ class Store:
         with self.reading() as conn:
             rows = conn.execute(
                 select(JOBS).where(JOBS.c.notification_id == note_id).order_by(JOBS.c.id)
+            ).mappings()
+            return [dict(row) for row in rows]
+
+    def attempts_of(self, note_id: str) -> list[dict[str, Any]]:
+        """Every recorded attempt of the notification's jobs, by job then attempt number: when,
+        the outcome, and for a failure the error's type, message and traceback (for
+        ``receiver inbox show`` and the console)."""
+        with self.reading() as conn:
+            rows = conn.execute(
+                select(ATTEMPTS)
+                .where(ATTEMPTS.c.notification_id == note_id)
+                .order_by(ATTEMPTS.c.job_id, ATTEMPTS.c.attempt, ATTEMPTS.c.id)
             ).mappings()
             return [dict(row) for row in rows]
 

@@ -4,18 +4,19 @@ kept, and a database that is not current is refused with one line naming the com
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine, Table, insert, inspect, select, text
+from sqlmodel import SQLModel
 
 from receiver.dispatcher import tables as dispatch
 from receiver.dispatcher.schema import DISPATCH_SCHEMA
 from receiver.errors import ConfigError, SchemaNotCurrent
-from receiver.store import JOBS, NOTES, RESULTS, make_engine
+from receiver.store import ATTEMPTS, JOBS, NOTES, RECEIVER_TABLES, RESULTS, make_engine
 from receiver.store.migrate import Schema, check, current, head, history, upgrade
 from receiver.store.schema import RECEIVER_SCHEMA
 from tests.conftest import BOTH_STORES, empty_database
@@ -42,12 +43,12 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     engine.dispose()
 
 
-def shape(engine: Engine, schema: Schema) -> dict[str, Any]:
-    """What the inspector sees of a schema's baseline tables: columns with their types,
-    nullability and defaults, keys, indexes with their conditions, unique and foreign keys."""
+def shape(engine: Engine, tables: Iterable[str]) -> dict[str, Any]:
+    """What the inspector sees of these tables: columns with their types, nullability and
+    defaults, keys, indexes with their conditions, unique and foreign keys."""
     inspector = inspect(engine)
     found: dict[str, Any] = {}
-    for table in sorted(schema.baseline_tables):
+    for table in sorted(tables):
         found[table] = {
             "columns": [
                 (c["name"], str(c["type"]), c["nullable"], str(c.get("default")))
@@ -92,10 +93,10 @@ def test_the_baseline_revision_makes_exactly_what_the_previous_release_made(
 ) -> None:
     schema = SCHEMAS[component]
     make_previous_release(engine, component)
-    made_by_release = shape(engine, schema)
+    made_by_release = shape(engine, schema.baseline_tables)
     drop_all(engine, component)
     upgrade(engine, schema, target=schema.baseline)
-    assert shape(engine, schema) == made_by_release
+    assert shape(engine, schema.baseline_tables) == made_by_release
     assert len(made_by_release) == len(schema.baseline_tables)
 
 
@@ -264,6 +265,37 @@ def test_a_previous_release_database_with_rows_in_every_table_is_adopted_losing_
     assert every_row(engine, component) == before
     assert current(engine, schema) == head(schema)
     check(engine, schema)  # serve and worker start on it
+
+
+def test_the_newest_revision_makes_what_the_models_describe(engine: Engine) -> None:
+    """The code reads and writes through the models (receiver.store.tables): the migrations
+    must make exactly those tables."""
+    names = [table.name for table in RECEIVER_TABLES]
+    SQLModel.metadata.create_all(engine, tables=RECEIVER_TABLES)
+    described = shape(engine, names)
+    cascade = " CASCADE" if engine.dialect.name == "postgresql" else ""
+    with engine.begin() as conn:
+        for table in reversed(RECEIVER_TABLES):
+            conn.execute(text(f"DROP TABLE {table.name}{cascade}"))
+    upgrade(engine, RECEIVER_SCHEMA)
+    assert shape(engine, names) == described
+
+
+def test_a_store_behind_is_refused_then_upgraded_with_its_rows(engine: Engine) -> None:
+    upgrade(engine, RECEIVER_SCHEMA, target=RECEIVER_SCHEMA.baseline)
+    receiver_rows(engine)
+    before = every_row(engine, "receiver")
+    with pytest.raises(SchemaNotCurrent) as refused:
+        check(engine, RECEIVER_SCHEMA)
+    assert str(refused.value).endswith(
+        f"is at revision r0001, behind {head(RECEIVER_SCHEMA)}: run `receiver db upgrade`"
+    )
+    upgraded = upgrade(engine, RECEIVER_SCHEMA)
+    assert (upgraded.before, upgraded.after) == ("r0001", head(RECEIVER_SCHEMA))
+    assert every_row(engine, "receiver") == before
+    with engine.connect() as conn:  # the attempts' table is there, empty
+        assert conn.execute(select(ATTEMPTS)).all() == []
+    check(engine, RECEIVER_SCHEMA)
 
 
 def test_a_fresh_database_is_upgraded_to_head_and_a_second_upgrade_changes_nothing(

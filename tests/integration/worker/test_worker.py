@@ -409,3 +409,32 @@ async def test_when_the_store_is_down_a_batch_fails_at_once(store: Store) -> Non
     )
     assert all(isinstance(outcome, OperationalError) for outcome in outcomes)
     assert sum(calls) == 5 and len(calls) <= 2  # not once more for each of them
+
+
+async def test_a_failing_handler_leaves_each_attempt_with_its_error_and_traceback(
+    store: Store, settings: Settings
+) -> None:
+    router = Router()
+
+    @router.on("pucomex", "duimp.registro")
+    async def refused_by_the_portal(note: Notification, ctx: Context) -> None:
+        raise ValueError(f"Portal answered 503 on attempt {ctx.attempt}")
+
+    [receipt] = store.append_now([incoming(duimp("18"))])
+    async with working(store, settings, router):
+        await until(lambda: statuses(store)[receipt.id] == "dead")
+    attempts = store.attempts_of(receipt.id)
+    [job] = store.jobs_of(receipt.id)
+    assert [(row["attempt"], row["outcome"]) for row in attempts] == [
+        (1, "failed"),
+        (2, "failed"),
+        (3, "dead"),
+    ]
+    for row in attempts:
+        assert row["job_id"] == job["id"]
+        assert row["handler"] == job["handler"]
+        assert row["error_type"] == "ValueError"
+        assert row["message"] == f"Portal answered 503 on attempt {row['attempt']}"
+        assert "in refused_by_the_portal\n" in row["traceback"]
+        assert row["traceback"].rstrip().endswith(row["message"])
+        assert row["started_at"] <= row["finished_at"]
