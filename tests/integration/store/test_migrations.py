@@ -267,17 +267,19 @@ def test_a_previous_release_database_with_rows_in_every_table_is_adopted_losing_
     check(engine, schema)  # serve and worker start on it
 
 
-def test_the_newest_revision_makes_what_the_models_describe(engine: Engine) -> None:
-    """The code reads and writes through the models (receiver.store.tables): the migrations
-    must make exactly those tables."""
-    names = [table.name for table in RECEIVER_TABLES]
-    SQLModel.metadata.create_all(engine, tables=RECEIVER_TABLES)
+@pytest.mark.parametrize("component", ["receiver", "dispatcher"])
+def test_the_newest_revision_makes_what_the_models_describe(engine: Engine, component: str) -> None:
+    """The code reads and writes through the models (receiver.store.tables,
+    receiver.dispatcher.tables): the migrations must make exactly those tables."""
+    models = RECEIVER_TABLES if component == "receiver" else dispatch.DISPATCH_TABLES
+    names = [table.name for table in models]
+    SQLModel.metadata.create_all(engine, tables=models)
     described = shape(engine, names)
     cascade = " CASCADE" if engine.dialect.name == "postgresql" else ""
     with engine.begin() as conn:
-        for table in reversed(RECEIVER_TABLES):
+        for table in reversed(models):
             conn.execute(text(f"DROP TABLE {table.name}{cascade}"))
-    upgrade(engine, RECEIVER_SCHEMA)
+    upgrade(engine, SCHEMAS[component])
     assert shape(engine, names) == described
 
 
