@@ -83,8 +83,13 @@ def note_details(store: Store, note_id: str) -> NoteDetails | None:
                     .limit(MAX_RESULTS)
                 ).mappings()
             ]
+    # Every recorded attempt (job_attempts): when, the outcome, the error and its traceback.
+    attempts: dict[int, list[dict[str, Any]]] = {}
+    for attempt in store.attempts_of(original):
+        attempts.setdefault(attempt["job_id"], []).append(attempt)
     for job in jobs:
-        job["attempt_list"] = []
+        # In the order they ran: a replay starts again from attempt 1.
+        job["attempt_list"] = sorted(attempts.get(job["id"], []), key=lambda a: a["id"])
     return NoteDetails(
         note=note,
         headers=json.loads(note["headers"]),

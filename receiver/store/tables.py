@@ -1,5 +1,8 @@
-"""The tables: notifications as received, one job per (notification, handler), handler results;
-the console's audit log, the Portal recovery runs, and the alerts' episodes and checks."""
+"""The tables: notifications as received, one job per (notification, handler), each attempt of a
+job, handler results; the console's audit log, the Portal recovery runs, and the alerts' episodes
+and checks. They are made by the migrations (``receiver.store.migrations``, run by ``receiver db
+upgrade``), which must match these models: ``tests/integration/store/test_migrations.py``
+compares them."""
 
 from __future__ import annotations
 
@@ -160,6 +163,26 @@ class Job(SQLModel, table=True):
     updated_at: datetime = Field(sa_column=_utc_column())
 
 
+class JobAttempt(SQLModel, table=True):
+    """One attempt of one job: when, how it ended, and the error (type, message, traceback bounded
+    to its innermost frames by ``receiver.worker.failures``). Written with the job's outcome, in
+    the same transaction; deleted with the notification by retention."""
+
+    __tablename__ = "job_attempts"
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: int = Field(foreign_key="jobs.id", index=True)
+    notification_id: str = Field(max_length=26, foreign_key="notifications.id", index=True)
+    handler: str = Field(max_length=200)
+    attempt: int
+    started_at: datetime = Field(sa_column=_utc_column())
+    finished_at: datetime = Field(sa_column=_utc_column())
+    outcome: str = Field(max_length=16)  # receiver.worker.failures.AttemptOutcome
+    error_type: str | None = Field(default=None, max_length=200)
+    message: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    traceback: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+
+
 class HandlerResult(SQLModel, table=True):
     """What handlers keep (``ctx.save``), keyed by kind and idempotency key: a replay overwrites."""
 
@@ -248,8 +271,10 @@ class AlertCheck(SQLModel, table=True):
 NOTES = StoredNotification.__table__  # type: ignore[attr-defined]
 JOBS = Job.__table__  # type: ignore[attr-defined]
 RESULTS = HandlerResult.__table__  # type: ignore[attr-defined]
+ATTEMPTS = JobAttempt.__table__  # type: ignore[attr-defined]
 AUDIT = AuditEntry.__table__  # type: ignore[attr-defined]
 RECOVERY_RUNS = RecoveryRun.__table__  # type: ignore[attr-defined]
 EPISODES = AlertEpisode.__table__  # type: ignore[attr-defined]
 ALERT_CHECKS = AlertCheck.__table__  # type: ignore[attr-defined]
-RECEIVER_TABLES = [NOTES, JOBS, RESULTS, AUDIT, RECOVERY_RUNS, EPISODES, ALERT_CHECKS]
+# Parents first.
+RECEIVER_TABLES = [NOTES, JOBS, RESULTS, ATTEMPTS, EPISODES, ALERT_CHECKS, AUDIT, RECOVERY_RUNS]

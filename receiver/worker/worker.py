@@ -13,6 +13,7 @@ import os
 import socket
 import time
 from collections.abc import AsyncIterator
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -21,7 +22,9 @@ from receiver import logs, metrics, storable
 from receiver.config import DownloadSettings, WorkerSettings
 from receiver.errors import GiveUp, ParseError, Retry
 from receiver.sources import parse
-from receiver.store import GroupedWrites, JobStatus, store_down
+from receiver.store import GroupedWrites, JobStatus, store_down, utcnow
+from receiver.worker import failures
+from receiver.worker.failures import Attempt, AttemptOutcome
 from receiver.worker.jobs import ClaimedJob, JobQueue, Outcome
 from receiver.worker.retry import Decision, RetryPolicy
 from receiver.worker.routing import (
@@ -182,18 +185,21 @@ class Worker:
                 "attempt": job.attempt,
             }
         )
+        started = utcnow()
         route = self._routing.route(job.handler)
         if route is None:
+            why = f"handler {job.handler} is not configured any more; restore it, then replay"
             await self._finish(
-                job,
-                JobStatus.DEAD,
-                f"handler {job.handler} is not configured any more; restore it, then replay",
+                job, JobStatus.DEAD, why, attempt=_not_run(started, "HandlerNotConfigured", why)
             )
             return
         try:
             note = self._notification(job)
         except ParseError as error:  # routed once, so only a changed parser gets here
-            await self._finish(job, JobStatus.DEAD, storable.safe(f"unreadable: {error}", 4000))
+            why = storable.safe(f"unreadable: {error}", 4000)
+            await self._finish(
+                job, JobStatus.DEAD, why, attempt=_not_run(started, failures.error_type(error), why)
+            )
             return
         context = Context(
             handler=route.name,
@@ -226,6 +232,7 @@ class Worker:
         self, route: Route, note: Notification, context: Context, job: ClaimedJob
     ) -> None:
         timeout = route.timeout or self._settings.handler_timeout_seconds
+        started_at = utcnow()
         started = time.perf_counter()
         requested_after: float | None = None
         gave_up = False
@@ -250,10 +257,12 @@ class Worker:
             error = None
             reason = ""
         metrics.HANDLER_SECONDS.labels(route.name).observe(time.perf_counter() - started)
+        finished_at = utcnow()
         if error is None:
             metrics.JOBS.labels(route.name, "done").inc()
             self.completed += 1
-            await self._finish(job, JobStatus.DONE, None)
+            done = Attempt(started_at, finished_at, AttemptOutcome.DONE)
+            await self._finish(job, JobStatus.DONE, None, attempt=done)
             return
         await self._call_error_hooks(note, context, error)
         if gave_up:
@@ -275,8 +284,29 @@ class Worker:
             exc_info=None if isinstance(error, Retry | GiveUp) else error,
         )
         # What a handler raised is kept as the job's last error: escaped and cut, so that the
-        # record of its attempt can always be written (PostgreSQL text refuses NUL).
-        await self._finish(job, outcome, storable.safe(reason, 4000), decision.delay)
+        # record of its attempt can always be written (PostgreSQL text refuses NUL). The attempt's
+        # own record keeps the traceback too, even for a Retry or a GiveUp.
+        if decision.dead:
+            ended = AttemptOutcome.DEAD
+        elif isinstance(error, TimeoutError):
+            ended = AttemptOutcome.TIMEOUT
+        elif isinstance(error, Retry):
+            ended = AttemptOutcome.RETRY
+        else:
+            ended = AttemptOutcome.FAILED
+        record = Attempt(
+            started_at,
+            finished_at,
+            ended,
+            error_type=failures.error_type(error),
+            message=storable.safe(reason, failures.MESSAGE_CHARS)
+            if isinstance(error, TimeoutError)
+            else failures.message(error),
+            traceback=failures.bounded_traceback(error),
+        )
+        await self._finish(
+            job, outcome, storable.safe(reason, 4000), decision.delay, attempt=record
+        )
 
     async def _call_error_hooks(
         self, note: Notification, context: Context, error: BaseException
@@ -288,10 +318,18 @@ class Worker:
                 log.exception("error hook %r failed", hook)
 
     async def _finish(
-        self, job: ClaimedJob, status: JobStatus, error: str | None, delay: float = 0.0
+        self,
+        job: ClaimedJob,
+        status: JobStatus,
+        error: str | None,
+        delay: float = 0.0,
+        *,
+        attempt: Attempt | None = None,
     ) -> None:
-        # Shielded: a stop request must not lose the record of a handler that already ran.
-        kept = await asyncio.shield(self._outcomes.submit(Outcome(job, status, error, delay)))
+        # Shielded: a stop request must not lose the record of a handler that already ran. The
+        # attempt's row goes with the outcome, in the same batch and transaction.
+        outcome = Outcome(job, status, error, delay, attempt)
+        kept = await asyncio.shield(self._outcomes.submit(outcome))
         if kept and status is JobStatus.DEAD:
             metrics.DEAD_LETTERS.labels(job.handler).inc()
         if not kept:
@@ -302,6 +340,11 @@ class Worker:
         for status in JobStatus:
             metrics.QUEUE_DEPTH.labels(status.value).set(counts.get(status.value, 0))
         metrics.OLDEST_PENDING.set(oldest)
+
+
+def _not_run(started: datetime, kind: str, why: str) -> Attempt:
+    """The record of an attempt that could not run the handler at all: a dead letter."""
+    return Attempt(started, utcnow(), AttemptOutcome.DEAD, error_type=kind, message=why)
 
 
 @contextlib.asynccontextmanager

@@ -235,6 +235,13 @@ def test_an_operator_replays_a_dead_letter_and_sees_it_done(
         return "done" in page.inner_text("dl.facts")
 
     wait_for(shows_done)
+    # Its attempts: three that raised (with the handler's traceback), then the replay's.
+    attempts = page.locator("tr.attempt")
+    assert attempts.count() == 4
+    assert "RuntimeError" in attempts.nth(0).inner_text()
+    assert "console_handlers.py" in (attempts.nth(0).locator("pre").text_content() or "")
+    assert "done" in attempts.nth(3).inner_text()
+    page.screenshot(path=str(site.shots / "notification-attempts.png"), full_page=True)
     page.goto(f"{site.console}/audit")
     assert "replay dead letters" in page.inner_text("#audit")
     page.screenshot(path=str(site.shots / "audit.png"), full_page=True)

@@ -109,6 +109,16 @@ def test_receiver_console_shows_the_portal_and_a_hashed_password_logs_in(tmp_pat
                 }
             )
         )
+        # As an operator would, before any command that reads the store.
+        upgraded = subprocess.run(
+            [sys.executable, "-m", "receiver", "db", "upgrade", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        assert upgraded.returncode == 0, upgraded.stderr
         log = (tmp_path / "console.log").open("wb")
         process = subprocess.Popen(
             [

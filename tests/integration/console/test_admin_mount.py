@@ -27,7 +27,7 @@ async def test_the_admin_listener_serves_the_console_only_when_configured(
     extra = {"console": console_section()} if with_console else {}
     settings = settings_from_mapping(base_config(url, **extra), origin="test")
     store = Store(url)
-    store.create_schema()
+    store.upgrade_schema()
 
     async def ready() -> bool:
         return True

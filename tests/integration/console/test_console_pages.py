@@ -42,7 +42,7 @@ def console_settings(database_url: str) -> Settings:
 @pytest.fixture
 def store(console_settings: Settings) -> Iterator[Store]:
     store = Store(console_settings.database_url)
-    store.create_schema()
+    store.upgrade_schema()
     yield store
     store.close()
 
@@ -80,7 +80,7 @@ async def test_a_wrong_password_is_refused_audited_and_rate_limited(
         base_config(database_url, console=console_section(login_attempts=2)), origin="test"
     )
     store = Store(settings.database_url)
-    store.create_schema()
+    store.upgrade_schema()
     try:
         async with client_for(settings, store) as client:
             first = await log_in(client, "olivia", "wrong")
@@ -310,7 +310,7 @@ async def test_a_trusted_proxy_names_the_user_and_nobody_else_can(
         origin="test",
     )
     store = Store(settings.database_url)
-    store.create_schema()
+    store.upgrade_schema()
     try:
         async with client_for(settings, store, peer="10.1.2.3") as proxied:
             page = await proxied.get("/console/inbox", headers={"x-forwarded-user": "olivia"})

@@ -35,7 +35,7 @@ def note_at(store: Store, when: datetime, n: int, status: str = "done") -> None:
 
 def test_counts_land_in_their_minute_and_hour(database_url: str) -> None:
     store = Store(database_url)
-    store.create_schema()
+    store.upgrade_schema()
     try:
         # The minute of NOW ends at 15:43: the hour chart's last bar is 15:42.
         note_at(store, NOW, 1)

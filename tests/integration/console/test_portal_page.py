@@ -28,7 +28,7 @@ SITUACAO = SubscriptionSpec(evento="dimp-situacao-import", endpoint="https://127
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
     store = Store(f"sqlite:///{tmp_path / 'receiver.db'}")
-    store.create_schema()
+    store.upgrade_schema()
     yield store
     store.close()
 

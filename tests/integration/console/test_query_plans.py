@@ -22,7 +22,7 @@ def plan(store: Store, statement: object) -> str:
 
 def test_status_and_duplicate_reads_use_their_partial_indexes(tmp_path: Path) -> None:
     store = Store(f"sqlite:///{tmp_path / 'receiver.db'}")
-    store.create_schema()
+    store.upgrade_schema()
     try:
         by_status = (
             select(NOTES.c.id)
