@@ -2,7 +2,8 @@
 
 What handler authors use is exported here; everything else is internal. For URLs that senders
 choose, use ``ctx.http`` (or ``guarded_client`` outside a handler): it refuses internal
-addresses, plain http and proxies, and checks every redirect.
+addresses, plain http and proxies, and checks every redirect. ``note.parsed`` is the payload as
+its event's model (``DuimpEvent``, ``SintegreProduct``, ``InvoicyNotification``...).
 """
 
 from receiver.errors import (
@@ -14,18 +15,32 @@ from receiver.errors import (
     Retry,
 )
 from receiver.outbound import guarded_client
+from receiver.payloads import (
+    DuimpEvent,
+    DuimpIdentificacao,
+    InvoicyNotification,
+    PortalEvent,
+    SefazEvent,
+    SintegreProduct,
+)
 from receiver.worker.routing import Context, Notification, PortalAPI, Router
 
 __all__ = [
     "AddressRefused",
     "Context",
+    "DuimpEvent",
+    "DuimpIdentificacao",
     "GiveUp",
     "HandlerError",
+    "InvoicyNotification",
     "Notification",
     "PortalAPI",
     "PortalError",
+    "PortalEvent",
     "ReceiverError",
     "Retry",
     "Router",
+    "SefazEvent",
+    "SintegreProduct",
     "guarded_client",
 ]

@@ -14,15 +14,18 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import httpx
 
 from receiver.catalog import family_known, is_known_event
 from receiver.config import DownloadSettings
-from receiver.errors import HandlerError
+from receiver.errors import GiveUp, HandlerError
+from receiver.payloads import PayloadModel
 
 log = logging.getLogger("receiver.routing")
+
+ModelT = TypeVar("ModelT", bound=PayloadModel)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +42,23 @@ class Notification:
     # Stable across retries, replays and recovery: derived from the content, not the row.
     idempotency_key: str
     recovered: bool = False
+    # The payload as its event's model (``receiver.payloads``), validated when the notification
+    # was routed: a body that does not fit is quarantined and never reaches a handler. None for a
+    # source without models.
+    parsed: PayloadModel | None = None
+
+    def parsed_as(self, model: type[ModelT]) -> ModelT:
+        """``parsed``, typed as the handler expects: ``note.parsed_as(DuimpEvent)``. A
+        notification built by hand without ``parsed`` is validated here; a payload of another
+        model raises ``GiveUp`` (the handler is registered on an event it cannot read)."""
+        if isinstance(self.parsed, model):
+            return self.parsed
+        if self.parsed is not None:
+            raise GiveUp(
+                f"notification {self.id} ({self.source} {self.event}) is a "
+                f"{type(self.parsed).__name__}, not a {model.__name__}"
+            )
+        return model.model_validate(self.payload)
 
 
 class ResultStore(Protocol):
@@ -88,6 +108,9 @@ class Context:
     portal_client: PortalAPI | None = None
     data_dir: Any | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    # What the handler modules' lifespans opened (``Router(lifespan=...)``, ``on_startup``), once
+    # per worker process: ``ctx.resources["db"]``.
+    resources: Mapping[str, Any] = field(default_factory=dict)
     # The worker's guarded client (receiver.outbound.guarded_client, from ``outbound:``).
     http_client: httpx.AsyncClient | None = None
     downloads: DownloadSettings = field(default_factory=DownloadSettings)

@@ -12,26 +12,20 @@ import logging
 import os
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from receiver import logs, metrics, storable
 from receiver.config import DownloadSettings, WorkerSettings
-from receiver.errors import GiveUp, ParseError, Retry
-from receiver.sources import parse
+from receiver.errors import ParseError
 from receiver.store import GroupedWrites, JobStatus, store_down
+from receiver.worker.attempt import Services, read_notification, run_attempt
 from receiver.worker.jobs import ClaimedJob, JobQueue, Outcome
-from receiver.worker.retry import Decision, RetryPolicy
-from receiver.worker.routing import (
-    Context,
-    Notification,
-    PortalAPI,
-    ResultStore,
-    Route,
-    Routing,
-)
+from receiver.worker.retry import RetryPolicy
+from receiver.worker.routing import PortalAPI, ResultStore, Routing
 
 log = logging.getLogger("receiver.worker")
 
@@ -60,16 +54,21 @@ class Worker:
         data_dir: Path = Path("data"),
         portal: PortalAPI | None = None,
         http: httpx.AsyncClient | None = None,
+        resources: Mapping[str, Any] | None = None,
     ) -> None:
+        """``resources``: what the handler modules' lifespans opened (``ctx.resources``)."""
         self._queue = queue
         self._routing = routing
         self._settings = settings if settings is not None else WorkerSettings()
-        self._http = http
-        self._downloads = downloads if downloads is not None else DownloadSettings()
         self._policy = retry if retry is not None else RetryPolicy()
-        self._portal = portal
-        self._data_dir = data_dir
-        self._results = results
+        self._services = Services(
+            results=results,
+            portal=portal,
+            data_dir=data_dir,
+            http=http,
+            downloads=downloads if downloads is not None else DownloadSettings(),
+            resources=resources if resources is not None else {},
+        )
         # True once recorded; False if the job's lease was lost to another worker.
         self._outcomes = GroupedWrites[Outcome, bool](queue.finish_many, name="outcome-writer")
         self._running: dict[asyncio.Task[None], ClaimedJob] = {}
@@ -191,101 +190,36 @@ class Worker:
             )
             return
         try:
-            note = self._notification(job)
-        except ParseError as error:  # routed once, so only a changed parser gets here
+            note = read_notification(
+                note_id=job.note_id,
+                source=job.source,
+                event=job.event,
+                received_at=job.received_at,
+                body=job.body,
+                headers=job.headers,
+                dedup_key=job.dedup_key,
+                recovered=job.recovered,
+            )
+        except ParseError as error:  # routed once, so only a changed parser or model gets here
             await self._finish(job, JobStatus.DEAD, storable.safe(f"unreadable: {error}", 4000))
             return
-        context = Context(
-            handler=route.name,
-            attempt=job.attempt,
-            # The job's fields are on every line already (logs.job_fields).
-            logger=logging.getLogger(f"receiver.handler.{route.name}"),
-            results=self._results,
-            portal_client=self._portal,
-            data_dir=self._data_dir,
-            http_client=self._http,
-            downloads=self._downloads,
+        attempted = await run_attempt(
+            route,
+            note,
+            self._services.context(route, job.attempt),
+            default_timeout=self._settings.handler_timeout_seconds,
+            policy=self._policy,
+            error_hooks=self._routing.error_hooks,
         )
-        await self._attempt(route, note, context, job)
-
-    def _notification(self, job: ClaimedJob) -> Notification:
-        parsed = parse(job.source, job.body, job.event)
-        return Notification(
-            id=job.note_id,
-            source=job.source,
-            event=parsed.event,
-            received_at=job.received_at,
-            payload=parsed.payload,
-            body=job.body,
-            headers=job.headers,
-            idempotency_key=job.dedup_key,
-            recovered=job.recovered,
-        )
-
-    async def _attempt(
-        self, route: Route, note: Notification, context: Context, job: ClaimedJob
-    ) -> None:
-        timeout = route.timeout or self._settings.handler_timeout_seconds
-        started = time.perf_counter()
-        requested_after: float | None = None
-        gave_up = False
-        try:
-            async with asyncio.timeout(timeout):
-                await route.handler(note, context)
-        except Retry as retry:
-            error: BaseException | None = retry
-            requested_after = retry.after
-            reason = f"handler asked to retry: {retry}"
-        except GiveUp as given_up:  # no attempt can succeed: straight to the dead letters
-            error = given_up
-            gave_up = True
-            reason = f"{type(given_up).__name__}: {given_up}"
-        except TimeoutError as timed_out:
-            error = timed_out
-            reason = f"timed out after {timeout:g} s"
-        except Exception as failure:
-            error = failure
-            reason = f"{type(failure).__name__}: {failure}"
-        else:
-            error = None
-            reason = ""
-        metrics.HANDLER_SECONDS.labels(route.name).observe(time.perf_counter() - started)
-        if error is None:
-            metrics.JOBS.labels(route.name, "done").inc()
+        if attempted.outcome is JobStatus.DONE:
             self.completed += 1
             await self._finish(job, JobStatus.DONE, None)
             return
-        await self._call_error_hooks(note, context, error)
-        if gave_up:
-            decision = Decision(dead=True, delay=0.0)
-        else:
-            decision = self._policy.decide(job.attempt, requested_after)
-        outcome = JobStatus.DEAD if decision.dead else JobStatus.FAILED
-        metrics.JOBS.labels(route.name, outcome.value).inc()
-        level = logging.ERROR if decision.dead else logging.WARNING
-        log.log(
-            level,
-            "handler %s on %s attempt %d: %s%s",
-            route.name,
-            note.id,
-            job.attempt,
-            reason,
-            " (dead letter)" if decision.dead else f" (retry in {decision.delay:.1f} s)",
-            # Where it failed: not for a Retry or a GiveUp, which the handler raised on purpose.
-            exc_info=None if isinstance(error, Retry | GiveUp) else error,
-        )
         # What a handler raised is kept as the job's last error: escaped and cut, so that the
         # record of its attempt can always be written (PostgreSQL text refuses NUL).
-        await self._finish(job, outcome, storable.safe(reason, 4000), decision.delay)
-
-    async def _call_error_hooks(
-        self, note: Notification, context: Context, error: BaseException
-    ) -> None:
-        for hook in self._routing.error_hooks:
-            try:
-                await hook(note, context, error)
-            except Exception:
-                log.exception("error hook %r failed", hook)
+        await self._finish(
+            job, attempted.outcome, storable.safe(attempted.reason, 4000), attempted.delay
+        )
 
     async def _finish(
         self, job: ClaimedJob, status: JobStatus, error: str | None, delay: float = 0.0

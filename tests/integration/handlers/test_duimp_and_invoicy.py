@@ -13,6 +13,7 @@ import pytest
 import handlers.duimp
 import handlers.invoicy
 from receiver.dispatcher.tls import server_ssl_context
+from receiver.errors import ParseError
 from receiver.portal import PortalClient
 from receiver.simulator import duimps
 from receiver.simulator.portal_api import PortalAuthority, create_portal_api_app
@@ -84,12 +85,9 @@ def test_a_duimp_handler_without_portal_says_so(store: Store) -> None:
         asyncio.run(dispatch(handlers.duimp.router, note, context(MemoryResults())))
 
 
-def test_a_duimp_notification_without_numero_fails_clearly(store: Store) -> None:
-    note = stored(store, "pucomex", {"evento": "duimp.registro", "dados": {}})
-    with pytest.raises(ValueError, match=r"identificacao\.numero \(or dados\.numero\)"):
-        asyncio.run(
-            dispatch(handlers.duimp.router, note, context(MemoryResults(), portal_client=object()))
-        )
+def test_a_duimp_notification_without_numero_never_reaches_the_handler(store: Store) -> None:
+    with pytest.raises(ParseError, match=r"does not fit DuimpEvent: identificacao\.numero"):
+        stored(store, "pucomex", {"evento": "duimp.registro", "dados": {}})
 
 
 def test_situation_events_keep_the_new_situation_once_per_notification(

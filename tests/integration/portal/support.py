@@ -26,8 +26,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from receiver import Context, Notification, Router
 from receiver.config import PortalSettings
 from receiver.dispatcher.tls import tls_uvicorn_config
-from receiver.sources import dedup_key, parse
+from receiver.sources import dedup_key
 from receiver.store import Incoming, Store
+from receiver.worker.attempt import read_notification
 
 
 @dataclass
@@ -247,16 +248,14 @@ def stored(store: Store, source: str, payload: Any, event: str | None = None) ->
     )
     row = store.note(receipt.id)
     assert row is not None
-    parsed = parse(source, bytes(row["body"]), row["event"])
-    return Notification(
-        id=row["id"],
+    return read_notification(
+        note_id=row["id"],
         source=source,
-        event=parsed.event,
+        event=row["event"],
         received_at=row["received_at"],
-        payload=parsed.payload,
         body=bytes(row["body"]),
         headers=json.loads(row["headers"]),
-        idempotency_key=row["dedup_key"],
+        dedup_key=row["dedup_key"],
     )
 
 
