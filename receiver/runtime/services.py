@@ -13,8 +13,8 @@ import contextlib
 import logging
 import signal
 import socket
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -24,6 +24,7 @@ from receiver.ingest.app import BackgroundService
 from receiver.outbound import guarded_client
 from receiver.store import Store
 from receiver.worker.jobs import StoreJobQueue
+from receiver.worker.resources import open_resources
 from receiver.worker.results import StoreResults
 from receiver.worker.retry import RetryPolicy
 from receiver.worker.routing import PortalAPI, Routing, load_routers
@@ -65,6 +66,7 @@ def build_worker(
     routing: Routing,
     portal: PortalAPI | None = None,
     http: httpx.AsyncClient | None = None,
+    resources: Mapping[str, Any] | None = None,
 ) -> Worker:
     """The worker ``receiver.yaml`` describes, on the store's job queue: its own sections
     (``worker:``, ``retry:``, ``downloads:``, ``store_dir``), not the whole settings."""
@@ -78,6 +80,7 @@ def build_worker(
         data_dir=settings.store_dir,
         portal=portal,
         http=http,
+        resources=resources,
     )
 
 
@@ -109,8 +112,12 @@ def outbound_client(settings: Settings) -> httpx.AsyncClient:
 def worker_service(settings: Settings, store: Store, routing: Routing) -> BackgroundService:
     @contextlib.asynccontextmanager
     async def service() -> AsyncIterator[None]:
-        async with portal_client(settings) as portal, outbound_client(settings) as http:
-            worker = build_worker(settings, store, routing, portal, http)
+        async with (
+            open_resources(routing.routers) as resources,
+            portal_client(settings) as portal,
+            outbound_client(settings) as http,
+        ):
+            worker = build_worker(settings, store, routing, portal, http, resources)
             async with running_worker(worker):
                 yield
 
@@ -214,7 +221,13 @@ async def _work(settings: Settings, store: Store, routing: Routing) -> None:
         signal.SIGHUP,
         lambda: log.warning("SIGHUP: receiver worker reloads nothing; restart it to apply changes"),
     )
-    async with portal_client(settings) as portal, outbound_client(settings) as http:
-        worker = build_worker(settings, store, routing, portal, http)
+    # The handler modules' resources are opened before the first job and closed after the last,
+    # on SIGTERM too (the loop's handler sets ``stop``; nothing is cut short).
+    async with (
+        open_resources(routing.routers) as resources,
+        portal_client(settings) as portal,
+        outbound_client(settings) as http,
+    ):
+        worker = build_worker(settings, store, routing, portal, http, resources)
         await worker.run(stop)
     log.info("worker stopped after %d completed jobs", worker.completed)

@@ -9,6 +9,7 @@ the implementations: ``PortalAPI`` (``ctx.portal``, the Portal client of ``recei
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -148,6 +149,12 @@ class Context:
 
 Handler = Callable[[Notification, Context], Awaitable[None]]
 ErrorHook = Callable[[Notification, Context, BaseException], Awaitable[None]]
+# A handler module's resources, as Starlette's lifespan: an async context manager yielding what
+# handlers get as ``ctx.resources`` (a mapping, or None), entered once per worker process.
+Lifespan = Callable[[], contextlib.AbstractAsyncContextManager[Mapping[str, Any] | None]]
+# ``@router.on_startup`` / ``@router.on_shutdown``: called with the resources, once per worker
+# process; a start-up hook adds to them (``resources["db"] = ...``).
+ResourceHook = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 # What a handler may declare it needs (``Router.on(..., needs=("portal",))``): checked at start-up,
@@ -199,9 +206,34 @@ def _name_of(handler: Handler) -> str:
 class Router:
     """Collects handlers: ``@router.on("pucomex", "duimp.registro")``, ``on_any``, ``on_error``."""
 
-    def __init__(self) -> None:
+    def __init__(self, lifespan: Lifespan | None = None) -> None:
+        """``lifespan``: opens what the handlers share (a connection pool, a client) once per
+        worker process, and closes it when the worker stops, SIGTERM included::
+
+            @contextlib.asynccontextmanager
+            async def lifespan() -> AsyncIterator[dict[str, Any]]:
+                async with open_pool() as pool:
+                    yield {"db": pool}          # ctx.resources["db"]
+
+            router = Router(lifespan=lifespan)
+        """
         self.routes: list[Route] = []
         self.error_hooks: list[ErrorHook] = []
+        self.lifespans: list[Lifespan] = [lifespan] if lifespan is not None else []
+        self.startup_hooks: list[ResourceHook] = []
+        self.shutdown_hooks: list[ResourceHook] = []
+
+    def on_startup(self, hook: ResourceHook) -> ResourceHook:
+        """Called once per worker process before any handler runs, with ``ctx.resources`` to
+        fill (``resources["db"] = await connect()``). If it raises, the worker does not start."""
+        self.startup_hooks.append(hook)
+        return hook
+
+    def on_shutdown(self, hook: ResourceHook) -> ResourceHook:
+        """Called once when the worker stops (SIGTERM too), after the last handler, with the
+        resources, to close what ``on_startup`` opened."""
+        self.shutdown_hooks.append(hook)
+        return hook
 
     def on(
         self,
@@ -250,6 +282,9 @@ class Router:
     def include(self, other: Router) -> None:
         self.routes.extend(other.routes)
         self.error_hooks.extend(other.error_hooks)
+        self.lifespans.extend(other.lifespans)
+        self.startup_hooks.extend(other.startup_hooks)
+        self.shutdown_hooks.extend(other.shutdown_hooks)
 
 
 class Routing:
@@ -274,6 +309,7 @@ class Routing:
         self._check_aliases(known, strict)
         self.routes: list[Route] = []
         self.error_hooks: list[ErrorHook] = []
+        self.routers = list(routers)
         seen: dict[str, Route] = {}
         for router in routers:
             for route in router.routes:
