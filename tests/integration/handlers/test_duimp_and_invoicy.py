@@ -18,8 +18,8 @@ from receiver.portal import PortalClient
 from receiver.simulator import duimps
 from receiver.simulator.portal_api import PortalAuthority, create_portal_api_app
 from receiver.store import Store
+from receiver.testing import MemoryResults
 from tests.integration.portal.support import (
-    MemoryResults,
     context,
     dispatch,
     make_certs,
@@ -68,7 +68,7 @@ def test_duimp_registration_and_rectification_fetch_and_keep_the_duimp(
                 return ran
 
         assert asyncio.run(run()) == [1, 1, 1]
-    assert set(results.data) == {("duimp", f"{numero}:1"), ("duimp", f"{numero}:2")}
+    assert set(results.saved) == {("duimp", f"{numero}:1"), ("duimp", f"{numero}:2")}
     for versao in (1, 2):
         kept = asyncio.run(results.load("duimp", f"{numero}:{versao}"))
         assert kept == json.loads(json.dumps(duimps.duimp(numero, versao)))
@@ -113,7 +113,7 @@ def test_situation_events_keep_the_new_situation_once_per_notification(
                 return ran
 
         assert asyncio.run(run()) == [1, 1, 1, 1]
-    assert set(results.data) == {("duimp-situacao", note.idempotency_key) for note in notes}
+    assert set(results.saved) == {("duimp-situacao", note.idempotency_key) for note in notes}
     kept = asyncio.run(results.load("duimp-situacao", notes[1].idempotency_key))
     assert kept is not None
     assert (kept["numero"], kept["evento"]) == (numero, "duimp.cancelamento")

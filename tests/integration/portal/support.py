@@ -1,6 +1,6 @@
 """Helpers for the Portal and handler tests: certificates, a real HTTPS uvicorn server in a thread,
-an in-memory result store for handler contexts, a faithful fake of the subscription API, and
-notifications stored and run as the worker would."""
+a faithful fake of the subscription API, and notifications stored and run as the worker would.
+The in-memory result store is the public kit's (``receiver.testing.MemoryResults``)."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from receiver.config import PortalSettings
 from receiver.dispatcher.tls import tls_uvicorn_config
 from receiver.sources import dedup_key
 from receiver.store import Incoming, Store
+from receiver.testing import MemoryResults
 from receiver.worker.attempt import read_notification
 
 
@@ -128,22 +129,6 @@ class StatusLog:
 
     def statuses(self, path_prefix: str) -> list[int]:
         return [status for _, path, status in self.answers if path.startswith(path_prefix)]
-
-
-class MemoryResults:
-    """``Context.results`` in memory; values go through JSON as they would in the store."""
-
-    def __init__(self) -> None:
-        self.data: dict[tuple[str, str], str] = {}
-        self.saves = 0
-
-    async def save(self, kind: str, key: str, value: Any) -> None:
-        self.saves += 1
-        self.data[(kind, key)] = json.dumps(value, ensure_ascii=False)
-
-    async def load(self, kind: str, key: str) -> Any | None:
-        raw = self.data.get((kind, key))
-        return None if raw is None else json.loads(raw)
 
 
 @dataclass
