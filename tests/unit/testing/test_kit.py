@@ -258,3 +258,29 @@ def test_the_invoicy_handler_keeps_the_history_through_the_kit() -> None:
         "nfe.documento-emitido",
         "nfe.documento-autorizado",
     ]
+
+
+def test_a_failed_run_is_logged_with_its_notification_handler_attempt_and_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    router = Router()
+
+    @router.on("pucomex", "dimp-registro-import")
+    async def breaks(note: Notification, ctx: Context) -> None:
+        raise KeyError("situacao")
+
+    @router.on("pucomex", "dimp-registro-import")
+    async def asks_later(note: Notification, ctx: Context) -> None:
+        raise Retry(after=5)
+
+    note = make_notification(
+        "pucomex", "dimp-registro-import", payload=payload("dimp-registro-import")
+    )
+    run_handlers_sync(router, note, attempt=2)
+    failed, retried = [r for r in caplog.records if r.name == "receiver.worker"]
+    assert failed.getMessage().startswith(
+        f"handler {__name__}.test_a_failed_run_is_logged_with_its_notification_handler_attempt_and"
+        f"_traceback.<locals>.breaks on notification {note.id} attempt 2: KeyError: 'situacao'"
+    )
+    assert failed.exc_info is not None and failed.exc_info[0] is KeyError  # the traceback
+    assert retried.exc_info is None  # a Retry is raised on purpose: no traceback
