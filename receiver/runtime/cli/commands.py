@@ -22,6 +22,7 @@ from receiver.runtime.cliutil import LazyGroup
     cls=LazyGroup,
     lazy_subcommands={
         "demo": "receiver.simulator.cli:demo",
+        "dev": "receiver.simulator.cli:dev",
         "dispatcher": "receiver.simulator.cli:dispatcher",
         "portal": "receiver.runtime.cli.portal:portal",
     },
