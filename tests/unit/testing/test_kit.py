@@ -9,6 +9,7 @@ import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -284,3 +285,30 @@ def test_a_failed_run_is_logged_with_its_notification_handler_attempt_and_traceb
     )
     assert failed.exc_info is not None and failed.exc_info[0] is KeyError  # the traceback
     assert retried.exc_info is None  # a Retry is raised on purpose: no traceback
+
+
+def test_the_fake_portal_answers_the_documented_shape_and_a_duimp_of_ones_own() -> None:
+    documented = json.loads(
+        (
+            Path(__file__).parents[2] / "fixtures" / "duimp-consulta-response.example.json"
+        ).read_text()
+    )
+    portal = FakePortal()
+
+    async def consult() -> tuple[dict[str, Any], dict[str, Any]]:
+        async with portal.client() as client:
+            simulated = await client.duimp("26BR0000000198")  # versoes first, then the latest
+            portal.set_duimp("26BR0000000198", 1, {"numeroDuimp": "26BR0000000198", "mine": 1})
+            own = await client.duimp("26BR0000000198", 1)
+            return simulated, own
+
+    simulated, own = asyncio.run(consult())
+    assert set(simulated) == set(documented)
+    assert own == {"numeroDuimp": "26BR0000000198", "mine": 1}
+    assert [(call.method, call.path.rsplit("/", 1)[-1]) for call in portal.calls] == [
+        ("POST", "chave-acesso"),
+        ("GET", "versoes"),
+        ("GET", str(simulated["versaoDeclaracao"])),
+        ("GET", "1"),
+    ]
+    assert portal.authentications == 1
