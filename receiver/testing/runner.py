@@ -84,7 +84,7 @@ async def run_handlers(
         services = Services(
             results=results if results is not None else MemoryResults(),
             portal=portal,
-            data_dir=data_dir if data_dir is not None else Path("data"),
+            data_dir=data_dir,  # None: a handler that needs a folder says so (pass tmp_path)
             http=http,
             downloads=downloads if downloads is not None else DownloadSettings(),
             resources=resources,

@@ -76,7 +76,7 @@ class Services:
 
     results: ResultStore
     portal: PortalAPI | None = None
-    data_dir: Path = Path("data")
+    data_dir: Path | None = Path("data")
     http: httpx.AsyncClient | None = None
     downloads: DownloadSettings = field(default_factory=DownloadSettings)
     resources: Mapping[str, Any] = field(default_factory=dict)

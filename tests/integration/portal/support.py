@@ -28,7 +28,7 @@ from receiver.config import PortalSettings
 from receiver.dispatcher.tls import tls_uvicorn_config
 from receiver.sources import dedup_key
 from receiver.store import Incoming, Store
-from receiver.testing import MemoryResults
+from receiver.testing import MemoryResults, Quarantined, run_handlers
 from receiver.worker.attempt import read_notification
 
 
@@ -251,8 +251,24 @@ def context(results: MemoryResults, **fields: Any) -> Context:
 
 
 async def dispatch(router: Router, note: Notification, ctx: Context) -> int:
-    """Run every handler of ``router`` that matches, as the worker would; how many ran."""
-    routes = [route for route in router.routes if route.matches(note.source, note.event)]
-    for route in routes:
-        await route.handler(note, ctx)
-    return len(routes)
+    """Run every handler of ``router`` that matches, as the worker would (the public kit's
+    ``run_handlers``, with what ``ctx`` holds); how many ran. What a handler raised is raised
+    again here, so a test can expect it."""
+    try:
+        runs = await run_handlers(
+            router,
+            note,
+            portal=ctx.portal_client,
+            results=ctx.results,
+            data_dir=ctx.data_dir,
+            http=ctx.http_client,
+            downloads=ctx.downloads,
+        )
+    except Quarantined as quarantined:
+        if quarantined.reason.startswith("no handler for "):
+            return 0
+        raise
+    for run in runs:
+        if run.error is not None:
+            raise run.error
+    return len(runs)
