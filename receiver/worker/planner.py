@@ -102,7 +102,9 @@ def decide(
         routes = routing.handlers_for(source, routed_as)
         if routes:
             # Typed events: validated here, once, after the ack; a body that does not fit its
-            # event's model never reaches handler code.
+            # event's model never reaches handler code. It costs 4 to 16 us a notification,
+            # under half of parsing's 21 to 42 us (loadtests/payload_validation.py, noisy
+            # shared machine).
             payloads.validate_payload(source, routed_as, parsed.payload)
     except payloads.ValidationError as error:
         reason = storable.safe(f"payload {payloads.describe(error)}", REASON_CHARS)
