@@ -23,7 +23,7 @@ from receiver import metrics, payloads
 from receiver.config import DownloadSettings
 from receiver.errors import GiveUp, ParseError, Retry
 from receiver.sources import parse
-from receiver.store import JobStatus
+from receiver.store import JobStatus, utcnow
 from receiver.worker.retry import Decision, RetryPolicy
 from receiver.worker.routing import (
     Context,
@@ -106,6 +106,9 @@ class Attempted:
     error: BaseException | None = None
     reason: str = ""
     delay: float = 0.0
+    # When the handler was called and when it returned or raised (UTC).
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
 
 
 async def run_attempt(
@@ -123,6 +126,7 @@ async def run_attempt(
     A failure is logged with the notification id, handler, attempt and, unless it was a ``Retry``
     or a ``GiveUp`` (raised on purpose), its traceback."""
     timeout = route.timeout or default_timeout
+    started_at = utcnow()
     started = time.perf_counter()
     requested_after: float | None = None
     gave_up = False
@@ -148,9 +152,10 @@ async def run_attempt(
         error = None
         reason = ""
     metrics.HANDLER_SECONDS.labels(route.name).observe(time.perf_counter() - started)
+    finished_at = utcnow()
     if error is None:
         metrics.JOBS.labels(route.name, "done").inc()
-        return Attempted(route.name, JobStatus.DONE)
+        return Attempted(route.name, JobStatus.DONE, started_at=started_at, finished_at=finished_at)
     await _call_error_hooks(error_hooks, note, context, error)
     decision = (
         Decision(dead=True, delay=0.0)
@@ -170,7 +175,7 @@ async def run_attempt(
         # Where it failed: not for a Retry or a GiveUp, which the handler raised on purpose.
         exc_info=None if isinstance(error, Retry | GiveUp) else error,
     )
-    return Attempted(route.name, outcome, error, reason, decision.delay)
+    return Attempted(route.name, outcome, error, reason, decision.delay, started_at, finished_at)
 
 
 async def _call_error_hooks(
