@@ -84,7 +84,8 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await asyncio.to_thread(store.create_schema)
+        # Never DDL here: the runtime role has no such rights (``receiver db upgrade`` does it).
+        await asyncio.to_thread(store.check_schema)
         store.start()
         async with contextlib.AsyncExitStack() as stack:
             for service in background:

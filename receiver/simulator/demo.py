@@ -45,6 +45,7 @@ from receiver.simulator.certificates import write_demo_certificates
 from receiver.simulator.demo_report import DemoReport, check, kept_duimps, receiver_counts, summary
 from receiver.simulator.duimps import duimp_number, latest_version
 from receiver.store import Store
+from receiver.store.schema import RECEIVER_SCHEMA
 
 __all__ = [
     "DemoReport",
@@ -251,6 +252,7 @@ async def run_demo(
             say(f"Portal simulator on {simulator.url} (subscription API, Portal API, mutual TLS)")
             settings = demo_receiver_settings(folder, certs, simulator.url)
             store = Store.from_settings(settings)
+            say(await asyncio.to_thread(_upgraded, store))
             app = create_app(
                 settings,
                 store=store,
@@ -337,3 +339,8 @@ async def _emit(
         f"every delivery settled: {len(states) - report.failed_deliveries} delivered, "
         f"{report.failed_deliveries} failed (to the endpoint answering 500)"
     )
+
+
+def _upgraded(store: Store) -> str:
+    """``receiver demo`` is its own operator: it runs ``receiver db upgrade`` on its store."""
+    return store.upgrade_schema().summary(RECEIVER_SCHEMA, store.safe_url)

@@ -119,6 +119,8 @@ async def run_dev(
         )
         routing = build_routing(settings)
         store = Store.from_settings(settings)
+        # Like receiver demo, its own operator: it runs `receiver db upgrade` on its store.
+        await asyncio.to_thread(store.upgrade_schema)
         app = create_app(settings, store=store)  # ingest only: the worker part restarts alone
         try:
             async with (

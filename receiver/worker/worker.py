@@ -13,6 +13,7 @@ import os
 import socket
 import time
 from collections.abc import AsyncIterator, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +21,11 @@ import httpx
 
 from receiver import logs, metrics, storable
 from receiver.config import DownloadSettings, WorkerSettings
-from receiver.errors import ParseError
-from receiver.store import GroupedWrites, JobStatus, store_down
-from receiver.worker.attempt import Services, read_notification, run_attempt
+from receiver.errors import ParseError, Retry
+from receiver.store import GroupedWrites, JobStatus, store_down, utcnow
+from receiver.worker import failures
+from receiver.worker.attempt import Attempted, Services, read_notification, run_attempt
+from receiver.worker.failures import Attempt, AttemptOutcome
 from receiver.worker.jobs import ClaimedJob, JobQueue, Outcome
 from receiver.worker.retry import RetryPolicy
 from receiver.worker.routing import PortalAPI, ResultStore, Routing
@@ -181,12 +184,12 @@ class Worker:
                 "attempt": job.attempt,
             }
         )
+        started = utcnow()
         route = self._routing.route(job.handler)
         if route is None:
+            why = f"handler {job.handler} is not configured any more; restore it, then replay"
             await self._finish(
-                job,
-                JobStatus.DEAD,
-                f"handler {job.handler} is not configured any more; restore it, then replay",
+                job, JobStatus.DEAD, why, attempt=_not_run(started, "HandlerNotConfigured", why)
             )
             return
         try:
@@ -201,7 +204,10 @@ class Worker:
                 recovered=job.recovered,
             )
         except ParseError as error:  # routed once, so only a changed parser or model gets here
-            await self._finish(job, JobStatus.DEAD, storable.safe(f"unreadable: {error}", 4000))
+            why = storable.safe(f"unreadable: {error}", 4000)
+            await self._finish(
+                job, JobStatus.DEAD, why, attempt=_not_run(started, failures.error_type(error), why)
+            )
             return
         attempted = await run_attempt(
             route,
@@ -211,21 +217,35 @@ class Worker:
             policy=self._policy,
             error_hooks=self._routing.error_hooks,
         )
+        record = attempt_record(attempted)
         if attempted.outcome is JobStatus.DONE:
             self.completed += 1
-            await self._finish(job, JobStatus.DONE, None)
+            await self._finish(job, JobStatus.DONE, None, attempt=record)
             return
         # What a handler raised is kept as the job's last error: escaped and cut, so that the
-        # record of its attempt can always be written (PostgreSQL text refuses NUL).
+        # record of its attempt can always be written (PostgreSQL text refuses NUL). The attempt's
+        # own record keeps the traceback too, even for a Retry or a GiveUp.
         await self._finish(
-            job, attempted.outcome, storable.safe(attempted.reason, 4000), attempted.delay
+            job,
+            attempted.outcome,
+            storable.safe(attempted.reason, 4000),
+            attempted.delay,
+            attempt=record,
         )
 
     async def _finish(
-        self, job: ClaimedJob, status: JobStatus, error: str | None, delay: float = 0.0
+        self,
+        job: ClaimedJob,
+        status: JobStatus,
+        error: str | None,
+        delay: float = 0.0,
+        *,
+        attempt: Attempt | None = None,
     ) -> None:
-        # Shielded: a stop request must not lose the record of a handler that already ran.
-        kept = await asyncio.shield(self._outcomes.submit(Outcome(job, status, error, delay)))
+        # Shielded: a stop request must not lose the record of a handler that already ran. The
+        # attempt's row goes with the outcome, in the same batch and transaction.
+        outcome = Outcome(job, status, error, delay, attempt)
+        kept = await asyncio.shield(self._outcomes.submit(outcome))
         if kept and status is JobStatus.DEAD:
             metrics.DEAD_LETTERS.labels(job.handler).inc()
         if not kept:
@@ -236,6 +256,39 @@ class Worker:
         for status in JobStatus:
             metrics.QUEUE_DEPTH.labels(status.value).set(counts.get(status.value, 0))
         metrics.OLDEST_PENDING.set(oldest)
+
+
+def attempt_record(attempted: Attempted) -> Attempt:
+    """What ``job_attempts`` keeps of an attempt: its outcome and, when it failed, the error's
+    type, message and bounded traceback."""
+    started = attempted.started_at or utcnow()
+    finished = attempted.finished_at or started
+    error = attempted.error
+    if error is None:
+        return Attempt(started, finished, AttemptOutcome.DONE)
+    if attempted.outcome is JobStatus.DEAD:
+        ended = AttemptOutcome.DEAD
+    elif isinstance(error, TimeoutError):
+        ended = AttemptOutcome.TIMEOUT
+    elif isinstance(error, Retry):
+        ended = AttemptOutcome.RETRY
+    else:
+        ended = AttemptOutcome.FAILED
+    return Attempt(
+        started,
+        finished,
+        ended,
+        error_type=failures.error_type(error),
+        message=storable.safe(attempted.reason, failures.MESSAGE_CHARS)
+        if isinstance(error, TimeoutError)
+        else failures.message(error),
+        traceback=failures.bounded_traceback(error),
+    )
+
+
+def _not_run(started: datetime, kind: str, why: str) -> Attempt:
+    """The record of an attempt that could not run the handler at all: a dead letter."""
+    return Attempt(started, utcnow(), AttemptOutcome.DEAD, error_type=kind, message=why)
 
 
 @contextlib.asynccontextmanager

@@ -37,7 +37,7 @@ def wait_for_lines(log: Path, count: int, process: subprocess.Popen[bytes]) -> l
 def store_notes(database_url: str, count: int) -> None:
     store = Store(database_url)
     try:
-        store.create_schema()
+        store.upgrade_schema()
         bodies = [duimp_body(n) for n in range(count)]
         store.append_now(
             [Incoming("pucomex", None, "127.0.0.1", {}, b, dedup_key("pucomex", b)) for b in bodies]

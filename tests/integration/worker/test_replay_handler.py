@@ -101,7 +101,7 @@ def test_the_command_replays_one_handler(tmp_path: Path) -> None:
     config.write_text(yaml.safe_dump(base_config(url)))
     store = Store(url)
     try:
-        store.create_schema()
+        store.upgrade_schema()
         settings = Settings.model_validate(base_config(url))
         [receipt] = store.append_now([incoming(duimp("33"))])
         asyncio.run(
