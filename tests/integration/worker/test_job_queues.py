@@ -190,3 +190,25 @@ def test_counts_by_status_and_the_oldest_waiting(inbox: Inbox) -> None:
     counts, oldest = inbox.queue.counts()
     assert counts == {"pending": 1, "running": 1}
     assert 0.05 <= oldest < 10
+
+
+def test_outcomes_settled_together_are_fenced_one_by_one(inbox: Inbox) -> None:
+    """One transaction settles a group of outcomes: each is still judged by its own lease, and a
+    second outcome for the same attempt in the same group is refused, not applied on top."""
+    notes = [inbox.receive(body(n)) for n in range(3)]
+    inbox.queue.plan(routing("duimp.registro"), 100)
+    claimed = inbox.queue.claim(10, lease_seconds=30)
+    assert len(claimed) == 6
+    stale = inbox.queue.claim(10, lease_seconds=30)  # nothing left: every job is leased
+    assert stale == []
+    first, *others = claimed
+    kept = inbox.queue.finish_many(
+        [Outcome(first, JobStatus.DONE), Outcome(first, JobStatus.FAILED, "late", 60)]
+        + [Outcome(job, JobStatus.FAILED, "boom", 60) for job in others]
+    )
+    assert kept == [True, False] + [True] * len(others)
+    assert (
+        sorted(status for note in notes for status, _, _ in inbox.jobs_of(note))
+        == ["done"] + ["failed"] * 5
+    )
+    assert sorted(inbox.note_status(note) for note in notes) == ["failed"] * 3
