@@ -25,26 +25,24 @@ shared machine are noisy: compare runs made one after the other, alternating.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import multiprocessing
 import os
+import signal
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from multiprocessing.process import BaseProcess
+from dataclasses import dataclass
 from multiprocessing.synchronize import Event as EventType
 from pathlib import Path
 
 from sqlalchemy import false, func, select, text
 
-from receiver import Context, Notification, Router
-from receiver.config import Settings, settings_from_mapping
-from receiver.runtime.services import build_worker
 from receiver.sources import dedup_key
 from receiver.store import JOBS, NOTES, RECEIVER_TABLES, Incoming, JobStatus, Store
-from receiver.worker.routing import Routing
 
 EVENT = "dimp-registro-import"
 FILL_BATCH = 1000
@@ -52,28 +50,43 @@ NOT_DONE = [JobStatus.PENDING, JobStatus.RUNNING, JobStatus.FAILED]
 POLL_SECONDS = 0.05
 
 
-def settings_for(url: str, concurrency: int) -> Settings:
-    worker: dict[str, object] = {"concurrency": concurrency, "poll_interval_seconds": 0.05}
-    if os.environ.get("WORKER_BENCH_BATCH"):
-        worker["batch_size"] = int(os.environ["WORKER_BENCH_BATCH"])
-    return settings_from_mapping(
-        {
-            "database_url": url,
-            "sources": {"pucomex": {"credentials": []}},
-            "worker": worker,
-        },
-        origin="worker_bench",
-    )
+# One worker process, from whichever source tree is first on its path (``--baseline`` runs the
+# same code against an older checkout): only names both trees have.
+WORKER = """
+import asyncio, signal, sys
+from receiver import Context, Notification, Router
+from receiver.config import settings_from_mapping
+from receiver.runtime.services import build_worker
+from receiver.store import Store
+from receiver.worker.routing import Routing
 
+url, concurrency, batch, event = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+worker_settings = {"concurrency": concurrency, "poll_interval_seconds": 0.05}
+if batch:
+    worker_settings["batch_size"] = batch
+settings = settings_from_mapping(
+    {"database_url": url, "sources": {"pucomex": {"credentials": []}}, "worker": worker_settings},
+    origin="worker_bench",
+)
+router = Router()
 
-def noop_router() -> Router:
-    router = Router()
+@router.on("pucomex", event)
+async def nothing(note: Notification, ctx: Context) -> None:
+    return None
 
-    @router.on("pucomex", EVENT)
-    async def nothing(note: Notification, ctx: Context) -> None:
-        return None
+store = Store(url)
+worker = build_worker(settings, store, Routing([router], settings.sources))
 
-    return router
+async def main() -> None:
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    task = asyncio.create_task(worker.run(stop, grace_seconds=5))
+    print("ready", flush=True)
+    await task
+
+asyncio.run(main())
+store.close()
+"""
 
 
 def body(number: int) -> bytes:
@@ -98,10 +111,10 @@ def incoming(number: int) -> Incoming:
 def reset(url: str) -> None:
     store = Store(url)
     try:
-        if store.dialect == "postgresql":
-            with store.engine.begin() as conn:
-                for table in reversed(RECEIVER_TABLES):
-                    conn.execute(text(f"DROP TABLE IF EXISTS {table.name} CASCADE"))
+        cascade = " CASCADE" if store.dialect == "postgresql" else ""
+        with store.engine.begin() as conn:
+            for table in reversed(RECEIVER_TABLES):
+                conn.execute(text(f"DROP TABLE IF EXISTS {table.name}{cascade}"))
         store.create_schema()
     finally:
         store.close()
@@ -134,27 +147,6 @@ def backlog(store: Store) -> tuple[int, int]:
     return int(unrouted), int(waiting)
 
 
-def work(url: str, concurrency: int, stop: EventType, ready: EventType) -> None:
-    """One worker process: ``receiver worker``'s Worker with a no-op handler until ``stop``."""
-    settings = settings_for(url, concurrency)
-    store = Store(url)
-    worker = build_worker(settings, store, Routing([noop_router()], settings.sources))
-
-    async def run() -> None:
-        stopping = asyncio.Event()
-        task = asyncio.create_task(worker.run(stopping, grace_seconds=5))
-        ready.set()
-        # The stop comes from another process: waited for in a thread, not polled.
-        await asyncio.to_thread(stop.wait)
-        stopping.set()
-        await task
-
-    try:
-        asyncio.run(run())
-    finally:
-        store.close()
-
-
 def feed(url: str, rate: int, seconds: float, stop: EventType) -> None:
     """Append ``rate`` notifications per second, a batch every 100 ms, for ``seconds``."""
     store = Store(url)
@@ -174,37 +166,54 @@ def feed(url: str, rate: int, seconds: float, stop: EventType) -> None:
         store.close()
 
 
-def start_workers(url: str, count: int, concurrency: int) -> tuple[list[BaseProcess], EventType]:
-    context = multiprocessing.get_context("spawn")
-    stop = context.Event()
-    processes: list[BaseProcess] = []
-    readies = []
-    for _ in range(count):
-        ready = context.Event()
-        process = context.Process(target=work, args=(url, concurrency, stop, ready))
-        process.start()
-        processes.append(process)
-        readies.append(ready)
-    for ready in readies:
-        ready.wait(60)
-    return processes, stop
+@dataclass(frozen=True)
+class Tree:
+    """Where the worker's code comes from: this checkout, or ``--baseline``'s."""
+
+    name: str
+    path: Path
+    batch_size: int = 0  # 0: the tree's default
 
 
-def stop_all(processes: Sequence[BaseProcess], stop: EventType) -> None:
-    stop.set()
+def start_workers(
+    tree: Tree, url: str, count: int, concurrency: int
+) -> list[subprocess.Popen[str]]:
+    environment = {**os.environ, "PYTHONPATH": str(tree.path)}
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, url, str(concurrency), str(tree.batch_size), EVENT],
+            cwd=tree.path,
+            env=environment,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(count)
+    ]
     for process in processes:
-        process.join(30)
-        if process.is_alive():
+        assert process.stdout is not None
+        if process.stdout.readline().strip() != "ready":
+            raise SystemExit(f"a worker process from {tree.path} did not start")
+    return processes
+
+
+def stop_all(processes: Sequence[subprocess.Popen[str]]) -> None:
+    for process in processes:
+        process.send_signal(signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
             process.kill()
+            process.wait()
 
 
-def drain(url: str, notifications: int, workers: int, concurrency: int) -> float:
+def drain(tree: Tree, url: str, notifications: int, workers: int, concurrency: int) -> float:
     reset(url)
     fill(url, 0, notifications)
     store = Store(url)
     try:
         started = time.monotonic()
-        processes, stop = start_workers(url, workers, concurrency)
+        processes = start_workers(tree, url, workers, concurrency)
         # Start-up (imports, a fresh interpreter) is not the worker's throughput: timed from the
         # first notification routed.
         while True:
@@ -222,25 +231,26 @@ def drain(url: str, notifications: int, workers: int, concurrency: int) -> float
                 break
             time.sleep(POLL_SECONDS)
         seconds = time.monotonic() - started
-        stop_all(processes, stop)
+        stop_all(processes)
         check(store, notifications)
     finally:
         store.close()
     rate = notifications / seconds
     print(
-        f"  drain: {notifications} jobs, {workers} worker process(es), concurrency "
+        f"  {tree.name}: drain {notifications} jobs, {workers} worker process(es), concurrency "
         f"{concurrency}: {seconds:.2f} s, {rate:,.0f} jobs/s",
         flush=True,
     )
     return rate
 
 
-def sustain(url: str, rate: int, seconds: float, concurrency: int) -> bool:
+def sustain(tree: Tree, url: str, rate: int, seconds: float, concurrency: int) -> bool:
     reset(url)
     store = Store(url)
     context = multiprocessing.get_context("spawn")
     try:
-        processes, stop = start_workers(url, 1, concurrency)
+        processes = start_workers(tree, url, 1, concurrency)
+        stop = context.Event()
         feeder = context.Process(target=feed, args=(url, rate, seconds, stop))
         feeder.start()
         started = time.monotonic()
@@ -262,7 +272,7 @@ def sustain(url: str, rate: int, seconds: float, concurrency: int) -> bool:
                 break
             time.sleep(POLL_SECONDS)
         settled = time.monotonic() - started - seconds
-        stop_all(processes, stop)
+        stop_all(processes)
         check(store, fed)
     finally:
         store.close()
@@ -300,22 +310,55 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--postgres", metavar="URL", help="run on this PostgreSQL database")
     parser.add_argument("--sustain", type=int, metavar="PER_SECOND", help="sustained feed rate")
     parser.add_argument("--seconds", type=float, default=20.0, help="sustained feed duration")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="DIR",
+        help="an older checkout (git archive REV | tar -x -C DIR) whose worker runs in alternating "
+        "rounds with this one's, for ratios measured in the same run",
+    )
+    parser.add_argument("--batch-size", type=int, default=0, help="worker.batch_size (default)")
     args = parser.parse_args(argv)
+    here = Path(__file__).resolve().parents[1]
+    trees = [Tree("this", here, args.batch_size)]
+    if args.baseline is not None:
+        trees.insert(0, Tree("baseline", args.baseline.resolve(), args.batch_size))
     with tempfile.TemporaryDirectory(prefix="worker-bench-") as folder:
         url = args.postgres or f"sqlite:///{Path(folder) / 'receiver.db'}"
         print(
-            f"store: {Store(url).safe_url}; pid {os.getpid()}; {os.cpu_count()} cores", flush=True
+            f"store: {Store(url).safe_url}; pid {os.getpid()}; {os.cpu_count()} cores; load "
+            f"average {os.getloadavg()[0]:.1f}",
+            flush=True,
         )
         if args.sustain:
-            return 0 if sustain(url, args.sustain, args.seconds, args.concurrency) else 1
+            kept_up = [
+                sustain(tree, url, args.sustain, args.seconds, args.concurrency) for tree in trees
+            ]
+            return 0 if kept_up[-1] else 1
         counts = [int(part) for part in args.workers.split(",")]
-        rates: dict[int, list[float]] = {count: [] for count in counts}
+        rates: dict[tuple[str, int], list[float]] = {}
         for _ in range(args.rounds):
             for count in counts:
-                rates[count].append(drain(url, args.notifications, count, args.concurrency))
-        for count, found in rates.items():
-            found.sort()
-            print(f"workers {count}: median {found[len(found) // 2]:,.0f} jobs/s over {len(found)}")
+                for tree in trees:
+                    rate = drain(tree, url, args.notifications, count, args.concurrency)
+                    rates.setdefault((tree.name, count), []).append(rate)
+        print(f"summary (medians over {args.rounds} rounds, alternating)")
+        for count in counts:
+            this = statistics.median(rates["this", count])
+            line = f"  workers {count}: {this:,.0f} jobs/s"
+            if args.baseline is not None:
+                before = statistics.median(rates["baseline", count])
+                ratios = [
+                    after / base
+                    for after, base in zip(
+                        rates["this", count], rates["baseline", count], strict=True
+                    )
+                ]
+                line += (
+                    f", baseline {before:,.0f} jobs/s: x{statistics.median(ratios):.2f} "
+                    f"(rounds x{min(ratios):.2f}-x{max(ratios):.2f})"
+                )
+            print(line, flush=True)
     return 0
 
 
