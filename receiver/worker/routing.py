@@ -14,13 +14,14 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
-
-import httpx
+from typing import TYPE_CHECKING, Any, Protocol
 
 from receiver.catalog import family_known, is_known_event
 from receiver.config import DownloadSettings
 from receiver.errors import HandlerError
+
+if TYPE_CHECKING:  # annotations only: importing the handler API must not load httpx
+    import httpx
 
 log = logging.getLogger("receiver.routing")
 

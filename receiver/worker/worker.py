@@ -14,8 +14,7 @@ import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-
-import httpx
+from typing import TYPE_CHECKING
 
 from receiver import logs, metrics, storable
 from receiver.config import DownloadSettings, WorkerSettings
@@ -32,6 +31,9 @@ from receiver.worker.routing import (
     Route,
     Routing,
 )
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("receiver.worker")
 
