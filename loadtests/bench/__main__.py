@@ -61,7 +61,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="run every target this many times, alternating; the summary gives medians and the "
         "median of each round's ratio (runs on one machine vary by 5-10%%)",
     )
-    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up (2)")
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=2.0,
+        help="seconds of warm-up (2); 0: none, the measured run starts as soon as the target is "
+        "ready (--warmup 0 --duration 1: the first second's latency, a cold-start spike)",
+    )
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (1: a core is 2)")
     parser.add_argument("--postgres", metavar="URL", help="also run (c) on this server")

@@ -136,7 +136,10 @@ def drive(
             "token": token,
             "workdir": workdir,
         }
-        warm = run_wrk(args.wrk, script, url, seconds=args.warmup, run_tag=f"{name}w", **common)
+        if args.warmup > 0:
+            warm = run_wrk(args.wrk, script, url, seconds=args.warmup, run_tag=f"{name}w", **common)
+        else:  # --warmup 0: the measured run starts cold, its p99 shows a cold-start spike
+            warm = Load(0, 0.0, 0, 0.0, 0.0, 0.0, 0, {}, [])
         tree = process_tree(proc.pid)
         roles = {
             pid: ("writers" if role == "writer" else "serving")

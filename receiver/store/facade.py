@@ -152,6 +152,20 @@ class Store:
                 self.engine, self._max_batch, self._max_wait_ms, self._commit_timeout
             )
 
+    async def until_started(self, within: float) -> bool:
+        """Wait until the group commit can take notifications (a writer process has said hello:
+        its interpreter, imports and connection take about a second, 1.03 s for the first request
+        of a fresh `serve` on a busy machine when nobody waited), at most ``within`` seconds."""
+        if self._committer is None:
+            self.start()
+        committer = self._committer
+        assert committer is not None
+        deadline = time.monotonic() + within
+        # Polled: ``started`` is a committer's plain flag (a thread committer's is always set).
+        while not committer.started and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        return committer.started
+
     @property
     def writer_pid(self) -> int | None:
         """The writer process's id, when the group commit runs in one (for operators and tests)."""
