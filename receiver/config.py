@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from receiver.alert_settings import AlertSettings
 from receiver.configfile import (
     Section,
     anchor,
@@ -282,6 +283,7 @@ class Settings(Section):
     # loopback unless told otherwise; anyone who reaches it may read them.
     admin_listen: str = "127.0.0.1:9464"
     retention: RetentionSettings = RetentionSettings()
+    alerts: AlertSettings = AlertSettings()
     # The file these settings came from ("(defaults)" without one), for errors found later.
     _origin: str = PrivateAttr(default="receiver.yaml")
 
@@ -337,6 +339,7 @@ class Settings(Section):
             for secret in (portal.pfx_password, portal.client_secret, portal.chave_secreta):
                 if secret is not None:
                     found.append(secret.get_secret_value())
+        found.extend(self.alerts.secrets())
         return found
 
 
@@ -373,6 +376,16 @@ def _anchor_paths(settings: Settings, base_dir: Path) -> Settings:
         changes["outbound"] = settings.outbound.model_copy(
             update={"ca_file": anchor(settings.outbound.ca_file, base_dir)}
         )
+    alerts = settings.alerts
+    if alerts.webhook is not None and alerts.webhook.ca_file is not None:
+        webhook = alerts.webhook.model_copy(
+            update={"ca_file": anchor(alerts.webhook.ca_file, base_dir)}
+        )
+        alerts = alerts.model_copy(update={"webhook": webhook})
+    if alerts.email is not None and alerts.email.ca_file is not None:
+        email = alerts.email.model_copy(update={"ca_file": anchor(alerts.email.ca_file, base_dir)})
+        alerts = alerts.model_copy(update={"email": email})
+    changes["alerts"] = alerts
     server = settings.server
     if server.ssl_certfile is not None and server.ssl_keyfile is not None:
         changes["server"] = server.model_copy(

@@ -235,3 +235,15 @@ PORTAL_WATCH_UP = Gauge(
     "1 when serve's last look at the Portal (subscriptions, failure search) succeeded",
     registry=REGISTRY,
 )
+ALERTS_FIRING = Gauge(
+    "receiver_alerts_firing",
+    "Alert episodes open, by rule (receiver.alerts; set by the process that evaluates them)",
+    ["rule"],
+    registry=REGISTRY,
+)
+PORTAL_FAILURES_UNSTORED = Gauge(
+    "receiver_portal_failures_unstored",
+    "Notifications in the Portal's failure search (today and yesterday) whose content the store "
+    "does not hold, after the watch's recovery",
+    registry=REGISTRY,
+)

@@ -13,7 +13,8 @@ import contextlib
 import logging
 import signal
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from receiver.config import Settings
@@ -30,6 +31,10 @@ if TYPE_CHECKING:  # imported when portal: is configured: serve never loads it o
     import httpx
 
     from receiver.portal.client import PortalClient
+    from receiver.runtime.watch import WatchReport
+
+# The alerts judge the Portal by the watch's report until it is this many watch periods old.
+STALE_WATCH_PERIODS = 3
 
 log = logging.getLogger("receiver.services")
 
@@ -147,9 +152,12 @@ def recovery_service(settings: Settings, store: Store) -> BackgroundService | No
     return service
 
 
-def watch_service(settings: Settings, store: Store) -> BackgroundService | None:
+def watch_service(
+    settings: Settings, store: Store, on_report: Callable[[WatchReport], None] | None = None
+) -> BackgroundService | None:
     """The Portal watch (``receiver.runtime.watch``), on by default when ``portal:`` is configured:
-    subscriptions active, nothing the Portal gave up on left unstored, failure streaks."""
+    subscriptions active, nothing the Portal gave up on left unstored, failure streaks; each
+    report handed to ``on_report`` (the alerts)."""
     if settings.portal is None or not settings.portal.watch_every_seconds:
         return None
     every = settings.portal.watch_every_seconds
@@ -165,6 +173,7 @@ def watch_service(settings: Settings, store: Store) -> BackgroundService | None:
                 store,
                 settings.subscriptions,
                 aliases=settings.events.aliases.get("pucomex"),
+                on_report=on_report,
             )
             stop = asyncio.Event()
             task = asyncio.create_task(watch.run(every, stop))
@@ -179,14 +188,22 @@ def watch_service(settings: Settings, store: Store) -> BackgroundService | None:
 
 def serve_services(settings: Settings, store: Store, *, worker: bool) -> list[BackgroundService]:
     """What ``receiver serve`` runs beside ingest: the worker (unless --no-worker), recovery,
-    the Portal watch, retention."""
+    the Portal watch, retention, the alerts."""
+    from receiver.runtime.alerting import FactsBox, alert_service
     from receiver.runtime.retention import retention_service
 
     services = [worker_service(settings, store, build_routing(settings))] if worker else []
+    portal = settings.portal
+    watch_every = portal.watch_every_seconds if portal is not None else None
+    # The alerts read the watch's reports; without a watch in serve, they run their own.
+    box = FactsBox(timedelta(seconds=watch_every * STALE_WATCH_PERIODS)) if watch_every else None
     optionals = (
         recovery_service(settings, store),
-        watch_service(settings, store),
+        watch_service(settings, store, box.put if box is not None else None),
         retention_service(settings, store),
+        alert_service(
+            settings, store, command="serve", facts=box, commits_failing=store.commits_failing
+        ),
     )
     for optional in optionals:
         if optional is not None:
@@ -199,12 +216,16 @@ async def run_worker(
 ) -> None:
     """``receiver worker``: handlers only, until SIGTERM or SIGINT, then a graceful stop; its
     admin listener (/healthz, /readyz, /metrics) on ``admin`` meanwhile."""
+    from receiver.runtime.alerting import alert_service
     from receiver.runtime.serving import admin_service
 
     await asyncio.to_thread(store.create_schema)
     async with contextlib.AsyncExitStack() as stack:
         if admin is not None:
             await stack.enter_async_context(admin_service(settings, store, sock=admin)())
+        alerts = alert_service(settings, store, command="worker")
+        if alerts is not None:
+            await stack.enter_async_context(alerts())
         await _work(settings, store, routing)
 
 

@@ -21,6 +21,10 @@ of only failed deliveries. Every ``portal.watch_every_seconds`` (default 600; 0 
    coming. Days before yesterday are read once (their records and receipts no longer change);
    today and yesterday every cycle.
 
+4. counts the failure records of today and yesterday whose content the store still lacks
+   (``receiver_portal_failures_unstored``; 0 unless recovery failed, or ``recover=False`` as in
+   ``receiver alerts check``), and hands the report to ``on_report`` (the alerts' Portal facts).
+
 Nothing here stops ``serve``: a Portal error is logged once when it starts and once when it ends,
 and the next cycle tries again. Each state (a subscription inactive, a streak) is logged when it
 changes, not every cycle.
@@ -32,7 +36,7 @@ import asyncio
 import builtins
 import contextlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Protocol
@@ -51,6 +55,7 @@ from receiver.portal.subscriptions import (
     portal_today,
 )
 from receiver.runtime.recovery import recover
+from receiver.sources import dedup_key
 from receiver.store import NOTES, Store, received_since
 
 log = logging.getLogger("receiver.portal.watch")
@@ -83,6 +88,8 @@ class WatchReport:
     not_active: list[tuple[SubscriptionSpec, str]] = field(default_factory=list)  # spec, why
     recovered: int = 0
     streaks: dict[str, int] = field(default_factory=dict)  # evento -> days
+    # ddMMyyyy -> failure records' contents the store lacks after recovery (distinct contents)
+    unstored: dict[str, int] = field(default_factory=dict)
 
 
 def _day_bounds(day: date) -> tuple[datetime, datetime]:
@@ -118,8 +125,13 @@ class Watch:
         store: Store,
         wanted: Sequence[SubscriptionSpec],
         aliases: Mapping[str, str] | None = None,
+        *,
+        recover: bool = True,
+        on_report: Callable[[WatchReport], None] | None = None,
     ) -> None:
         self._portal = portal
+        self._recovers = recover
+        self._on_report = on_report
         self._store = store
         self._wanted = list(dict.fromkeys(wanted))
         self._aliases = dict(aliases or {})
@@ -149,6 +161,8 @@ class Watch:
                 self._failing = problem
             return None
         metrics.PORTAL_WATCH_UP.set(1)
+        if self._on_report is not None:
+            self._on_report(report)
         if self._failing is not None:
             log.info("watching the Portal works again")
             self._failing = None
@@ -161,9 +175,20 @@ class Watch:
         days: dict[date, list[FailureRecord]] = {}
         for day in (today - timedelta(days=1), today):
             days[day] = await self._portal.failures(day)
-            report.recovered += await self._recover(day, days[day])
+            if self._recovers:
+                report.recovered += await self._recover(day, days[day])
+            report.unstored[format_date(day)] = await self._unstored(days[day])
+        metrics.PORTAL_FAILURES_UNSTORED.set(sum(report.unstored.values()))
         await self._streaks(today, days, report)
         return report
+
+    async def _unstored(self, records: list[FailureRecord]) -> int:
+        """How many distinct contents of ``records`` the store does not hold."""
+        keys = list({dedup_key(SOURCE, record.conteudo.encode("utf-8")) for record in records})
+        if not keys:
+            return 0
+        known = await asyncio.to_thread(self._store.known_keys, keys)
+        return len(keys) - len(known)
 
     async def _check_subscriptions(self, report: WatchReport) -> None:
         listed = await self._portal.list(inactive=True)

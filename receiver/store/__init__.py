@@ -1,6 +1,6 @@
 """The durable store: what ingest commits, the inbox the worker reads, the results handlers keep.
 
-Modules, from the bottom: ``tables`` (the three tables), ``engine`` (SQLAlchemy's engine for
+Modules, from the bottom: ``tables`` (the inbox's three tables and the alerts' two), ``engine`` (SQLAlchemy's engine for
 SQLite or PostgreSQL, and the durability check), ``faults`` (the store failing, told apart from
 one row it refuses), ``batch`` (a batch of notifications as one multi-row insert), ``writer``
 (the writer's held connection, one transaction per batch, SQLite's WAL checkpoints),
@@ -17,6 +17,8 @@ from receiver.store.facade import NoteFilter, Store, received_since
 from receiver.store.faults import store_down
 from receiver.store.grouped import GroupedWrites
 from receiver.store.tables import (
+    ALERT_CHECKS,
+    EPISODES,
     JOBS,
     NOTES,
     RECEIVER_TABLES,
@@ -28,6 +30,8 @@ from receiver.store.tables import (
 )
 
 __all__ = [
+    "ALERT_CHECKS",
+    "EPISODES",
     "JOBS",
     "NOTES",
     "RECEIVER_TABLES",

@@ -234,6 +234,12 @@ class Store:
         except SQLAlchemyError:
             return False
 
+    def commits_failing(self, failure_memory: float = 5.0) -> bool:
+        """Ingest's latest commit failed within the last seconds (a writer still starting is
+        not failing): what the alerts call the store refusing writes."""
+        committer = self._committer
+        return committer is not None and committer.started and committer.failing(failure_memory)
+
     def notes(self, where: NoteFilter) -> Iterator[dict[str, Any]]:
         """Matching notifications oldest first, streamed so a big inbox never sits in memory."""
         # Id order is arrival order (ids are time-ordered), and the primary key gives it for free.

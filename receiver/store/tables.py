@@ -147,8 +147,52 @@ class HandlerResult(SQLModel, table=True):
     updated_at: datetime = Field(sa_column=_utc_column())
 
 
+class AlertEpisode(SQLModel, table=True):
+    """One episode of an alert (``receiver.alerts``): from the evaluation that found the rule's
+    condition to the one that found it gone. At most one open episode per rule and subject (the
+    unique index), so two evaluators, or one restarted, never fire the same alert twice; the sinks
+    an episode's firing and resolution reached are kept, so a failed sink is tried again."""
+
+    __tablename__ = "alert_episodes"
+    __table_args__ = (
+        Index(
+            "uq_alert_episodes_open",
+            "rule",
+            "subject",
+            unique=True,
+            sqlite_where=text("resolved_at IS NULL"),
+            postgresql_where=text("resolved_at IS NULL"),
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    rule: str = Field(max_length=64)
+    # What the rule is about ("" for the whole receiver): a subscription, an event.
+    subject: str = Field(default="", max_length=600)
+    summary: str = Field(sa_column=Column(Text, nullable=False))
+    fired_at: datetime = Field(sa_column=_utc_column())
+    # The last evaluation that still found the condition (summary as of then).
+    seen_at: datetime = Field(sa_column=_utc_column())
+    resolved_at: datetime | None = Field(default=None, sa_column=_utc_column(nullable=True))
+    # Sinks that were told, as "log,webhook,email".
+    fired_sent: str = Field(default="", max_length=200)
+    resolved_sent: str = Field(default="", max_length=200)
+
+
+class AlertCheck(SQLModel, table=True):
+    """The last evaluation of the alerts, by evaluator: a row written every evaluation, which is
+    also the write that tells whether the store takes writes."""
+
+    __tablename__ = "alert_checks"
+
+    name: str = Field(primary_key=True, max_length=64)
+    checked_at: datetime = Field(sa_column=_utc_column())
+
+
 # The tables as SQLAlchemy Core sees them, for the statements of the store and the inbox.
 NOTES = StoredNotification.__table__  # type: ignore[attr-defined]
 JOBS = Job.__table__  # type: ignore[attr-defined]
 RESULTS = HandlerResult.__table__  # type: ignore[attr-defined]
-RECEIVER_TABLES = [NOTES, JOBS, RESULTS]
+EPISODES = AlertEpisode.__table__  # type: ignore[attr-defined]
+ALERT_CHECKS = AlertCheck.__table__  # type: ignore[attr-defined]
+RECEIVER_TABLES = [NOTES, JOBS, RESULTS, EPISODES, ALERT_CHECKS]

@@ -60,6 +60,9 @@ def test_the_project_keeps_every_contract() -> None:
         ("handlers/duimp.py", "from receiver.worker.jobs import JobQueue", "Handlers use"),
         ("receiver/ingest/app.py", "from uvicorn.supervisors import Multiprocess", "uvicorn's"),
         ("receiver/configfile.py", "import receiver.config", "No import cycle"),
+        ("receiver/alerts/rules.py", "import receiver.worker.jobs", "Layers:"),
+        ("receiver/alerts/sinks.py", "import receiver.runtime.alerting", "Layers:"),
+        ("receiver/alert_settings.py", "import receiver.alerts", "The kernel"),
     ],
 )
 def test_a_planted_violation_fails(copy: Path, module: str, planted: str, broken: str) -> None:

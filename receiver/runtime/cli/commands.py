@@ -2,7 +2,7 @@
 traceback (``receiver.runtime.cliutil.friendly_errors``).
 
 Each command group has a module: ``serve`` (``serve``, ``worker``), ``inbox``, ``replay``,
-``events``; ``portal``, and ``dispatcher`` and ``demo`` (``receiver.simulator.cli``), are imported
+``events``; ``alerts``, ``portal``, and ``dispatcher`` and ``demo`` (``receiver.simulator.cli``), are imported
 only when used (``LazyGroup``), named here by their import string: ``serve`` and ``worker`` never
 load the Portal client, the dispatcher or the simulator, and the receiver imports neither.
 """
@@ -21,6 +21,7 @@ from receiver.runtime.cliutil import LazyGroup
 @click.group(
     cls=LazyGroup,
     lazy_subcommands={
+        "alerts": "receiver.runtime.cli.alerts:alerts",
         "demo": "receiver.simulator.cli:demo",
         "dispatcher": "receiver.simulator.cli:dispatcher",
         "portal": "receiver.runtime.cli.portal:portal",

@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import insert
 
 from receiver.dispatcher import Dispatcher, DispatchStore, OutboundAuth, UnknownSubscription
+from receiver.dispatcher.outbox import AttemptRecord
 from receiver.dispatcher.records import AttemptOutcome, EmitRequest, EmitResult
 from receiver.dispatcher.tables import SUBSCRIPTIONS, AuthType, DeliveryStatus
 from receiver.dispatcher.validation import SubscriptionInput, brasilia_date
@@ -215,10 +216,11 @@ def test_attempts_failures_and_the_final_state(store: DispatchStore) -> None:
     due = {d.subscription_id: d for d in store.outbox.due(now, 10)}
     delivery = due[subscription.id]
     for number in (1, 2, 3):
-        assert store.outbox.claim(delivery.id, utcnow(), utcnow() + timedelta(seconds=30))
+        claimed = store.outbox.claim(delivery.id, utcnow(), utcnow() + timedelta(seconds=30))
+        assert claimed == number  # the claim counts the attempt
         failed = AttemptOutcome(False, 500, "HTTP 500", utcnow(), utcnow())
         status = store.outbox.record_attempt(
-            delivery, failed, max_attempts=3, interval=timedelta(seconds=0)
+            delivery, failed, number=number, max_attempts=3, interval=timedelta(seconds=0)
         )
         assert status is (DeliveryStatus.FAILED if number == 3 else DeliveryStatus.PENDING)
     found = store.failures("a", brasilia_date(utcnow()))
@@ -233,6 +235,97 @@ def test_attempts_failures_and_the_final_state(store: DispatchStore) -> None:
     assert states[latest].event_id == result.event_id
     with pytest.raises(UnknownSubscription):
         store.resend_pending(subscription.id, "b", utcnow())
+
+
+def test_an_attempt_given_back_on_shutdown_is_not_counted(store: DispatchStore) -> None:
+    now = utcnow()
+    store.add_subscription("a", SUB, now)
+    (delivery_id,) = store.record_event(
+        "duimp.registro", b"{}", "application/json", now
+    ).delivery_ids
+    assert store.outbox.claim(delivery_id, utcnow(), utcnow() + timedelta(seconds=30)) == 1
+    store.outbox.release(delivery_id, 2, utcnow())  # not this claim's number: nothing happens
+    assert store.deliveries(ids=[delivery_id])[0].status == "sending"
+    store.outbox.release(delivery_id, 1, utcnow())
+    (state,) = store.deliveries(ids=[delivery_id])
+    assert (state.status, state.attempts) == ("pending", 0)
+    assert store.outbox.claim(delivery_id, utcnow(), utcnow() + timedelta(seconds=30)) == 1
+
+
+def test_a_late_answer_does_not_undo_the_attempt_that_took_its_place(
+    store: DispatchStore,
+) -> None:
+    """Attempt 1's lease runs out before its answer; attempt 2 is claimed meanwhile. Attempt 1's
+    failure is recorded (it was made) but leaves the delivery to attempt 2, whose 200 counts."""
+    now = utcnow()
+    store.add_subscription("a", SUB, now)
+    store.record_event("duimp.registro", b'{"n":1}', "application/json", now)
+    (delivery,) = store.outbox.due(now, 10)
+    assert store.outbox.claim(delivery.id, utcnow(), utcnow() - timedelta(seconds=1)) == 1
+    assert store.outbox.claim(delivery.id, utcnow(), utcnow() + timedelta(seconds=30)) == 2
+    late = AttemptOutcome(False, 500, "HTTP 500", utcnow(), utcnow())
+    status = store.outbox.record_attempt(
+        delivery, late, number=1, max_attempts=3, interval=timedelta(0)
+    )
+    assert status is DeliveryStatus.SENDING  # still attempt 2's
+    ok = AttemptOutcome(True, 200, "HTTP 200 (receipt)", utcnow(), utcnow())
+    status = store.outbox.record_attempt(
+        delivery, ok, number=2, max_attempts=3, interval=timedelta(0)
+    )
+    assert status is DeliveryStatus.DELIVERED
+    (state,) = store.deliveries(ids=[delivery.id])
+    assert (state.status, state.attempts) == ("delivered", 2)
+    assert [f["descricao"] for f in store.failures("a", brasilia_date(utcnow()))] == [
+        "attempt 1 of 3: HTTP 500"
+    ]
+
+
+def test_a_late_receipt_for_the_last_attempt_still_counts(store: DispatchStore) -> None:
+    """The third attempt's lease ran out, so the delivery was given up; its 200 then arrives."""
+    now = utcnow()
+    store.add_subscription("a", SUB, now)
+    store.record_event("duimp.registro", b"{}", "application/json", now)
+    (delivery,) = store.outbox.due(now, 10)
+    for number in (1, 2, 3):
+        expired = utcnow() - timedelta(seconds=1)
+        assert store.outbox.claim(delivery.id, utcnow(), expired) == number
+    assert store.outbox.claim(delivery.id, utcnow(), utcnow() + timedelta(seconds=30)) is None
+    assert store.deliveries(ids=[delivery.id])[0].status == "failed"
+    ok = AttemptOutcome(True, 200, "HTTP 200 (receipt)", utcnow(), utcnow())
+    status = store.outbox.record_attempt(
+        delivery, ok, number=3, max_attempts=3, interval=timedelta(0)
+    )
+    assert status is DeliveryStatus.DELIVERED
+
+
+def test_outcomes_and_claims_are_written_together_in_order(store: DispatchStore) -> None:
+    now = utcnow()
+    store.add_subscription("a", SUB, now)
+    for _ in range(3):
+        store.record_event("duimp.registro", b"{}", "application/json", now)
+    first, second, third = store.outbox.due(now, 10)
+    lease, interval = timedelta(seconds=30), timedelta(seconds=60)
+    assert store.outbox.write_many([first.id, second.id], lease, 3, interval) == [1, 1]
+    failed = AttemptOutcome(False, 503, "HTTP 503", utcnow(), utcnow())
+    ok = AttemptOutcome(True, 200, "HTTP 200 (receipt)", utcnow(), utcnow())
+    written = store.outbox.write_many(
+        [
+            third.id,
+            AttemptRecord(second, 1, failed),
+            first.id,  # already held: not claimed again
+            AttemptRecord(first, 1, ok),
+        ],
+        lease,
+        3,
+        interval,
+    )
+    assert written == [1, DeliveryStatus.PENDING, None, DeliveryStatus.DELIVERED]
+    states = {state.id: state for state in store.deliveries(ids=[first.id, second.id, third.id])}
+    assert [(states[d.id].status, states[d.id].attempts) for d in (first, second, third)] == [
+        ("delivered", 1),
+        ("pending", 1),
+        ("sending", 1),
+    ]
 
 
 @pytest.mark.anyio

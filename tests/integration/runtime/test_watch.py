@@ -19,7 +19,7 @@ from receiver.config import SubscriptionSpec
 from receiver.errors import PortalError
 from receiver.portal import PortalClient
 from receiver.portal.subscriptions import FailureRecord, Subscription, format_date, portal_today
-from receiver.runtime.watch import Watch
+from receiver.runtime.watch import Watch, WatchReport
 from receiver.sources import dedup_key
 from receiver.store import Incoming, NoteFilter, Store
 
@@ -200,3 +200,25 @@ def test_the_watch_recovers_from_the_real_simulators_failure_search(
     [note] = list(store.notes(NoteFilter()))
     assert note["recovered"] and note["event"] == REGISTRO.evento
     assert json.loads(note["body"])["identificacao"]["numero"] == "26BR0000000198"
+
+
+def test_contents_left_unstored_are_counted_and_handed_to_the_alerts(store: Store) -> None:
+    today = portal_today()
+    portal = Portal([Subscription(1, REGISTRO.evento, HOOK)])
+    receive(store, REGISTRO.evento, 1)
+    for n in (1, 2, 2, 3):  # content 2 failed twice: one content
+        portal.fail(today, REGISTRO.evento, n)
+    reports: list[WatchReport] = []
+    # The alerts' own watch (receiver worker, receiver alerts check) recovers nothing.
+    looking = Watch(portal, store, [REGISTRO], recover=False, on_report=reports.append)
+    report = asyncio.run(looking.cycle(today))
+    assert report is not None and report.recovered == 0
+    assert report.unstored == {format_date(today): 2, format_date(today - timedelta(days=1)): 0}
+    assert gauge("receiver_portal_failures_unstored") == 2
+    assert reports == [report]
+    assert [r for r in store.notes(NoteFilter()) if r["recovered"]] == []
+    # serve's watch recovers them first: nothing is left unstored.
+    recovering = asyncio.run(Watch(portal, store, [REGISTRO]).cycle(today))
+    assert recovering is not None and recovering.recovered == 2
+    assert sum(recovering.unstored.values()) == 0
+    assert gauge("receiver_portal_failures_unstored") == 0
