@@ -168,6 +168,11 @@ class StoreJobQueue:
             & (JOBS.c.lease_until < now)
             & (JOBS.c.attempts >= max_attempts)
         )
+        # Looked for first without a write transaction: the worker asks before every claim, and
+        # on SQLite each write transaction takes the write lock that ingest's commits wait for.
+        with self._store.reading() as conn:
+            if conn.execute(select(JOBS.c.id).where(abandoned).limit(1)).first() is None:
+                return 0
         with self._store.engine.begin() as conn:
             lock_notes(
                 conn, set(conn.execute(select(JOBS.c.notification_id).where(abandoned)).scalars())
@@ -283,7 +288,7 @@ def lock_notes(conn: Connection, note_ids: set[str]) -> None:
     Rows are taken in id order so bulk settlers cannot deadlock with each other. (SQLite's
     BEGIN IMMEDIATE already serialises writers; FOR UPDATE is not rendered there.)
     """
-    if note_ids:
+    if note_ids and conn.dialect.name != "sqlite":  # nothing to lock there: a read for nothing
         conn.execute(
             select(NOTES.c.id)
             .where(NOTES.c.id.in_(sorted(note_ids)))
