@@ -121,7 +121,7 @@ class StoreJobQueue:
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
-        with self._store.engine.begin() as conn:
+        with self._store.relaxed_writes() as conn:
             claimed = conn.execute(
                 update(JOBS)
                 .where(JOBS.c.id.in_(chosen.scalar_subquery()))
@@ -173,7 +173,7 @@ class StoreJobQueue:
         with self._store.reading() as conn:
             if conn.execute(select(JOBS.c.id).where(abandoned).limit(1)).first() is None:
                 return 0
-        with self._store.engine.begin() as conn:
+        with self._store.relaxed_writes() as conn:
             lock_notes(
                 conn, set(conn.execute(select(JOBS.c.notification_id).where(abandoned)).scalars())
             )
@@ -204,7 +204,7 @@ class StoreJobQueue:
         the worker near 700 jobs/s with a no-op handler (loadtests/worker_bench.py).
         """
         now = utcnow()
-        with self._store.engine.begin() as conn:
+        with self._store.relaxed_writes() as conn:
             lock_notes(conn, {outcome.job.note_id for outcome in outcomes})
             attempts = leased_attempts(conn, [outcome.job.job_id for outcome in outcomes])
             kept: list[bool] = []

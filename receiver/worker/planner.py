@@ -61,7 +61,7 @@ def plan(store: Store, routing: Routing, limit: int = 100) -> int:
     """Give up to ``limit`` unrouted notifications their jobs, or quarantine them; how many."""
     note_ids: list[str] = []
     try:
-        with store.engine.begin() as conn:
+        with store.relaxed_writes() as conn:
             rows = conn.execute(unrouted(limit)).all()
             note_ids = [row[0] for row in rows]
             decided = [decide(routing, *row) for row in rows]
@@ -149,7 +149,7 @@ def _plan_alone(store: Store, routing: Routing, note_id: str) -> None:
     """Plan one notification in its own transaction; if the store refuses that, quarantine it."""
     one = unrouted(1).where(NOTES.c.id == note_id)
     try:
-        with store.engine.begin() as conn:
+        with store.relaxed_writes() as conn:
             row = conn.execute(one).first()
             if row is not None:
                 decided = decide(routing, *row)
@@ -163,7 +163,7 @@ def _plan_alone(store: Store, routing: Routing, note_id: str) -> None:
         refused = error
     reason = f"cannot be stored: {_reason(refused)}"
     log.error("notification %s quarantined: its plan %s", note_id, reason)
-    with store.engine.begin() as conn:
+    with store.relaxed_writes() as conn:
         quarantined = conn.execute(
             update(NOTES)
             .where(NOTES.c.id == note_id, NOTES.c.routed == false())
