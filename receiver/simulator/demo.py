@@ -282,6 +282,7 @@ async def run_demo(
                         f"  receiver: {received} received, {report.handled}/{report.stored} handled"
                     )
                     if settled >= report.deliveries_to_receiver:
+                        report.handled_seconds = time.monotonic() - started
                         break
                     if time.monotonic() > deadline:
                         report.problems.append(

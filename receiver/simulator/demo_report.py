@@ -44,6 +44,9 @@ class DemoReport:
     failure_records: int = 0
     expected_failure_records: int = 0
     seconds: float = 0.0
+    # From the start until every delivery to the receiver was stored and handled (the checks
+    # that follow, fetching every Duimp again, are not in it); 0 if that never happened.
+    handled_seconds: float = 0.0
     # event id -> [emitted, stored, handled]
     by_event: dict[str, list[int]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
