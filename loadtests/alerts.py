@@ -113,7 +113,7 @@ def main() -> None:
         url = args.database_url or f"sqlite:///{Path(folder) / 'receiver.db'}"
         store = Store(url)
         try:
-            store.create_schema()
+            store.upgrade_schema()
             started = time.perf_counter()
             print(f"filling {args.rows:,} notifications...", flush=True)
             prefill(store, args.rows)

@@ -191,7 +191,7 @@ def fresh_outbox(url: str) -> None:
         from sqlmodel import SQLModel
 
         SQLModel.metadata.drop_all(store.engine, tables=list(reversed(DISPATCH_TABLES)))
-        store.create_schema()
+        store.upgrade_schema()
     finally:
         store.close()
 
@@ -199,7 +199,7 @@ def fresh_outbox(url: str) -> None:
 def fill_outbox(url: str, target: Endpoint, count: int) -> None:
     store = DispatchStore(url)
     try:
-        store.create_schema()
+        store.upgrade_schema()
         data = SubscriptionInput(EVENTO, target.url + "/hook", None)
         store.add_subscription("bench", data, utcnow())
         for start in range(0, count, 500):

@@ -46,7 +46,7 @@ LUA = (
 def prefill(url: str, rows: int) -> None:
     """``rows`` done notifications received 30 days ago (their ids made then: time-ordered)."""
     store = Store(url)
-    store.create_schema()
+    store.upgrade_schema()
     then = utcnow() - timedelta(days=30)
     try:
         for start in range(0, rows, 2000):

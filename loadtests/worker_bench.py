@@ -43,6 +43,7 @@ from sqlalchemy import false, func, select, text
 
 from receiver.sources import dedup_key
 from receiver.store import JOBS, NOTES, RECEIVER_TABLES, Incoming, JobStatus, Store
+from receiver.store.schema import RECEIVER_SCHEMA
 
 EVENT = "dimp-registro-import"
 FILL_BATCH = 1000
@@ -115,7 +116,8 @@ def reset(url: str) -> None:
         with store.engine.begin() as conn:
             for table in reversed(RECEIVER_TABLES):
                 conn.execute(text(f"DROP TABLE IF EXISTS {table.name}{cascade}"))
-        store.create_schema()
+            conn.execute(text(f"DROP TABLE IF EXISTS {RECEIVER_SCHEMA.version_table}"))
+        store.upgrade_schema()
     finally:
         store.close()
 

@@ -2,6 +2,7 @@
 
 ReceiverError                  anything this package raises on purpose
 ├── ConfigError                a settings file, allowlist or handler list is wrong: fix it and restart
+├── SchemaNotCurrent           the store's schema is behind, ahead or missing: run `receiver db upgrade`
 ├── StoreUnavailable           the store could not commit or answer: the sender should retry (503)
 │   └── RefusedByStore         the store refused one item of a batch (not down): the rest went in
 ├── ParseError                 a stored body is not its source's notification: it is quarantined;
@@ -27,6 +28,12 @@ class ReceiverError(Exception):
 
 class ConfigError(ReceiverError):
     """A configuration file is missing or invalid; the message names the file and the key."""
+
+
+class SchemaNotCurrent(ReceiverError):
+    """The store's tables are not at the revision this release needs (behind, ahead, or none):
+    the message names the command to run. Serving commands exit 2 on it, like a settings error:
+    restarting cannot help until someone upgrades."""
 
 
 class StoreUnavailable(ReceiverError):

@@ -18,6 +18,7 @@ import trustme
 from starlette.types import Receive, Scope, Send
 
 from receiver.dispatcher import DispatcherSettings, RunningServer, serve_app
+from receiver.dispatcher.schema import DISPATCH_SCHEMA
 from receiver.dispatcher.tables import DISPATCH_TABLES
 from tests.conftest import PG_SKIP_REASON, drop_tables, postgres_url
 
@@ -46,7 +47,7 @@ def sqlite_url(folder: Path, name: str = "dispatcher.db") -> str:
 
 
 def reset_postgres_dispatch(url: str) -> None:
-    drop_tables(url, DISPATCH_TABLES)
+    drop_tables(url, DISPATCH_TABLES, DISPATCH_SCHEMA.version_table)
 
 
 def postgres_or_skip() -> str:

@@ -132,12 +132,14 @@ class Dispatcher:
     # --- life cycle -------------------------------------------------------------------------
 
     async def start(self, *, deliver: bool = True) -> None:
-        """Create the tables if needed and start delivering whatever is due (idempotent).
+        """Upgrade the tables if needed and start delivering whatever is due (idempotent).
 
         ``deliver=False`` only opens the outbox: emits are stored, and another process sends them.
         """
         if not self._schema_ready:
-            await asyncio.to_thread(self.store.create_schema)
+            # Embedded in a program (a handler, a test, the demo), the dispatcher keeps its own
+            # tables current, as create_all did; its commands check instead (simulator.cli).
+            await asyncio.to_thread(self.store.upgrade_schema)
             self._schema_ready = True
         if deliver and self._loop_task is None:
             self._loop_task = asyncio.create_task(self._run(), name="dispatcher-loop")

@@ -16,7 +16,6 @@ from typing import Any
 from sqlalchemy import Engine, Select, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlmodel import SQLModel
 
 from receiver.dispatcher.outbox import DUE_PENDING, Outbox
 from receiver.dispatcher.portal_events import record_situations, situation_change
@@ -28,9 +27,9 @@ from receiver.dispatcher.records import (
     auth_columns,
     subscription_from_row,
 )
+from receiver.dispatcher.schema import DISPATCH_SCHEMA
 from receiver.dispatcher.tables import (
     DELIVERIES,
-    DISPATCH_TABLES,
     EVENTS,
     FAILURES,
     SUBSCRIPTIONS,
@@ -40,12 +39,13 @@ from receiver.dispatcher.validation import OutboundAuth, SubscriptionInput
 from receiver.errors import ConfigError, StoreUnavailable, UnknownSubscription
 from receiver.ids import new_id
 from receiver.store import make_engine
+from receiver.store.migrate import Upgraded, check, upgrade
 
 log = logging.getLogger("receiver.dispatcher.store")
 
 
 class DispatchStore:
-    """The dispatcher's tables on one engine; ``create_schema`` first, ``close`` when done."""
+    """The dispatcher's tables on one engine; ``upgrade_schema`` (or ``check_schema``) first, ``close`` when done."""
 
     IDS_PER_QUERY = 10_000
 
@@ -58,9 +58,23 @@ class DispatchStore:
     def safe_url(self) -> str:
         return self.engine.url.render_as_string(hide_password=True)
 
-    def create_schema(self) -> None:
+    def upgrade_schema(self) -> Upgraded:
+        """Bring the tables to this release's revision (``receiver dispatcher db upgrade``;
+        ``Dispatcher.start`` too, for a dispatcher embedded in a program)."""
         try:
-            SQLModel.metadata.create_all(self.engine, tables=DISPATCH_TABLES)
+            upgraded = upgrade(self.engine, DISPATCH_SCHEMA)
+            self._check_durability()
+        except SQLAlchemyError as error:
+            raise StoreUnavailable(
+                f"cannot reach the dispatcher store at {self.safe_url}: {error.__class__.__name__}"
+            ) from error
+        return upgraded
+
+    def check_schema(self) -> None:
+        """Refuse (SchemaNotCurrent, one line) tables that are not at this release's revision:
+        what the ``receiver dispatcher`` commands do before they start."""
+        try:
+            check(self.engine, DISPATCH_SCHEMA)
             self._check_durability()
         except SQLAlchemyError as error:
             raise StoreUnavailable(

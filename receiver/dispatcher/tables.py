@@ -7,8 +7,8 @@ events ────────┘        ├─< attempts  (every try, whatever
 subscriptions ──── cancellations (the Portal's automatic cancellation, with its reason)
 duimp_situations   (the latest situation the emitted events gave each Duimp, for its consultation)
 
-Tables added after the first release are new tables, never new columns, so ``create_all`` brings
-an existing store up to date.
+They are made by the migrations in ``receiver/dispatcher/migrations`` (``receiver dispatcher db
+upgrade``), which must match these models.
 """
 
 from __future__ import annotations

@@ -90,7 +90,8 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await asyncio.to_thread(store.create_schema)
+        # Never DDL here: the runtime role has no such rights (``receiver db upgrade`` does it).
+        await asyncio.to_thread(store.check_schema)
         store.start()
         # Before listening: the first requests are not the ones that wait for the writer.
         if not await store.until_started(WRITER_START_SECONDS):

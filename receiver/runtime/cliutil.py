@@ -19,7 +19,13 @@ import click
 
 from receiver import logs
 from receiver.config import CONFIG_ENV, Settings, load_settings
-from receiver.errors import ConfigError, HandlerError, ReceiverError, StoreUnavailable
+from receiver.errors import (
+    ConfigError,
+    HandlerError,
+    ReceiverError,
+    SchemaNotCurrent,
+    StoreUnavailable,
+)
 from receiver.store import Store
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -74,6 +80,10 @@ def friendly_errors(command: F) -> F:
             # units do not restart on it).
             click.echo(f"receiver: configuration error: {error}", err=True)
             sys.exit(2)
+        except SchemaNotCurrent as error:
+            # Restarting cannot help either: someone must upgrade (or install the newer release).
+            click.echo(f"receiver: {error}", err=True)
+            sys.exit(2)
         except StoreUnavailable as error:
             click.echo(f"receiver: store unavailable: {error}", err=True)
             sys.exit(3)
@@ -93,12 +103,12 @@ def settings_for(config_path: Path | None) -> Settings:
 
 
 def open_store(settings: Settings) -> Store:
-    """The configured store, its tables created if missing (a command that reads or replays);
-    one line saying why when it cannot be reached."""
+    """The configured store, its schema current (a command that reads or replays); one line
+    saying why not when it cannot be reached or is not upgraded."""
     store = Store.from_settings(settings)
     try:
         store.check_reachable()
-        store.create_schema()
+        store.check_schema()
     except BaseException:
         store.close()
         raise

@@ -219,7 +219,7 @@ async def run_worker(
     from receiver.runtime.alerting import alert_service
     from receiver.runtime.serving import admin_service
 
-    await asyncio.to_thread(store.create_schema)
+    await asyncio.to_thread(store.check_schema)
     async with contextlib.AsyncExitStack() as stack:
         if admin is not None:
             await stack.enter_async_context(admin_service(settings, store, sock=admin)())

@@ -5,6 +5,7 @@ and ``receiver demo``: the commands that run the Portal simulator.
     receiver dispatcher emit EVENT --json FILE [--raw] [--no-wait]
     receiver dispatcher resend-pending SUBSCRIPTION_ID [--no-wait]
     receiver dispatcher send-latest SUBSCRIPTION_ID [--no-wait]
+    receiver dispatcher db upgrade|current|history [--config FILE]
     receiver demo [--duimps N]
 
 The actions store their deliveries in the outbox first. By default they then send them from this
@@ -27,13 +28,17 @@ from typing import Any
 
 import click
 import uvicorn
+from sqlalchemy import Engine
 
 from receiver import logs
 from receiver.dispatcher.config import DispatcherSettings, load_dispatcher_config
 from receiver.dispatcher.records import DeliveryState
+from receiver.dispatcher.schema import DISPATCH_SCHEMA
 from receiver.dispatcher.store import DispatchStore
 from receiver.errors import ConfigError
+from receiver.runtime.cli.db import schema_commands
 from receiver.runtime.cliutil import config_option, friendly_errors
+from receiver.store import make_engine
 
 
 def _settings(ctx: click.Context, config_path: Path | None) -> DispatcherSettings:
@@ -61,7 +66,8 @@ def dispatcher(ctx: click.Context, config_path: Path | None, host: str, port: in
     settings = _settings(ctx, config_path)
     store = DispatchStore(settings.database_url)
     try:
-        store.create_schema()  # a wrong database URL is one line here, not a lifespan traceback
+        # A wrong database URL or a schema not upgraded is one line here, not a lifespan traceback.
+        store.check_schema()
     finally:
         store.close()
     app = create_simulator_app(settings)
@@ -87,6 +93,12 @@ def _run(
     settings: DispatcherSettings, wait: bool, action: Callable[[Any], Awaitable[list[int]]]
 ) -> None:
     from receiver.dispatcher.sender import Dispatcher
+
+    store = DispatchStore(settings.database_url)
+    try:
+        store.check_schema()  # one line naming `receiver dispatcher db upgrade`, exit 2
+    finally:
+        store.close()
 
     async def main() -> int:
         sender = Dispatcher(settings)
@@ -186,6 +198,20 @@ def send_latest(
     """Send the latest notification of the subscription's event again."""
     settings = _settings(ctx, config_path)
     _run(settings, wait, lambda sender: sender.send_latest(subscription_id))
+
+
+def _dispatcher_engine(ctx: click.Context, config_path: Path | None) -> Engine:
+    return make_engine(_settings(ctx, config_path).database_url)
+
+
+dispatcher.add_command(
+    schema_commands(
+        DISPATCH_SCHEMA,
+        _dispatcher_engine,
+        "The dispatcher store's schema (its own history, apart from the receiver's): upgrade "
+        "it, or see where it is.",
+    )
+)
 
 
 TRUSTME_MISSING = (

@@ -53,6 +53,7 @@ from receiver.simulator.demo_report import (
 )
 from receiver.simulator.duimps import duimp_number, latest_version
 from receiver.store import Store
+from receiver.store.schema import RECEIVER_SCHEMA
 
 __all__ = ["DemoReport", "demo_events", "demo_stories", "run_demo", "summary"]
 
@@ -244,6 +245,7 @@ async def run_demo(
             say(f"Portal simulator on {simulator.url} (subscription API, Portal API, mutual TLS)")
             settings = demo_receiver_settings(folder, certs, simulator.url)
             store = Store.from_settings(settings)
+            say(await asyncio.to_thread(_upgraded, store))
             app = create_app(
                 settings,
                 store=store,
@@ -336,3 +338,8 @@ async def _emit(
         f"every delivery settled: {len(states) - report.failed_deliveries} delivered, "
         f"{report.failed_deliveries} failed (to the endpoint answering 500)"
     )
+
+
+def _upgraded(store: Store) -> str:
+    """``receiver demo`` is its own operator: it runs ``receiver db upgrade`` on its store."""
+    return store.upgrade_schema().summary(RECEIVER_SCHEMA, store.safe_url)

@@ -1,6 +1,7 @@
 """The durable store: what ingest commits, the inbox the worker reads, the results handlers keep.
 
-Modules, from the bottom: ``tables`` (the inbox's three tables and the alerts' two), ``engine`` (SQLAlchemy's engine for
+Modules, from the bottom: ``tables`` (the inbox's tables and the alerts' two), ``migrate``
+and ``schema`` (their history under alembic: ``receiver db upgrade``), ``engine`` (SQLAlchemy's engine for
 SQLite or PostgreSQL, and the durability check), ``faults`` (the store failing, told apart from
 one row it refuses), ``batch`` (a batch of notifications as one multi-row insert), ``writer``
 (the writer's held connection, one transaction per batch, SQLite's WAL checkpoints),
@@ -18,6 +19,7 @@ from receiver.store.faults import store_down
 from receiver.store.grouped import GroupedWrites
 from receiver.store.tables import (
     ALERT_CHECKS,
+    ATTEMPTS,
     EPISODES,
     JOBS,
     NOTES,
@@ -31,6 +33,7 @@ from receiver.store.tables import (
 
 __all__ = [
     "ALERT_CHECKS",
+    "ATTEMPTS",
     "EPISODES",
     "JOBS",
     "NOTES",

@@ -19,12 +19,12 @@ from typing import Any, Literal
 from sqlalchemy import ColumnElement, and_, func, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
-from sqlmodel import SQLModel
 
 from receiver.config import Settings
 from receiver.deadlines import Deadlines
 from receiver.errors import StoreUnavailable
 from receiver.ids import id_floor, new_id
+from receiver.store import migrate
 from receiver.store.batch import commit_batch
 from receiver.store.committer import Committer, Incoming, Receipt
 from receiver.store.engine import (
@@ -34,10 +34,10 @@ from receiver.store.engine import (
     in_memory,
     make_engine,
     safe_url,
-    unreachable,
 )
 from receiver.store.process import ProcessCommitter
-from receiver.store.tables import JOBS, NOTES, RECEIVER_TABLES
+from receiver.store.schema import RECEIVER_SCHEMA
+from receiver.store.tables import ATTEMPTS, JOBS, NOTES
 from receiver.store.thread import ThreadCommitter
 from receiver.store.writer import DEFAULT_TIMEOUT_SECONDS
 
@@ -122,12 +122,17 @@ class Store:
         """Connect once: one line (ConfigError or StoreUnavailable) saying why not, if not."""
         check_reachable(self.engine, self.origin)
 
-    def create_schema(self) -> None:
-        try:
-            # Only our tables: other components (the dispatcher) keep theirs in their own store.
-            SQLModel.metadata.create_all(self.engine, tables=RECEIVER_TABLES)
-        except SQLAlchemyError as error:
-            raise unreachable(self.engine, error, self.origin) from error
+    def upgrade_schema(self) -> migrate.Upgraded:
+        """Bring the tables to this release's revision (``receiver db upgrade``). Needs DDL
+        rights, which the serving commands never use."""
+        upgraded = migrate.upgrade(self.engine, RECEIVER_SCHEMA)
+        self.check_durability()
+        return upgraded
+
+    def check_schema(self, command: str | None = None) -> None:
+        """Refuse (SchemaNotCurrent, one line naming ``command``) tables that are not at this
+        release's revision, and a store that would not commit durably."""
+        migrate.check(self.engine, RECEIVER_SCHEMA, command)
         self.check_durability()
 
     @property
@@ -292,6 +297,18 @@ class Store:
         with self.reading() as conn:
             rows = conn.execute(
                 select(JOBS).where(JOBS.c.notification_id == note_id).order_by(JOBS.c.id)
+            ).mappings()
+            return [dict(row) for row in rows]
+
+    def attempts_of(self, note_id: str) -> list[dict[str, Any]]:
+        """Every recorded attempt of the notification's jobs, by job then attempt number: when,
+        the outcome, and for a failure the error's type, message and traceback (for
+        ``receiver inbox show`` and the console)."""
+        with self.reading() as conn:
+            rows = conn.execute(
+                select(ATTEMPTS)
+                .where(ATTEMPTS.c.notification_id == note_id)
+                .order_by(ATTEMPTS.c.job_id, ATTEMPTS.c.attempt, ATTEMPTS.c.id)
             ).mappings()
             return [dict(row) for row in rows]
 

@@ -5,7 +5,7 @@ recent cutoff, and there is no index on status or received_at for every insert t
 ``SCAN_ROWS`` ids, statuses and dates at a time without any lock. What it finds to delete goes in
 transactions of ``batch_size`` notifications: each checks again, under the write lock, that the
 row is still in a purged status and old enough (a replay may have made it pending meanwhile),
-then deletes its jobs and the row. A notification's receipts (status ``duplicate``) have their
+then deletes its jobs' attempts, its jobs and the row. A notification's receipts (status ``duplicate``) have their
 own retention; a receipt kept longer than its original points at an id that is gone. Handler
 results are not a notification's: they are purged by ``results_days`` alone, by when they were
 last written.
@@ -35,7 +35,7 @@ from receiver import metrics
 from receiver.ids import id_floor
 from receiver.retention import DAY, RetentionSettings
 from receiver.store.facade import ID_LEAD, Store
-from receiver.store.tables import JOBS, NOTES, RESULTS, utcnow
+from receiver.store.tables import ATTEMPTS, JOBS, NOTES, RESULTS, utcnow
 
 log = logging.getLogger("receiver.retention")
 
@@ -170,6 +170,8 @@ class Purger:
             ).all()
             ids = [note_id for note_id, _ in still]
             if ids:
+                # Children first: the attempts name their job and notification.
+                conn.execute(delete(ATTEMPTS).where(ATTEMPTS.c.notification_id.in_(ids)))
                 conn.execute(delete(JOBS).where(JOBS.c.notification_id.in_(ids)))
                 conn.execute(delete(NOTES).where(NOTES.c.id.in_(ids)))
         for _, status in still:

@@ -1,4 +1,7 @@
-"""The tables: notifications as received, one job per (notification, handler), handler results."""
+"""The tables: notifications as received, one job per (notification, handler), each attempt of a
+job, handler results. They are made by the migrations (``receiver.store.migrations``, run by
+``receiver db upgrade``), which must match these models: ``tests/integration/store/test_migrations.py``
+compares them."""
 
 from __future__ import annotations
 
@@ -136,6 +139,26 @@ class Job(SQLModel, table=True):
     updated_at: datetime = Field(sa_column=_utc_column())
 
 
+class JobAttempt(SQLModel, table=True):
+    """One attempt of one job: when, how it ended, and the error (type, message, traceback bounded
+    to its innermost frames by ``receiver.worker.failures``). Written with the job's outcome, in
+    the same transaction; deleted with the notification by retention."""
+
+    __tablename__ = "job_attempts"
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: int = Field(foreign_key="jobs.id", index=True)
+    notification_id: str = Field(max_length=26, foreign_key="notifications.id", index=True)
+    handler: str = Field(max_length=200)
+    attempt: int
+    started_at: datetime = Field(sa_column=_utc_column())
+    finished_at: datetime = Field(sa_column=_utc_column())
+    outcome: str = Field(max_length=16)  # receiver.worker.failures.AttemptOutcome
+    error_type: str | None = Field(default=None, max_length=200)
+    message: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    traceback: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+
+
 class HandlerResult(SQLModel, table=True):
     """What handlers keep (``ctx.save``), keyed by kind and idempotency key: a replay overwrites."""
 
@@ -193,6 +216,7 @@ class AlertCheck(SQLModel, table=True):
 NOTES = StoredNotification.__table__  # type: ignore[attr-defined]
 JOBS = Job.__table__  # type: ignore[attr-defined]
 RESULTS = HandlerResult.__table__  # type: ignore[attr-defined]
+ATTEMPTS = JobAttempt.__table__  # type: ignore[attr-defined]
 EPISODES = AlertEpisode.__table__  # type: ignore[attr-defined]
 ALERT_CHECKS = AlertCheck.__table__  # type: ignore[attr-defined]
-RECEIVER_TABLES = [NOTES, JOBS, RESULTS, EPISODES, ALERT_CHECKS]
+RECEIVER_TABLES = [NOTES, JOBS, RESULTS, ATTEMPTS, EPISODES, ALERT_CHECKS]  # parents first

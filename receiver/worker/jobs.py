@@ -20,13 +20,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
 from receiver import metrics
-from receiver.store import JOBS, NOTES, JobStatus, NoteStatus, Store, utcnow
+from receiver.store import ATTEMPTS, JOBS, NOTES, JobStatus, NoteStatus, Store, utcnow
 from receiver.worker import planner
+from receiver.worker.failures import Attempt
 from receiver.worker.routing import Routing
 
 CLAIMABLE = (JobStatus.PENDING, JobStatus.FAILED)
@@ -56,6 +57,26 @@ class Outcome:
     status: JobStatus
     error: str | None = None
     delay: float = 0.0  # seconds until the next attempt (failed jobs)
+    attempt: Attempt | None = None  # the record of the attempt, kept beside the outcome
+
+
+def attempt_row(outcome: Outcome) -> dict[str, object] | None:
+    """The ``job_attempts`` row of an outcome that carries its attempt's record."""
+    record = outcome.attempt
+    if record is None:
+        return None
+    return {
+        "job_id": outcome.job.job_id,
+        "notification_id": outcome.job.note_id,
+        "handler": outcome.job.handler,
+        "attempt": outcome.job.attempt,
+        "started_at": record.started_at,
+        "finished_at": record.finished_at,
+        "outcome": record.outcome.value,
+        "error_type": record.error_type,
+        "message": record.message,
+        "traceback": record.traceback,
+    }
 
 
 class JobQueue(Protocol):
@@ -195,9 +216,11 @@ class StoreJobQueue:
         return len(note_ids)
 
     def finish_many(self, outcomes: Sequence[Outcome]) -> list[bool]:
-        """Record many attempts' outcomes in one transaction (one fsync for all of them).
+        """Record many attempts' outcomes in one transaction (one fsync for all of them), each
+        with its attempt's row in ``job_attempts`` (one multi-row insert for all of them).
 
-        For each: False if its lease was lost and another worker owns the job now. The leases
+        For each: False if its lease was lost and another worker owns the job now; the attempt
+        of a lost lease is not recorded (the job's record is the new owner's now). The leases
         are read in one statement and the outcomes written in one per distinct outcome (a burst's
         jobs are mostly 'done' alike): a statement per job held SQLite's write lock, which
         ingest's commits wait for, through a statement and a GIL hand-over per job, and capped
@@ -228,6 +251,13 @@ class StoreJobQueue:
                         updated_at=now,
                     )
                 )
+            recorded = [
+                row
+                for outcome, ok in zip(outcomes, kept, strict=True)
+                if ok and (row := attempt_row(outcome)) is not None
+            ]
+            if recorded:
+                conn.execute(insert(ATTEMPTS), recorded)
             refresh_statuses(
                 conn, {o.job.note_id for o, ok in zip(outcomes, kept, strict=True) if ok}
             )

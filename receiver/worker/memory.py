@@ -25,7 +25,14 @@ from receiver.sources import dedup_key
 from receiver.store import JobStatus, NoteStatus, utcnow
 from receiver.store.batch import EVENT_CHARS
 from receiver.worker import planner
-from receiver.worker.jobs import ABANDONED, CLAIMABLE, ClaimedJob, Outcome, note_status
+from receiver.worker.jobs import (
+    ABANDONED,
+    CLAIMABLE,
+    ClaimedJob,
+    Outcome,
+    attempt_row,
+    note_status,
+)
 from receiver.worker.results import Result
 from receiver.worker.routing import Routing
 
@@ -73,6 +80,8 @@ class MemoryJobQueue:
     clock: Callable[[], datetime] = utcnow
     notes: dict[str, MemoryNote] = field(default_factory=dict)
     jobs: dict[int, MemoryJob] = field(default_factory=dict)
+    # The ``job_attempts`` rows, as StoreJobQueue.finish_many writes them.
+    attempts: list[dict[str, object]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     # --- what ingest would have stored ---------------------------------------------------
@@ -112,6 +121,11 @@ class MemoryJobQueue:
     def jobs_of(self, note_id: str) -> list[MemoryJob]:
         with self._lock:
             return [job for job in self.jobs.values() if job.note_id == note_id]
+
+    def attempts_of(self, note_id: str) -> list[dict[str, object]]:
+        """The recorded attempts of the notification's jobs, as ``Store.attempts_of`` gives them."""
+        with self._lock:
+            return [row for row in self.attempts if row["notification_id"] == note_id]
 
     # --- the JobQueue protocol -----------------------------------------------------------
 
@@ -199,6 +213,8 @@ class MemoryJobQueue:
                     job.status, job.lease_until = outcome.status.value, None
                     job.last_error = outcome.error
                     job.next_attempt_at = now + timedelta(seconds=outcome.delay)
+                    if (row := attempt_row(outcome)) is not None:
+                        self.attempts.append(row)
                 kept.append(ours)
             self._refresh({o.job.note_id for o, ok in zip(outcomes, kept, strict=True) if ok})
             return kept

@@ -13,6 +13,7 @@ import os
 import socket
 import time
 from collections.abc import AsyncIterator
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,7 +21,9 @@ from receiver import logs, metrics, storable
 from receiver.config import DownloadSettings, WorkerSettings
 from receiver.errors import GiveUp, ParseError, Retry
 from receiver.sources import parse
-from receiver.store import GroupedWrites, JobStatus, store_down
+from receiver.store import GroupedWrites, JobStatus, store_down, utcnow
+from receiver.worker import failures
+from receiver.worker.failures import Attempt, AttemptOutcome
 from receiver.worker.jobs import ClaimedJob, JobQueue, Outcome
 from receiver.worker.retry import Decision, RetryPolicy
 from receiver.worker.routing import (
@@ -42,6 +45,10 @@ PLAN_BACKOFF_MAX_SECONDS = 60.0
 # Outcomes waiting for their commit beyond which no more jobs are claimed: a store that commits
 # slowly must not let claimed jobs pile up in memory.
 MAX_RECORDING = 1000
+
+# How an attempt ended: the job's status, the error kept, seconds until the next attempt, and
+# the attempt's own record (job_attempts).
+Settled = tuple[JobStatus, str | None, float, Attempt | None]
 
 
 class Worker:
@@ -213,17 +220,18 @@ class Worker:
             task = asyncio.current_task()
             assert task is not None
             self._started.add(task)
-            status, error, delay = await self._outcome_of(job)
+            status, error, delay, attempt = await self._outcome_of(job)
         # The slot is free while the outcome waits for its group's commit.
         self._finished_since_claim += 1
         self._recording += 1
         try:
-            await self._finish(job, status, error, delay)
+            await self._finish(job, status, error, delay, attempt=attempt)
         finally:
             self._recording -= 1
 
-    async def _outcome_of(self, job: ClaimedJob) -> tuple[JobStatus, str | None, float]:
-        """Run the job's handler; its outcome: status, error kept, delay until the next attempt."""
+    async def _outcome_of(self, job: ClaimedJob) -> Settled:
+        """Run the job's handler; its outcome: status, error kept, delay until the next attempt,
+        and the attempt's record."""
         # Every line written while this job runs (a task of its own) carries these fields.
         logs.job_fields.set(
             {
@@ -234,17 +242,16 @@ class Worker:
                 "attempt": job.attempt,
             }
         )
+        started = utcnow()
         route = self._routing.route(job.handler)
         if route is None:
-            return (
-                JobStatus.DEAD,
-                f"handler {job.handler} is not configured any more; restore it, then replay",
-                0.0,
-            )
+            why = f"handler {job.handler} is not configured any more; restore it, then replay"
+            return JobStatus.DEAD, why, 0.0, _not_run(started, "HandlerNotConfigured", why)
         try:
             note = self._notification(job)
         except ParseError as error:  # routed once, so only a changed parser gets here
-            return JobStatus.DEAD, storable.safe(f"unreadable: {error}", 4000), 0.0
+            why = storable.safe(f"unreadable: {error}", 4000)
+            return JobStatus.DEAD, why, 0.0, _not_run(started, failures.error_type(error), why)
         context = Context(
             handler=route.name,
             attempt=job.attempt,
@@ -274,8 +281,9 @@ class Worker:
 
     async def _attempt(
         self, route: Route, note: Notification, context: Context, job: ClaimedJob
-    ) -> tuple[JobStatus, str | None, float]:
+    ) -> Settled:
         timeout = route.timeout or self._settings.handler_timeout_seconds
+        started_at = utcnow()
         started = time.perf_counter()
         requested_after: float | None = None
         gave_up = False
@@ -300,10 +308,11 @@ class Worker:
             error = None
             reason = ""
         metrics.HANDLER_SECONDS.labels(route.name).observe(time.perf_counter() - started)
+        finished_at = utcnow()
         if error is None:
             metrics.JOBS.labels(route.name, "done").inc()
             self.completed += 1
-            return JobStatus.DONE, None, 0.0
+            return JobStatus.DONE, None, 0.0, Attempt(started_at, finished_at, AttemptOutcome.DONE)
         await self._call_error_hooks(note, context, error)
         if gave_up:
             decision = Decision(dead=True, delay=0.0)
@@ -324,8 +333,27 @@ class Worker:
             exc_info=None if isinstance(error, Retry | GiveUp) else error,
         )
         # What a handler raised is kept as the job's last error: escaped and cut, so that the
-        # record of its attempt can always be written (PostgreSQL text refuses NUL).
-        return outcome, storable.safe(reason, 4000), decision.delay
+        # record of its attempt can always be written (PostgreSQL text refuses NUL). The attempt's
+        # own record keeps the traceback too, even for a Retry or a GiveUp.
+        if decision.dead:
+            ended = AttemptOutcome.DEAD
+        elif isinstance(error, TimeoutError):
+            ended = AttemptOutcome.TIMEOUT
+        elif isinstance(error, Retry):
+            ended = AttemptOutcome.RETRY
+        else:
+            ended = AttemptOutcome.FAILED
+        record = Attempt(
+            started_at,
+            finished_at,
+            ended,
+            error_type=failures.error_type(error),
+            message=storable.safe(reason, failures.MESSAGE_CHARS)
+            if isinstance(error, TimeoutError)
+            else failures.message(error),
+            traceback=failures.bounded_traceback(error),
+        )
+        return outcome, storable.safe(reason, 4000), decision.delay, record
 
     async def _call_error_hooks(
         self, note: Notification, context: Context, error: BaseException
@@ -337,10 +365,18 @@ class Worker:
                 log.exception("error hook %r failed", hook)
 
     async def _finish(
-        self, job: ClaimedJob, status: JobStatus, error: str | None, delay: float = 0.0
+        self,
+        job: ClaimedJob,
+        status: JobStatus,
+        error: str | None,
+        delay: float = 0.0,
+        *,
+        attempt: Attempt | None = None,
     ) -> None:
-        # Shielded: a stop request must not lose the record of a handler that already ran.
-        kept = await asyncio.shield(self._outcomes.submit(Outcome(job, status, error, delay)))
+        # Shielded: a stop request must not lose the record of a handler that already ran. The
+        # attempt's row goes with the outcome, in the same batch and transaction.
+        outcome = Outcome(job, status, error, delay, attempt)
+        kept = await asyncio.shield(self._outcomes.submit(outcome))
         if kept and status is JobStatus.DEAD:
             metrics.DEAD_LETTERS.labels(job.handler).inc()
         if not kept:
@@ -351,6 +387,11 @@ class Worker:
         for status in JobStatus:
             metrics.QUEUE_DEPTH.labels(status.value).set(counts.get(status.value, 0))
         metrics.OLDEST_PENDING.set(oldest)
+
+
+def _not_run(started: datetime, kind: str, why: str) -> Attempt:
+    """The record of an attempt that could not run the handler at all: a dead letter."""
+    return Attempt(started, utcnow(), AttemptOutcome.DEAD, error_type=kind, message=why)
 
 
 @contextlib.asynccontextmanager

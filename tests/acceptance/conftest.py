@@ -17,7 +17,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import BOTH_STORES, fresh_database
+from tests.conftest import BOTH_STORES, fresh_database, upgraded_database
 
 ROOT = Path(__file__).parents[2]
 TOKEN = "tok-acceptance-5c1e0f9b7a"
@@ -33,9 +33,14 @@ def free_port() -> int:
 class Deployment:
     """A receiver.yaml in a folder, and the processes started from it. ``admin`` is serve's
     admin listener (/healthz, /readyz, /metrics), on a free port; workers get one each from the
-    system (port 0)."""
+    system (port 0). Its database is upgraded first, as an operator runs ``receiver db upgrade``
+    before ``serve`` (``upgrade=False``: a test of what happens without)."""
 
-    def __init__(self, folder: Path, database_url: str, **config: Any) -> None:
+    def __init__(
+        self, folder: Path, database_url: str, *, upgrade: bool = True, **config: Any
+    ) -> None:
+        if upgrade:
+            upgraded_database(database_url)
         self.folder = folder
         self.admin_port = free_port()
         self.admin = f"http://127.0.0.1:{self.admin_port}"

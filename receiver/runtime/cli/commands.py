@@ -2,7 +2,7 @@
 traceback (``receiver.runtime.cliutil.friendly_errors``).
 
 Each command group has a module: ``serve`` (``serve``, ``worker``), ``inbox``, ``replay``,
-``events``; ``alerts``, ``portal``, and ``dispatcher`` and ``demo`` (``receiver.simulator.cli``), are imported
+``events``, ``db``; ``alerts``, ``portal``, and ``dispatcher`` and ``demo`` (``receiver.simulator.cli``), are imported
 only when used (``LazyGroup``), named here by their import string: ``serve`` and ``worker`` never
 load the Portal client, the dispatcher or the simulator, and the receiver imports neither.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import click
 
+from receiver.runtime.cli.db import db
 from receiver.runtime.cli.events import events
 from receiver.runtime.cli.inbox import inbox
 from receiver.runtime.cli.replay import replay
@@ -32,5 +33,5 @@ def main() -> None:
     """Durable webhook receiver for the Portal Único, SINtegre and InvoiCy."""
 
 
-for command in (serve, worker, inbox, replay, events):
+for command in (serve, worker, inbox, replay, events, db):
     main.add_command(command)

@@ -46,6 +46,18 @@ def _public(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _attempt(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "attempt": row["attempt"],
+        "started_at": row["started_at"].isoformat(),
+        "finished_at": row["finished_at"].isoformat(),
+        "outcome": row["outcome"],
+        "error_type": row["error_type"],
+        "message": row["message"],
+        "traceback": row["traceback"],
+    }
+
+
 @inbox.command("list")
 @config_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
@@ -92,7 +104,8 @@ def inbox_list(
 @click.argument("note_id")
 @friendly_errors
 def inbox_show(config_path: Path | None, note_id: str) -> None:
-    """Everything stored about one notification, with its handler jobs."""
+    """Everything stored about one notification, with its handler jobs and each of their
+    attempts (outcome, error, traceback)."""
     store = open_store(settings_for(config_path))
     try:
         row = store.note(note_id)
@@ -100,6 +113,7 @@ def inbox_show(config_path: Path | None, note_id: str) -> None:
             click.echo(f"receiver: no notification with id {note_id}", err=True)
             sys.exit(1)
         shown = _public(row)
+        attempts = store.attempts_of(note_id)
         shown["jobs"] = [
             {
                 "handler": job["handler"],
@@ -107,6 +121,11 @@ def inbox_show(config_path: Path | None, note_id: str) -> None:
                 "attempts": job["attempts"],
                 "next_attempt_at": job["next_attempt_at"].isoformat(),
                 "last_error": job["last_error"],
+                # Each attempt: when, how it ended, and where it failed (the traceback keeps
+                # the innermost frames: the handler's file and line).
+                "attempt_log": [
+                    _attempt(attempt) for attempt in attempts if attempt["job_id"] == job["id"]
+                ],
             }
             for job in store.jobs_of(note_id)
         ]

@@ -190,7 +190,7 @@ def recover_command(config_path: Path | None, day: str | None) -> None:
     settings = settings_for(config_path)
     store = Store.from_settings(settings)
     try:
-        store.create_schema()
+        store.check_schema()
         client = _client(settings)
 
         async def run() -> str:

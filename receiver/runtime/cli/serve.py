@@ -53,6 +53,9 @@ def _ingest_app(
         else serving.serving_process_admin(settings, store)
     )
     services = [*serve_services(settings, store, worker=not no_worker), reloader.service]
+    # After the handlers are loaded (a wrong module is the first thing to fix), before uvicorn:
+    # a schema that is behind, ahead or missing is one line naming `receiver db upgrade`.
+    store.check_schema()
     if listener is not None:
         services.insert(0, listener)  # up first, down last: health checks see the whole drain
     app = create_app(settings, store=store, allowlist=allowlist, background=services)
@@ -107,6 +110,12 @@ def serve_app() -> Any:
     default=None,
     help="The PEM private key of --ssl-certfile.",
 )
+@click.option(
+    "--migrate",
+    is_flag=True,
+    help="Run `receiver db upgrade` first: for the embedded default (SQLite, one user), where "
+    "the serving process owns its database. Without it, serve refuses a schema not upgraded.",
+)
 @friendly_errors
 def serve(
     config_path: Path | None,
@@ -117,6 +126,7 @@ def serve(
     admin_listen: str | None,
     ssl_certfile: Path | None,
     ssl_keyfile: Path | None,
+    migrate: bool,
 ) -> None:
     """Run the ingest app (and, unless --no-worker, an in-process handler worker)."""
     settings = serving.with_command_line(
@@ -125,6 +135,8 @@ def serve(
         ssl_certfile=ssl_certfile,
         ssl_keyfile=ssl_keyfile,
     )
+    if migrate:
+        _upgrade(settings)
     for warning in startup_warnings(settings):
         logging.getLogger("receiver.config").warning("%s", warning)
     admin = bind(settings.admin_listen, settings.origin)
@@ -146,11 +158,11 @@ def serve(
                 "`receiver worker` beside it (SQLite supports one handler worker process)"
             )
         build_routing(settings)  # a bad handler module fails here, once, not in every process
-    # The processes start together: create the tables once here, not racing each other.
+    # Checked once here too, so a schema not upgraded is one line, not one per process.
     store = Store.from_settings(settings)
     try:
         store.check_reachable()
-        store.create_schema()
+        store.check_schema()
     finally:
         store.close()
     if config_path is not None:
@@ -185,6 +197,19 @@ def serve(
         supervisor.run()
     finally:
         supervisor_admin.stop()
+
+
+def _upgrade(settings: Settings) -> None:
+    """``serve --migrate``: what ``receiver db upgrade`` does, before anything is served."""
+    from receiver.store.schema import RECEIVER_SCHEMA
+
+    store = Store.from_settings(settings)
+    try:
+        store.check_reachable()
+        told = store.upgrade_schema().summary(RECEIVER_SCHEMA, store.safe_url)
+    finally:
+        store.close()
+    logging.getLogger("receiver.serve").info("%s", told)
 
 
 def _started(settings: Settings, admin: socket.socket, public: str, worker: str) -> None:
@@ -226,6 +251,7 @@ def worker(config_path: Path | None, admin_listen: str | None) -> None:
     store = Store.from_settings(settings)
     try:
         store.check_reachable()
+        store.check_schema()  # one line naming `receiver db upgrade`, exit 2
         admin = bind(settings.worker.admin_listen, settings.origin, "worker.admin_listen")
         logging.getLogger("receiver.worker").info(
             "%s",

@@ -18,7 +18,7 @@ import pytest
 from receiver.sources import dedup_key
 from receiver.store import Incoming, NoteFilter, Store
 from tests.acceptance.conftest import TOKEN, Deployment, duimp_body, free_port
-from tests.conftest import PG_SKIP_REASON, postgres_url, reset_postgres
+from tests.conftest import PG_SKIP_REASON, migrated, postgres_url, reset_postgres
 
 pytestmark = pytest.mark.acceptance
 
@@ -198,7 +198,7 @@ def test_two_workers_share_thousands_of_jobs_exactly_once(tmp_path: Path) -> Non
         tmp_path, url, worker={"poll_interval_seconds": 0.05, "concurrency": 16}
     )
     store = Store(url)
-    store.create_schema()
+    migrated(store)
     total = 3000
     try:
         bodies = [duimp_body(n) for n in range(total)]

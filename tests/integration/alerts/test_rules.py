@@ -28,13 +28,13 @@ from receiver.alerts.rules import (
 from receiver.sources import dedup_key
 from receiver.store import JOBS, NOTES, Incoming, JobStatus, NoteStatus, Store
 from tests.alerts_support import Clock, RecordingSink
-from tests.conftest import BOTH_STORES, fresh_database
+from tests.conftest import BOTH_STORES, fresh_database, migrated
 
 
 @pytest.fixture(params=BOTH_STORES)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     store = Store(fresh_database(request.param, tmp_path))
-    store.create_schema()
+    migrated(store)
     yield store
     store.close()
 

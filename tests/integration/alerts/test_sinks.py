@@ -29,6 +29,7 @@ from receiver.alerts import EmailSink, Episode, Evaluator, WebhookSink
 from receiver.errors import AddressRefused
 from receiver.store import Store
 from tests.alerts_support import Clock, ScriptedRule, run_async
+from tests.conftest import migrated
 from tests.dispatcher_support import TLS, Recorder, https_endpoint
 
 SECRET = "whsec_" + "c2lnbmluZy1zZWNyZXQtYWxlcnRzLTAx"
@@ -158,7 +159,7 @@ async def test_the_evaluator_sends_again_after_the_webhook_failed(
     tls: TLS, ca_file: Path, tmp_path: Path
 ) -> None:
     store = Store(f"sqlite:///{tmp_path / 'receiver.db'}")
-    store.create_schema()
+    migrated(store)
     recorder = Recorder(script=[500])
     rule = ScriptedRule("dead_letters")
     rule.subjects = [""]
@@ -309,7 +310,7 @@ def test_the_evaluator_mails_once_per_episode_and_again_after_a_refusal(
     smtp_plain: SMTPServerRunning, tmp_path: Path
 ) -> None:
     store = Store(f"sqlite:///{tmp_path / 'receiver.db'}")
-    store.create_schema()
+    migrated(store)
     rule = ScriptedRule("quarantined")
     rule.subjects = [""]
     closed = EmailSink(email_settings(free_port(), starttls=False, timeout_seconds=2))

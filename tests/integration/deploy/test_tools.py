@@ -167,7 +167,7 @@ def test_the_healthcheck_fails_when_nothing_listens() -> None:
 def test_the_files_the_image_copies_build_the_whole_package(tmp_path: Path) -> None:
     """The build stage's COPY lines, applied to a clean folder, then `pip wheel` there (the
     Dockerfile's `pip install .` without the dependencies): every module of the project is in the
-    wheel, `receiver` is its console script, and it runs from the wheel alone."""
+    wheel, `receiver` is its console script, and it runs from the wheel alone, migrations too."""
     source = tmp_path / "src"
     source.mkdir()
     build = stages(dockerfile(DOCKERFILE.read_text()))[1]
@@ -220,6 +220,22 @@ def test_the_files_the_image_copies_build_the_whole_package(tmp_path: Path) -> N
     )
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout.startswith(str(tmp_path / "installed")), ran.stdout + ran.stderr
+    # The migrations are in the wheel, and alembic finds them there without an alembic.ini.
+    (tmp_path / "receiver.yaml").write_text(f"database_url: sqlite:///{tmp_path / 'r.db'}\n")
+    upgrade = (
+        "import runpy, sys; sys.argv = ['receiver', 'db', 'upgrade', '--config', "
+        f"{str(tmp_path / 'receiver.yaml')!r}]; runpy.run_module('receiver', run_name='__main__')"
+    )
+    upgraded = subprocess.run(
+        [sys.executable, "-c", upgrade],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert "upgraded <empty> -> r" in upgraded.stdout
 
 
 # --- the example configuration -----------------------------------------------------------------

@@ -97,7 +97,7 @@ def records_refused(url: str, marker: str) -> Iterator[None]:
     """The database refuses any attempt record whose description holds ``marker`` (one record's
     fault, as a store refuses a value nobody foresaw)."""
     store = DispatchStore(url)
-    store.create_schema()
+    store.upgrade_schema()
     if url.startswith("sqlite"):
         create = [
             "CREATE TRIGGER refuse_attempt BEFORE INSERT ON dispatch_attempts "

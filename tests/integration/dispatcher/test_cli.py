@@ -70,7 +70,7 @@ def config(tmp_path: Path, tls: TLS) -> Path:
 @pytest.fixture
 def store(config: Path) -> Iterator[DispatchStore]:
     store = DispatchStore(f"sqlite:///{config.parent / 'dispatcher.db'}")
-    store.create_schema()
+    store.upgrade_schema()
     yield store
     store.close()
 
@@ -198,7 +198,8 @@ def test_a_configuration_error_is_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in result.output
 
 
-def test_bare_dispatcher_serves_the_api(config: Path) -> None:
+def test_bare_dispatcher_serves_the_api(config: Path, store: DispatchStore) -> None:
+    # ``store`` upgraded the dispatcher's schema, as `receiver dispatcher db upgrade` does.
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]

@@ -203,7 +203,7 @@ def test_cancel_failing_ignores_subscriptions_without_failures(tmp_path: Path) -
     from receiver.dispatcher import DispatchStore
 
     store = DispatchStore(sqlite_url(tmp_path))
-    store.create_schema()
+    store.upgrade_schema()
     store.add_subscription("a", SubscriptionInput("x", "https://e.example/h", None), utcnow())
     assert cancel_failing(store.engine, utcnow() + timedelta(days=400), timedelta(days=30)) == []
     store.close()

@@ -34,7 +34,7 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.fixture
 def store(url: str) -> Iterator[DispatchStore]:
     store = DispatchStore(url)
-    store.create_schema()
+    store.upgrade_schema()
     yield store
     store.close()
 

@@ -25,7 +25,7 @@ from receiver.ingest.app import create_app
 from receiver.sources import dedup_key
 from receiver.store import Incoming, Store
 from receiver.store.writer import BatchWriter
-from tests.conftest import ALLOWLIST
+from tests.conftest import ALLOWLIST, migrated
 from tests.integration.ingest.test_ingest import ITEM, hold_write_lock, webhook_scope
 
 pytestmark = pytest.mark.anyio
@@ -59,7 +59,7 @@ async def test_a_request_answered_503_leaves_no_body_behind_a_stopped_writer(
     """More than the socket holds (8 MiB), so the rest waits in the serving process: what gave
     up is dropped there, and nothing else (a traceback, a frame) keeps its body."""
     store = Store(database_url, writer="process")
-    store.create_schema()
+    migrated(store)
     try:
         store.start()
         await store.append(ITEM, deadline=10)
@@ -84,7 +84,7 @@ async def test_a_request_answered_503_leaves_no_body_in_the_writer_threads_queue
     database_url: str,
 ) -> None:
     store = Store(database_url, writer="thread", commit_timeout_seconds=30)
-    store.create_schema()
+    migrated(store)
     holder = hold_write_lock(store, 3.0)
     try:
         store.start()
@@ -128,7 +128,7 @@ def test_the_writers_timeouts_stay_with_the_writer(tmp_path: Any) -> None:
     from tests.conftest import fresh_database
 
     store = Store(fresh_database("postgres", tmp_path))
-    store.create_schema()
+    migrated(store)
     try:
         writer = BatchWriter(store.engine, timeout_seconds=0.2)
         assert not isinstance(writer.commit([(ITEM, new_id())]), StoreUnavailable)

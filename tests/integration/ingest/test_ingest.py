@@ -34,6 +34,7 @@ from tests.conftest import (
     AppClient,
     bearer,
     fresh_database,
+    migrated,
 )
 
 pytestmark = pytest.mark.anyio
@@ -405,7 +406,7 @@ def test_a_batch_append_the_database_refuses_is_store_unavailable(store: Store) 
 def test_a_batch_whose_commit_fails_is_acknowledged_to_nobody(tmp_path: Path) -> None:
     """PostgreSQL checks a deferred constraint at COMMIT: the insert went through, the commit not."""
     store = Store(fresh_database("postgres", tmp_path))
-    store.create_schema()
+    migrated(store)
     writer = BatchWriter(store.engine)
 
     def drop_trigger() -> None:

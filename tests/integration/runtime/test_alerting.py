@@ -21,11 +21,13 @@ from receiver.runtime.cli import main
 from receiver.runtime.watch import WatchReport
 from receiver.sources import dedup_key
 from receiver.store import NOTES, Incoming, NoteFilter, NoteStatus, Store
+from tests.conftest import migrated, upgraded_database
 
 QUIET = {"silence": None, "oldest_pending_minutes": None}
 
 
 def config(tmp_path: Path, **alerts: object) -> Path:
+    upgraded_database(f"sqlite:///{tmp_path / 'receiver.db'}")  # `receiver db upgrade` was run
     path = tmp_path / "receiver.yaml"
     path.write_text(
         yaml.safe_dump(
@@ -38,7 +40,7 @@ def config(tmp_path: Path, **alerts: object) -> Path:
 def quarantine_one(path: Path) -> None:
     store = Store.from_settings(load_settings(path))
     try:
-        store.create_schema()
+        migrated(store)
         body = b"not json"
         [receipt] = store.append_now(
             [Incoming("pucomex", None, "161.148.1.1", {}, body, dedup_key("pucomex", body))]
@@ -194,7 +196,7 @@ def test_alerts_check_asks_the_real_simulator_and_recovers_nothing(tmp_path: Pat
             await sim.dispatcher.wait_for(result.delivery_ids, within=10)
             store = Store.from_settings(settings)
             try:
-                store.create_schema()
+                migrated(store)
                 evaluation = await check_once(settings, store)
                 notes = list(store.notes(NoteFilter()))
             finally:

@@ -14,6 +14,7 @@ from click.testing import CliRunner, Result
 
 from receiver.runtime.cli import main
 from receiver.store import NoteFilter, Store
+from tests.conftest import upgraded_database
 from tests.integration.portal.support import FakePortal
 
 HOOK = "https://receiver.example.com.br/webhooks/pucomex"
@@ -103,6 +104,7 @@ def test_without_a_portal_section_the_error_says_so(tmp_path: Path) -> None:
 
 
 def test_recover_prints_the_report_and_stores(config: Path, tmp_path: Path) -> None:
+    upgraded_database(f"sqlite:///{tmp_path / 'r.db'}")  # `receiver db upgrade` was run
     portal = FakePortal()
     content = json.dumps(
         {"evento": "duimp.registro", "dados": {"numero": "18BR0000000001", "versao": 1}}

@@ -15,6 +15,7 @@ from receiver.portal import PortalClient
 from receiver.runtime.recovery import RecoveryReport, recover
 from receiver.sources import dedup_key
 from receiver.store import Incoming, NoteFilter, Store
+from tests.conftest import migrated
 from tests.integration.portal.support import FakePortal
 
 DAY = "17092018"
@@ -38,7 +39,7 @@ def failure(record_id: int, content: str, day: str = DAY) -> dict[str, object]:
 @pytest.fixture
 def store(database_url: str) -> Iterator[Store]:
     store = Store(database_url)
-    store.create_schema()
+    migrated(store)
     yield store
     store.close()
 

@@ -15,6 +15,7 @@ from receiver.simulator.certificates import write_demo_certificates
 from receiver.simulator.demo import demo_receiver_settings
 from receiver.store import NoteFilter, Store
 from tests.acceptance.conftest import free_port
+from tests.conftest import migrated
 
 pytestmark = pytest.mark.anyio
 
@@ -47,7 +48,7 @@ async def test_failed_deliveries_are_recovered_by_serve(tmp_path: Path) -> None:
         assert state.status == "failed" and state.attempts == 3
 
         store = Store.from_settings(settings)
-        store.create_schema()
+        migrated(store)
         service = recovery_service(settings, store)
         assert service is not None
         try:

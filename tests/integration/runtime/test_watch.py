@@ -22,6 +22,7 @@ from receiver.portal.subscriptions import FailureRecord, Subscription, format_da
 from receiver.runtime.watch import Watch, WatchReport
 from receiver.sources import dedup_key
 from receiver.store import Incoming, NoteFilter, Store
+from tests.conftest import migrated
 
 HOOK = "https://sefaz.example.gov.br/webhooks/pucomex"
 REGISTRO = SubscriptionSpec(evento="dimp-registro-import", endpoint=HOOK)
@@ -61,7 +62,7 @@ class Portal:
 @pytest.fixture
 def store(database_url: str) -> Iterator[Store]:
     store = Store(database_url)
-    store.create_schema()
+    migrated(store)
     yield store
     store.close()
 

@@ -27,7 +27,7 @@ from receiver.ingest.endpoint import SECRET_HEADERS
 from receiver.sources import dedup_key
 from receiver.store import Incoming, Receipt, Store
 from receiver.store.writer import BatchWriter
-from tests.conftest import AppClient
+from tests.conftest import AppClient, migrated
 from tests.integration.ingest.test_ingest import webhook_scope
 
 pytestmark = pytest.mark.anyio
@@ -130,7 +130,7 @@ async def test_an_event_the_store_cannot_hold_is_kept_quarantined_beside_its_bat
     """The event came from anywhere (path, header): the notification is acknowledged and kept,
     without that event, quarantined with the reason; the rest of its batch is stored as usual."""
     store = Store(database_url, writer=writer)  # type: ignore[arg-type]
-    store.create_schema()
+    migrated(store)
     try:
         store.start()
         notes = [item(n, event="duimp.registro") for n in range(10)]
@@ -159,7 +159,7 @@ async def test_a_writer_process_answers_the_refused_alone_and_stays_ready(
     database_url: str,
 ) -> None:
     store = Store(database_url, writer="process")
-    store.create_schema()
+    migrated(store)
     try:
         store.start()
         await store.append(item(-1), deadline=10)  # the writer is up

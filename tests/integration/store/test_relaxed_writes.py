@@ -15,7 +15,7 @@ from receiver.store import Store
 def one_connection_store(database_url: str) -> Iterator[Store]:
     """One pooled connection, so every transaction below reuses the relaxed one's."""
     store = Store(database_url, pool_size=1)
-    store.create_schema()
+    store.upgrade_schema()
     try:
         yield store
     finally:

@@ -19,8 +19,9 @@ from sqlalchemy import Table, func, insert, select, update
 from receiver.retention import RetentionSettings
 from receiver.runtime.retention import purge_now
 from receiver.sources import dedup_key
-from receiver.store import JOBS, NOTES, RESULTS, Incoming, Store, utcnow
+from receiver.store import ATTEMPTS, JOBS, NOTES, RESULTS, Incoming, Store, utcnow
 from receiver.store.purge import Purger
+from tests.conftest import migrated
 
 DAY = timedelta(days=1)
 
@@ -28,7 +29,7 @@ DAY = timedelta(days=1)
 @pytest.fixture
 def store(database_url: str) -> Iterator[Store]:
     store = Store(database_url)
-    store.create_schema()
+    migrated(store)
     try:
         yield store
     finally:
@@ -43,7 +44,7 @@ def incoming(body: bytes) -> Incoming:
 
 def stored(store: Store, body: bytes, status: str, age: timedelta, jobs: int = 1) -> str:
     """A notification received ``age`` ago (its id made then too: ids are time-ordered), in
-    ``status``, with ``jobs`` handler jobs."""
+    ``status``, with ``jobs`` handler jobs, each with the record of its one attempt."""
     now = utcnow()
     then = int((now - age).timestamp() * 1e9)
     with patch.object(time, "time_ns", lambda: then):
@@ -55,8 +56,9 @@ def stored(store: Store, body: bytes, status: str, age: timedelta, jobs: int = 1
             .values(status=status, routed=True, received_at=now - age)
         )
         for n in range(jobs):
-            conn.execute(
-                insert(JOBS).values(
+            job_id = conn.execute(
+                insert(JOBS)
+                .values(
                     notification_id=receipt.id,
                     handler=f"h{n}",
                     status="done",
@@ -64,6 +66,21 @@ def stored(store: Store, body: bytes, status: str, age: timedelta, jobs: int = 1
                     next_attempt_at=now,
                     created_at=now,
                     updated_at=now,
+                )
+                .returning(JOBS.c.id)
+            ).scalar_one()
+            conn.execute(
+                insert(ATTEMPTS).values(
+                    job_id=job_id,
+                    notification_id=receipt.id,
+                    handler=f"h{n}",
+                    attempt=1,
+                    started_at=now,
+                    finished_at=now,
+                    outcome="failed",
+                    error_type="ValueError",
+                    message="Portal said no",
+                    traceback="Traceback (most recent call last):\n...\nValueError: Portal said no\n",
                 )
             )
     return receipt.id
@@ -100,8 +117,10 @@ def test_a_pass_deletes_by_status_and_age_with_their_jobs_and_never_what_is_unfi
     assert report.notes == {"done": 7, "duplicate": 1, "dead": 1}
     left = {row["id"] for row in store.notes_where_ids(purged + kept)}
     assert left == set(kept)
-    # Their jobs went with them (7 x 2 + 1); the kept ones keep theirs.
+    # Their jobs and the jobs' attempts went with them (7 x 2 + 1); the kept ones keep theirs.
     assert count(store, JOBS) == len(kept)
+    assert count(store, ATTEMPTS) == len(kept)
+    assert {row["notification_id"] for row in store.attempts_of(kept[0])} == {kept[0]}
     assert purge_now(store, RETENTION).notes == {}  # nothing left to do
 
 
@@ -220,7 +239,7 @@ def test_a_sqlite_file_stops_growing_under_a_steady_load_with_retention_on(
     if incremental:
         # What the schema's first migration does for a new file (set before any table exists).
         driver_sql(store, "PRAGMA auto_vacuum=INCREMENTAL", "VACUUM")
-    store.create_schema()
+    migrated(store)
     try:
         with caplog.at_level(logging.WARNING, logger="receiver.retention"):
             sizes = steady_load(store, path, rounds=12)

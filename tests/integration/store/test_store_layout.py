@@ -14,12 +14,13 @@ from receiver.sources import dedup_key
 from receiver.store import NOTES, Incoming, NoteFilter, Store
 from receiver.worker.planner import unrouted
 from receiver.worker.replay import replay_matching
+from tests.conftest import migrated
 
 
 @pytest.fixture
 def store(database_url: str) -> Iterator[Store]:
     store = Store(database_url)
-    store.create_schema()
+    migrated(store)
     try:
         yield store
     finally:

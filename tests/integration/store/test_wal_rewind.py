@@ -17,6 +17,7 @@ from receiver.ids import new_id
 from receiver.sources import dedup_key
 from receiver.store import Incoming, Store
 from receiver.store.writer import BatchWriter
+from tests.conftest import migrated
 
 FRAME_BYTES = 24 + 4096  # a WAL frame: its header and one page
 
@@ -30,7 +31,7 @@ def wal_frames_per_notification(
     monkeypatch.setattr(BatchWriter, "AUTOCHECKPOINT_PAGES", 1_000_000)  # no stalled commit
     folder.mkdir()
     store = Store(f"sqlite:///{folder / 'wal.db'}")
-    store.create_schema()
+    migrated(store)
     writer = BatchWriter(store.engine)
     try:
         stored = commit_for(writer, 2.0, rewind)

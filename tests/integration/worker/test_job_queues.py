@@ -18,7 +18,7 @@ from receiver.store import Incoming, JobStatus, Store
 from receiver.worker.jobs import JobQueue, Outcome, StoreJobQueue
 from receiver.worker.memory import MemoryJobQueue
 from receiver.worker.routing import Routing
-from tests.conftest import fresh_database
+from tests.conftest import fresh_database, migrated
 
 SOURCES = ["pucomex", "sintegre", "invoicy"]
 
@@ -71,7 +71,7 @@ def inbox(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Inbox]:
         yield memory_inbox()
         return
     store = Store(fresh_database(request.param, tmp_path))
-    store.create_schema()
+    migrated(store)
     try:
         yield store_inbox(store)
     finally:

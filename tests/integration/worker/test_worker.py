@@ -26,7 +26,7 @@ from receiver.worker.jobs import Outcome, StoreJobQueue
 from receiver.worker.results import Result, StoreResults, save_results
 from receiver.worker.routing import Routing
 from receiver.worker.worker import Worker
-from tests.conftest import BOTH_STORES, fresh_database
+from tests.conftest import BOTH_STORES, fresh_database, migrated
 
 pytestmark = pytest.mark.anyio
 
@@ -379,7 +379,7 @@ async def test_a_save_that_cannot_be_kept_fails_alone(store: Store) -> None:
 @pytest.mark.postgres
 async def test_a_key_postgresql_refuses_fails_only_its_own_save(tmp_path: Path) -> None:
     store = Store(fresh_database("postgres", tmp_path))  # skips without a server
-    store.create_schema()
+    migrated(store)
     try:
         results = StoreResults(store)
         outcomes = await asyncio.gather(
@@ -409,3 +409,32 @@ async def test_when_the_store_is_down_a_batch_fails_at_once(store: Store) -> Non
     )
     assert all(isinstance(outcome, OperationalError) for outcome in outcomes)
     assert sum(calls) == 5 and len(calls) <= 2  # not once more for each of them
+
+
+async def test_a_failing_handler_leaves_each_attempt_with_its_error_and_traceback(
+    store: Store, settings: Settings
+) -> None:
+    router = Router()
+
+    @router.on("pucomex", "duimp.registro")
+    async def refused_by_the_portal(note: Notification, ctx: Context) -> None:
+        raise ValueError(f"Portal answered 503 on attempt {ctx.attempt}")
+
+    [receipt] = store.append_now([incoming(duimp("18"))])
+    async with working(store, settings, router):
+        await until(lambda: statuses(store)[receipt.id] == "dead")
+    attempts = store.attempts_of(receipt.id)
+    [job] = store.jobs_of(receipt.id)
+    assert [(row["attempt"], row["outcome"]) for row in attempts] == [
+        (1, "failed"),
+        (2, "failed"),
+        (3, "dead"),
+    ]
+    for row in attempts:
+        assert row["job_id"] == job["id"]
+        assert row["handler"] == job["handler"]
+        assert row["error_type"] == "ValueError"
+        assert row["message"] == f"Portal answered 503 on attempt {row['attempt']}"
+        assert "in refused_by_the_portal\n" in row["traceback"]
+        assert row["traceback"].rstrip().endswith(row["message"])
+        assert row["started_at"] <= row["finished_at"]

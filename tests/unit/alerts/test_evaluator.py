@@ -16,6 +16,7 @@ from receiver import metrics
 from receiver.alerts import Evaluation, Evaluator, LogSink, episodes
 from receiver.store import Store
 from tests.alerts_support import Clock, RecordingSink, ScriptedRule
+from tests.conftest import migrated
 
 
 def run(coroutine: Coroutine[Any, Any, Evaluation]) -> Evaluation:
@@ -25,7 +26,7 @@ def run(coroutine: Coroutine[Any, Any, Evaluation]) -> Evaluation:
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
     store = Store(f"sqlite:///{tmp_path / 'receiver.db'}")
-    store.create_schema()
+    migrated(store)
     yield store
     store.close()
 

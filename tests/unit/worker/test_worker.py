@@ -328,3 +328,71 @@ async def test_a_stop_gives_back_jobs_claimed_ahead_without_running_them() -> No
             assert (job.status, job.attempts) == ("done", 1)
         else:  # given back, the attempt not counted
             assert (job.status, job.attempts, job.lease_until) == ("pending", 0, None)
+
+
+async def test_every_attempt_is_recorded_with_its_outcome_and_error() -> None:
+    router = Router()
+
+    @router.on("pucomex", "duimp.registro")
+    async def later(note: Notification, ctx: Context) -> None:
+        if ctx.attempt == 1:
+            raise Retry(after=0.01)
+
+    @router.on("pucomex", "duimp.cancelamento", timeout=0.05)
+    async def slow(note: Notification, ctx: Context) -> None:
+        await asyncio.sleep(5)
+
+    @router.on("pucomex", "duimp.desembaraco")
+    async def broken(note: Notification, ctx: Context) -> None:
+        raise KeyError("numero")
+
+    queue = MemoryJobQueue()
+    ok = queue.receive("pucomex", duimp("1"))
+    stuck = queue.receive("pucomex", duimp("2", "duimp.cancelamento"))
+    failing = queue.receive("pucomex", duimp("3", "duimp.desembaraco"))
+    two_tries = RetryPolicy(max_attempts=2, backoff_seconds=0.01, jitter=0)
+    async with working(worker_on(queue, router, retry=two_tries)):
+        await until(
+            lambda: (
+                [queue.notes[n].status for n in (ok, stuck, failing)] == ["done", "dead", "dead"]
+            )
+        )
+
+    def outcomes(note_id: str) -> list[tuple[object, ...]]:
+        return [
+            (row["attempt"], row["outcome"], row["error_type"])
+            for row in queue.attempts_of(note_id)
+        ]
+
+    assert outcomes(ok) == [(1, "retry", "receiver.errors.Retry"), (2, "done", None)]
+    assert outcomes(stuck) == [(1, "timeout", "TimeoutError"), (2, "dead", "TimeoutError")]
+    assert outcomes(failing) == [(1, "failed", "KeyError"), (2, "dead", "KeyError")]
+    first, last = queue.attempts_of(failing)
+    assert first["message"] == "'numero'"
+    assert isinstance(last["traceback"], str)
+    assert 'in broken\n    raise KeyError("numero")' in last["traceback"]
+    [timed_out, _] = queue.attempts_of(stuck)
+    assert timed_out["message"] == "timed out after 0.05 s"
+    for row in queue.attempts_of(ok):
+        assert row["started_at"] <= row["finished_at"]  # type: ignore[operator]
+
+
+async def test_an_attempt_that_cannot_run_is_recorded_as_dead_with_the_reason() -> None:
+    router = Router()
+
+    @router.on("pucomex", "duimp.registro")
+    async def gone(note: Notification, ctx: Context) -> None:
+        return None
+
+    queue = MemoryJobQueue()
+    note_id = queue.receive("pucomex", duimp("1"))
+    queue.plan(Routing([router], SOURCES), 100)
+    async with working(worker_on(queue, Router())):
+        await until(lambda: queue.notes[note_id].status == "dead")
+    [row] = queue.attempts_of(note_id)
+    assert (row["outcome"], row["error_type"], row["traceback"]) == (
+        "dead",
+        "HandlerNotConfigured",
+        None,
+    )
+    assert "not configured any more" in str(row["message"])
