@@ -17,12 +17,9 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-import httpx
-
 from receiver.config import Settings
 from receiver.errors import ConfigError, HandlerError
 from receiver.ingest.app import BackgroundService
-from receiver.outbound import guarded_client
 from receiver.store import Store
 from receiver.worker.jobs import StoreJobQueue
 from receiver.worker.resources import open_resources
@@ -32,6 +29,8 @@ from receiver.worker.routing import PortalAPI, Routing, load_routers
 from receiver.worker.worker import Worker, running_worker
 
 if TYPE_CHECKING:  # imported when portal: is configured: serve never loads it otherwise
+    import httpx
+
     from receiver.portal.client import PortalClient
     from receiver.runtime.watch import WatchReport
 
@@ -103,6 +102,11 @@ async def portal_client(settings: Settings) -> AsyncIterator[PortalClient | None
 
 def outbound_client(settings: Settings) -> httpx.AsyncClient:
     """The guarded client handlers get as ``ctx.http``, from the ``outbound:`` section."""
+    # Here, not at the top: `serve --no-worker` and the writer process never need httpx (5 MiB).
+    import httpx
+
+    from receiver.outbound import guarded_client
+
     outbound = settings.outbound
     return guarded_client(
         outbound.allowed_networks,

@@ -42,7 +42,15 @@ from receiver.portal.client import PortalClient
 from receiver.runtime.services import build_routing, worker_service
 from receiver.simulator.app import run_simulator
 from receiver.simulator.certificates import write_demo_certificates
-from receiver.simulator.demo_report import DemoReport, check, kept_duimps, receiver_counts, summary
+from receiver.simulator.demo_report import (
+    DemoReport,
+    check,
+    kept_duimps,
+    latencies,
+    moment_key,
+    receiver_counts,
+    summary,
+)
 from receiver.simulator.duimps import duimp_number, latest_version
 from receiver.store import Store
 from receiver.store.schema import RECEIVER_SCHEMA
@@ -291,6 +299,7 @@ async def run_demo(
                         f"  receiver: {received} received, {report.handled}/{report.stored} handled"
                     )
                     if settled >= report.deliveries_to_receiver:
+                        report.handled_seconds = time.monotonic() - started
                         break
                     if time.monotonic() > deadline:
                         report.problems.append(
@@ -298,6 +307,7 @@ async def run_demo(
                         )
                         break
                     await asyncio.sleep(0.5)
+                await asyncio.to_thread(latencies, store, report)
                 report.duimps_kept = await asyncio.to_thread(kept_duimps, store)
                 report.duimps = len(stories)
                 report.situations_matching = await _situations_matching(portal, stories)
@@ -324,6 +334,10 @@ async def _emit(
 
     async def tell(story: Story) -> None:
         for evento, dados in story:
+            key = moment_key(
+                evento, str(dados["numero"]), str(dados.get("versao")), dados.get("situacaoDuimp")
+            )
+            report.emitted_at.setdefault(key, time.time())
             result = await dispatcher.emit(evento, dados)
             deliveries.extend(result.delivery_ids)
             report.by_event.setdefault(evento, [0, 0, 0])[0] += 1

@@ -15,9 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from receiver import metrics, payloads
 from receiver.config import DownloadSettings
@@ -33,6 +31,9 @@ from receiver.worker.routing import (
     ResultStore,
     Route,
 )
+
+if TYPE_CHECKING:  # annotations only: the handler worker must not need httpx to start
+    import httpx
 
 log = logging.getLogger("receiver.worker")
 

@@ -15,14 +15,15 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol, TypeVar
-
-import httpx
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from receiver.catalog import family_known, is_known_event
 from receiver.config import DownloadSettings
 from receiver.errors import GiveUp, HandlerError
 from receiver.payloads import PayloadModel
+
+if TYPE_CHECKING:  # annotations only: importing the handler API must not load httpx
+    import httpx
 
 log = logging.getLogger("receiver.routing")
 
