@@ -2,7 +2,8 @@
 
 What handler authors use is exported here; everything else is internal. For URLs that senders
 choose, use ``ctx.http`` (or ``guarded_client`` outside a handler): it refuses internal
-addresses, plain http and proxies, and checks every redirect.
+addresses, plain http and proxies, and checks every redirect. ``note.parsed`` is the payload as
+its event's model (``DuimpEvent``, ``SintegreProduct``, ``InvoicyNotification``...).
 """
 
 import importlib as _importlib
@@ -19,6 +20,14 @@ from receiver.errors import (
 
 if _typing.TYPE_CHECKING:
     from receiver.outbound import guarded_client
+    from receiver.payloads import (
+        DuimpEvent,
+        DuimpIdentificacao,
+        InvoicyNotification,
+        PortalEvent,
+        SefazEvent,
+        SintegreProduct,
+    )
     from receiver.worker.routing import Context, Notification, PortalAPI, Router
 
 # Imported when first asked for: every process of ours imports this package (the writer process
@@ -30,6 +39,17 @@ _LAZY = {
     "Notification": "receiver.worker.routing",
     "PortalAPI": "receiver.worker.routing",
     "Router": "receiver.worker.routing",
+    **dict.fromkeys(
+        [
+            "DuimpEvent",
+            "DuimpIdentificacao",
+            "InvoicyNotification",
+            "PortalEvent",
+            "SefazEvent",
+            "SintegreProduct",
+        ],
+        "receiver.payloads",
+    ),
 }
 
 
@@ -49,13 +69,19 @@ def __dir__() -> list[str]:
 __all__ = [
     "AddressRefused",
     "Context",
+    "DuimpEvent",
+    "DuimpIdentificacao",
     "GiveUp",
     "HandlerError",
+    "InvoicyNotification",
     "Notification",
     "PortalAPI",
     "PortalError",
+    "PortalEvent",
     "ReceiverError",
     "Retry",
     "Router",
+    "SefazEvent",
+    "SintegreProduct",
     "guarded_client",
 ]

@@ -35,6 +35,7 @@ from receiver.configfile import (
     resolve_env,
     top_level_mapping,
 )
+from receiver.consolesettings import ConsoleSettings
 from receiver.credentials import SourceSettings, secret_of
 from receiver.errors import ConfigError
 from receiver.retention import RetentionSettings
@@ -283,6 +284,9 @@ class Settings(Section):
     # loopback unless told otherwise; anyone who reaches it may read them.
     admin_listen: str = "127.0.0.1:9464"
     retention: RetentionSettings = RetentionSettings()
+    # The operator console (receiver.console): served by `receiver console`, and by serve on
+    # admin_listen, only when this section is given.
+    console: ConsoleSettings | None = None
     alerts: AlertSettings = AlertSettings()
     # The file these settings came from ("(defaults)" without one), for errors found later.
     _origin: str = PrivateAttr(default="receiver.yaml")
@@ -292,6 +296,13 @@ class Settings(Section):
     @property
     def origin(self) -> str:
         return self._origin
+
+    @field_validator("console")
+    @classmethod
+    def _console_listen(cls, value: ConsoleSettings | None) -> ConsoleSettings | None:
+        if value is not None:
+            parse_listen(value.listen)
+        return value
 
     @field_validator("max_inflight_bytes")
     @classmethod
@@ -339,6 +350,8 @@ class Settings(Section):
             for secret in (portal.pfx_password, portal.client_secret, portal.chave_secreta):
                 if secret is not None:
                     found.append(secret.get_secret_value())
+        if self.console is not None and self.console.session_secret is not None:
+            found.append(self.console.session_secret.get_secret_value())
         found.extend(self.alerts.secrets())
         return found
 

@@ -53,3 +53,11 @@ def id_floor(when: datetime) -> str:
         raise ValueError("naive datetime given to id_floor")
     millis = max(0, (when - _EPOCH) // _MILLISECOND)
     return _encode(min(millis, (1 << 48) - 1) << 80)
+
+
+def id_time(note_id: str) -> datetime:
+    """When ``new_id`` made this id (to the millisecond): its first 10 digits."""
+    millis = 0
+    for digit in note_id[:10].upper():
+        millis = millis * 32 + _CROCKFORD.index(digit)
+    return _EPOCH + millis * _MILLISECOND

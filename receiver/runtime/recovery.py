@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Protocol
 
+from sqlalchemy import insert
+
 from receiver import metrics
 from receiver.errors import ReceiverError
 from receiver.portal.subscriptions import FailureRecord, format_date, portal_today
 from receiver.sources import dedup_key
-from receiver.store import Incoming, Store
+from receiver.store import RECOVERY_RUNS, Incoming, Store, utcnow
 
 log = logging.getLogger("receiver.portal.recovery")
 
@@ -95,8 +98,25 @@ async def recover(
         ids=stored,
     )
     metrics.PORTAL_RECOVERED.inc(report.recovered)
+    await asyncio.to_thread(record_run, store, report)
     log.info("recovery %s", report.summary())
     return report
+
+
+def record_run(store: Store, report: RecoveryReport) -> None:
+    """The run in ``recovery_runs``, for the console's Portal page: what it read and brought back."""
+    with store.engine.begin() as conn:
+        conn.execute(
+            insert(RECOVERY_RUNS).values(
+                at=utcnow(),
+                day=report.date,
+                seen=report.seen,
+                distinct=report.distinct,
+                already_stored=report.already_stored,
+                recovered=report.recovered,
+                ids=json.dumps(list(report.ids)),
+            )
+        )
 
 
 async def recover_periodically(

@@ -73,9 +73,14 @@ def checked_listen(value: str, option: str = "--admin-listen") -> str:
 
 
 def admin_extra_routes(settings: Settings, store: Store) -> list[BaseRoute]:
-    """Routes and mounts the admin listener serves beside /healthz, /readyz and /metrics: where
-    a later piece (an operator console) adds its ``Mount``. None today."""
-    return []
+    """Routes and mounts the admin listener serves beside /healthz, /readyz and /metrics: the
+    operator console at /console when receiver.yaml has a ``console:`` section."""
+    if settings.console is None:
+        return []
+    from receiver.console import console_routes
+    from receiver.runtime.consoleportal import portal_view
+
+    return console_routes(settings, store, portal_view(settings, store))
 
 
 def _store_ready(settings: Settings, store: Store) -> Callable[[], Any]:

@@ -104,7 +104,7 @@ def history(schema: Schema) -> list[Revision]:
         Revision(
             id=rev.revision,
             down=rev.down_revision if isinstance(rev.down_revision, str) else None,
-            message=(rev.doc or "").strip(),
+            message=" ".join((rev.doc or "").split()),  # its first paragraph, one line
             head=rev.revision == newest,
         )
         for rev in script.walk_revisions()

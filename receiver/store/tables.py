@@ -1,6 +1,7 @@
 """The tables: notifications as received, one job per (notification, handler), each attempt of a
-job, handler results. They are made by the migrations (``receiver.store.migrations``, run by
-``receiver db upgrade``), which must match these models: ``tests/integration/store/test_migrations.py``
+job, handler results; the console's audit log, the Portal recovery runs, and the alerts' episodes
+and checks. They are made by the migrations (``receiver.store.migrations``, run by ``receiver db
+upgrade``), which must match these models: ``tests/integration/store/test_migrations.py``
 compares them."""
 
 from __future__ import annotations
@@ -77,6 +78,11 @@ class Digest(TypeDecorator[str]):
         return None if value is None else bytes(value).hex()
 
 
+# The statuses an operator may have to act on: the partial index above holds only these.
+ATTENTION_STATUSES = ("pending", "failed", "dead", "quarantined")
+NEEDS_ATTENTION = "status IN ('pending', 'failed', 'dead', 'quarantined')"
+
+
 def _utc_column(nullable: bool = False, index: bool = False) -> Column[datetime]:
     return Column(UTCDateTime(), nullable=nullable, index=index)
 
@@ -100,9 +106,27 @@ class StoredNotification(SQLModel, table=True):
             sqlite_where=text("routed = 0"),
             postgresql_where=text("routed = false"),
         ),
-        # Nothing else: every index is written by every insert, and ingest is the hot path.
-        # Listings go in id order (ids are time-ordered ULIDs), a date bound becomes an id range
-        # (ids.id_floor), and filters on source, event or status scan.
+        # The notifications that need an operator, by status, newest last: the console's status
+        # filter and its counts per status read only this. Partial, so done notifications and
+        # duplicates (nearly every row) leave it; a query must repeat NEEDS_ATTENTION word for word
+        # for SQLite to use it. Everything else: listings go in id order (ids are time-ordered
+        # ULIDs), a date bound becomes an id range (ids.id_floor), and other filters scan a
+        # bounded window (receiver.console.inbox): every index is written by every insert.
+        Index(
+            "ix_notifications_attention",
+            "status",
+            "id",
+            sqlite_where=text(NEEDS_ATTENTION),
+            postgresql_where=text(NEEDS_ATTENTION),
+        ),
+        # The receipts of repeats, by the original they point at (the console's notification
+        # page); an original (nearly every insert) is not in it.
+        Index(
+            "ix_notifications_duplicates",
+            "duplicate_of",
+            sqlite_where=text("duplicate_of IS NOT NULL"),
+            postgresql_where=text("duplicate_of IS NOT NULL"),
+        ),
     )
 
     id: str = Field(primary_key=True, max_length=26)
@@ -170,6 +194,37 @@ class HandlerResult(SQLModel, table=True):
     updated_at: datetime = Field(sa_column=_utc_column())
 
 
+class AuditEntry(SQLModel, table=True):
+    """What someone did in the operator console: logins (failed too), logouts, replays."""
+
+    __tablename__ = "console_audit"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(sa_column=_utc_column())
+    who: str = Field(max_length=200)
+    role: str = Field(max_length=16)
+    action: str = Field(max_length=40)
+    target: str = Field(sa_column=Column(Text, nullable=False))
+    client_ip: str = Field(max_length=64)
+
+
+class RecoveryRun(SQLModel, table=True):
+    """One run of the Portal recovery (receiver.runtime.recovery) for one day of failure records,
+    and what it brought back."""
+
+    __tablename__ = "recovery_runs"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(sa_column=_utc_column())
+    day: str = Field(max_length=8)  # ddMMyyyy, as the failure search takes it
+    seen: int = 0
+    distinct: int = 0
+    already_stored: int = 0
+    recovered: int = 0
+    ids: str = Field(sa_column=Column(Text, nullable=False))  # JSON list of the ids stored
+    error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+
+
 class AlertEpisode(SQLModel, table=True):
     """One episode of an alert (``receiver.alerts``): from the evaluation that found the rule's
     condition to the one that found it gone. At most one open episode per rule and subject (the
@@ -217,6 +272,9 @@ NOTES = StoredNotification.__table__  # type: ignore[attr-defined]
 JOBS = Job.__table__  # type: ignore[attr-defined]
 RESULTS = HandlerResult.__table__  # type: ignore[attr-defined]
 ATTEMPTS = JobAttempt.__table__  # type: ignore[attr-defined]
+AUDIT = AuditEntry.__table__  # type: ignore[attr-defined]
+RECOVERY_RUNS = RecoveryRun.__table__  # type: ignore[attr-defined]
 EPISODES = AlertEpisode.__table__  # type: ignore[attr-defined]
 ALERT_CHECKS = AlertCheck.__table__  # type: ignore[attr-defined]
-RECEIVER_TABLES = [NOTES, JOBS, RESULTS, ATTEMPTS, EPISODES, ALERT_CHECKS]  # parents first
+# Parents first.
+RECEIVER_TABLES = [NOTES, JOBS, RESULTS, ATTEMPTS, EPISODES, ALERT_CHECKS, AUDIT, RECOVERY_RUNS]

@@ -12,28 +12,21 @@ import logging
 import os
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from receiver import logs, metrics, storable
 from receiver.config import DownloadSettings, WorkerSettings
-from receiver.errors import GiveUp, ParseError, Retry
-from receiver.sources import parse
+from receiver.errors import ParseError, Retry
 from receiver.store import GroupedWrites, JobStatus, store_down, utcnow
 from receiver.worker import failures
+from receiver.worker.attempt import Attempted, Services, read_notification, run_attempt
 from receiver.worker.failures import Attempt, AttemptOutcome
 from receiver.worker.jobs import ClaimedJob, JobQueue, Outcome
-from receiver.worker.retry import Decision, RetryPolicy
-from receiver.worker.routing import (
-    Context,
-    Notification,
-    PortalAPI,
-    ResultStore,
-    Route,
-    Routing,
-)
+from receiver.worker.retry import RetryPolicy
+from receiver.worker.routing import PortalAPI, ResultStore, Routing
 
 if TYPE_CHECKING:
     import httpx
@@ -72,16 +65,21 @@ class Worker:
         data_dir: Path = Path("data"),
         portal: PortalAPI | None = None,
         http: httpx.AsyncClient | None = None,
+        resources: Mapping[str, Any] | None = None,
     ) -> None:
+        """``resources``: what the handler modules' lifespans opened (``ctx.resources``)."""
         self._queue = queue
         self._routing = routing
         self._settings = settings if settings is not None else WorkerSettings()
-        self._http = http
-        self._downloads = downloads if downloads is not None else DownloadSettings()
         self._policy = retry if retry is not None else RetryPolicy()
-        self._portal = portal
-        self._data_dir = data_dir
-        self._results = results
+        self._services = Services(
+            results=results,
+            portal=portal,
+            data_dir=data_dir,
+            http=http,
+            downloads=downloads if downloads is not None else DownloadSettings(),
+            resources=resources if resources is not None else {},
+        )
         # True once recorded; False if the job's lease was lost to another worker.
         self._outcomes = GroupedWrites[Outcome, bool](queue.finish_many, name="outcome-writer")
         # Every job in hand: claimed, until its outcome is recorded. At most ``concurrency``
@@ -248,121 +246,35 @@ class Worker:
             why = f"handler {job.handler} is not configured any more; restore it, then replay"
             return JobStatus.DEAD, why, 0.0, _not_run(started, "HandlerNotConfigured", why)
         try:
-            note = self._notification(job)
-        except ParseError as error:  # routed once, so only a changed parser gets here
+            note = read_notification(
+                note_id=job.note_id,
+                source=job.source,
+                event=job.event,
+                received_at=job.received_at,
+                body=job.body,
+                headers=job.headers,
+                dedup_key=job.dedup_key,
+                recovered=job.recovered,
+            )
+        except ParseError as error:  # routed once, so only a changed parser or model gets here
             why = storable.safe(f"unreadable: {error}", 4000)
             return JobStatus.DEAD, why, 0.0, _not_run(started, failures.error_type(error), why)
-        context = Context(
-            handler=route.name,
-            attempt=job.attempt,
-            # The job's fields are on every line already (logs.job_fields).
-            logger=logging.getLogger(f"receiver.handler.{route.name}"),
-            results=self._results,
-            portal_client=self._portal,
-            data_dir=self._data_dir,
-            http_client=self._http,
-            downloads=self._downloads,
+        attempted = await run_attempt(
+            route,
+            note,
+            self._services.context(route, job.attempt),
+            default_timeout=self._settings.handler_timeout_seconds,
+            policy=self._policy,
+            error_hooks=self._routing.error_hooks,
         )
-        return await self._attempt(route, note, context, job)
-
-    def _notification(self, job: ClaimedJob) -> Notification:
-        parsed = parse(job.source, job.body, job.event)
-        return Notification(
-            id=job.note_id,
-            source=job.source,
-            event=parsed.event,
-            received_at=job.received_at,
-            payload=parsed.payload,
-            body=job.body,
-            headers=job.headers,
-            idempotency_key=job.dedup_key,
-            recovered=job.recovered,
-        )
-
-    async def _attempt(
-        self, route: Route, note: Notification, context: Context, job: ClaimedJob
-    ) -> Settled:
-        timeout = route.timeout or self._settings.handler_timeout_seconds
-        started_at = utcnow()
-        started = time.perf_counter()
-        requested_after: float | None = None
-        gave_up = False
-        try:
-            async with asyncio.timeout(timeout):
-                await route.handler(note, context)
-        except Retry as retry:
-            error: BaseException | None = retry
-            requested_after = retry.after
-            reason = f"handler asked to retry: {retry}"
-        except GiveUp as given_up:  # no attempt can succeed: straight to the dead letters
-            error = given_up
-            gave_up = True
-            reason = f"{type(given_up).__name__}: {given_up}"
-        except TimeoutError as timed_out:
-            error = timed_out
-            reason = f"timed out after {timeout:g} s"
-        except Exception as failure:
-            error = failure
-            reason = f"{type(failure).__name__}: {failure}"
-        else:
-            error = None
-            reason = ""
-        metrics.HANDLER_SECONDS.labels(route.name).observe(time.perf_counter() - started)
-        finished_at = utcnow()
-        if error is None:
-            metrics.JOBS.labels(route.name, "done").inc()
+        record = attempt_record(attempted)
+        if attempted.outcome is JobStatus.DONE:
             self.completed += 1
-            return JobStatus.DONE, None, 0.0, Attempt(started_at, finished_at, AttemptOutcome.DONE)
-        await self._call_error_hooks(note, context, error)
-        if gave_up:
-            decision = Decision(dead=True, delay=0.0)
-        else:
-            decision = self._policy.decide(job.attempt, requested_after)
-        outcome = JobStatus.DEAD if decision.dead else JobStatus.FAILED
-        metrics.JOBS.labels(route.name, outcome.value).inc()
-        level = logging.ERROR if decision.dead else logging.WARNING
-        log.log(
-            level,
-            "handler %s on %s attempt %d: %s%s",
-            route.name,
-            note.id,
-            job.attempt,
-            reason,
-            " (dead letter)" if decision.dead else f" (retry in {decision.delay:.1f} s)",
-            # Where it failed: not for a Retry or a GiveUp, which the handler raised on purpose.
-            exc_info=None if isinstance(error, Retry | GiveUp) else error,
-        )
+            return JobStatus.DONE, None, 0.0, record
         # What a handler raised is kept as the job's last error: escaped and cut, so that the
         # record of its attempt can always be written (PostgreSQL text refuses NUL). The attempt's
         # own record keeps the traceback too, even for a Retry or a GiveUp.
-        if decision.dead:
-            ended = AttemptOutcome.DEAD
-        elif isinstance(error, TimeoutError):
-            ended = AttemptOutcome.TIMEOUT
-        elif isinstance(error, Retry):
-            ended = AttemptOutcome.RETRY
-        else:
-            ended = AttemptOutcome.FAILED
-        record = Attempt(
-            started_at,
-            finished_at,
-            ended,
-            error_type=failures.error_type(error),
-            message=storable.safe(reason, failures.MESSAGE_CHARS)
-            if isinstance(error, TimeoutError)
-            else failures.message(error),
-            traceback=failures.bounded_traceback(error),
-        )
-        return outcome, storable.safe(reason, 4000), decision.delay, record
-
-    async def _call_error_hooks(
-        self, note: Notification, context: Context, error: BaseException
-    ) -> None:
-        for hook in self._routing.error_hooks:
-            try:
-                await hook(note, context, error)
-            except Exception:
-                log.exception("error hook %r failed", hook)
+        return attempted.outcome, storable.safe(attempted.reason, 4000), attempted.delay, record
 
     async def _finish(
         self,
@@ -387,6 +299,34 @@ class Worker:
         for status in JobStatus:
             metrics.QUEUE_DEPTH.labels(status.value).set(counts.get(status.value, 0))
         metrics.OLDEST_PENDING.set(oldest)
+
+
+def attempt_record(attempted: Attempted) -> Attempt:
+    """What ``job_attempts`` keeps of an attempt: its outcome and, when it failed, the error's
+    type, message and bounded traceback."""
+    started = attempted.started_at or utcnow()
+    finished = attempted.finished_at or started
+    error = attempted.error
+    if error is None:
+        return Attempt(started, finished, AttemptOutcome.DONE)
+    if attempted.outcome is JobStatus.DEAD:
+        ended = AttemptOutcome.DEAD
+    elif isinstance(error, TimeoutError):
+        ended = AttemptOutcome.TIMEOUT
+    elif isinstance(error, Retry):
+        ended = AttemptOutcome.RETRY
+    else:
+        ended = AttemptOutcome.FAILED
+    return Attempt(
+        started,
+        finished,
+        ended,
+        error_type=failures.error_type(error),
+        message=storable.safe(attempted.reason, failures.MESSAGE_CHARS)
+        if isinstance(error, TimeoutError)
+        else failures.message(error),
+        traceback=failures.bounded_traceback(error),
+    )
 
 
 def _not_run(started: datetime, kind: str, why: str) -> Attempt:

@@ -10,14 +10,20 @@ import receiver
 HANDLER_API = [
     "AddressRefused",
     "Context",
+    "DuimpEvent",
+    "DuimpIdentificacao",
     "GiveUp",
     "HandlerError",
+    "InvoicyNotification",
     "Notification",
     "PortalAPI",
     "PortalError",
+    "PortalEvent",
     "ReceiverError",
     "Retry",
     "Router",
+    "SefazEvent",
+    "SintegreProduct",
     "guarded_client",
 ]
 

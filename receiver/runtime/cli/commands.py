@@ -23,7 +23,9 @@ from receiver.runtime.cliutil import LazyGroup
     cls=LazyGroup,
     lazy_subcommands={
         "alerts": "receiver.runtime.cli.alerts:alerts",
+        "console": "receiver.runtime.cli.console:console",
         "demo": "receiver.simulator.cli:demo",
+        "dev": "receiver.simulator.cli:dev",
         "dispatcher": "receiver.simulator.cli:dispatcher",
         "portal": "receiver.runtime.cli.portal:portal",
     },

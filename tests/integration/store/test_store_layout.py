@@ -33,11 +33,18 @@ def incoming(body: bytes, source: str = "pucomex") -> Incoming:
 
 def test_an_insert_writes_only_the_indexes_correctness_needs(store: Store) -> None:
     indexes = {index["name"]: index for index in inspect(store.engine).get_indexes("notifications")}
-    # The primary key, one original per dedup key, and what the worker has yet to route.
-    assert set(indexes) == {"uq_notifications_original", "ix_notifications_unrouted"}
+    # The primary key, one original per dedup key, what the worker has yet to route, and (for the
+    # console) the notifications in a status an operator may act on.
+    assert set(indexes) == {
+        "uq_notifications_original",
+        "ix_notifications_unrouted",
+        "ix_notifications_attention",
+        "ix_notifications_duplicates",
+    }
     assert indexes["uq_notifications_original"]["unique"]
     assert indexes["uq_notifications_original"]["column_names"] == ["dedup_key"]
     assert indexes["ix_notifications_unrouted"]["column_names"] == ["id"]
+    assert indexes["ix_notifications_attention"]["column_names"] == ["status", "id"]
 
 
 def test_dedup_keys_are_stored_as_32_bytes_and_read_as_hex(store: Store) -> None:
