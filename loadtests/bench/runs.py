@@ -54,6 +54,17 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before it listened")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on port {port} after {timeout:.0f} s")
+
+
 def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     request = b"GET /healthz HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
@@ -129,6 +140,10 @@ def drive(
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
     try:
         wait_ready(ready_port or port, proc)
+        if ready_port is not None:
+            # serve --workers N: the supervisor's admin listener answers before the webhook
+            # socket is listening (wrk then failed: connection refused).
+            wait_listening(port, proc)
         url = f"http://127.0.0.1:{port}/webhooks/pucomex"
         common = {
             "connections": args.connections,
@@ -248,6 +263,7 @@ def run_round(
             stored_ids,
         ):
             config = write_config(workdir, db_url, name)
+            upgrade(db_url)  # serve refuses tables that are not at this release's revision
             port, admin = free_port(), free_port()
             cmd = [
                 *receiver_command(),
@@ -386,6 +402,18 @@ def run_peer(
             print(f"  {receiver.name} over this peer: {receiver.peer_ratio:.1f}x")
     print(flush=True)
     return ok
+
+
+def upgrade(database_url: str) -> None:
+    """What ``receiver db upgrade`` does, on the run's fresh store (not the peer's: its table is
+    its own)."""
+    from receiver.store import Store
+
+    store = Store(database_url)
+    try:
+        store.upgrade_schema()
+    finally:
+        store.close()
 
 
 def report(result: Result, bare: Load | None) -> None:
