@@ -19,9 +19,7 @@ under ``handlers:``.
 
 from __future__ import annotations
 
-from typing import Any
-
-from receiver import Context, Notification, Router
+from receiver import Context, DuimpEvent, Notification, Router
 
 router = Router()
 
@@ -41,25 +39,17 @@ SITUATION_EVENTS = (
 )
 
 
-def duimp_reference(payload: Any) -> tuple[str, str | None]:
-    """``numero`` and ``versao`` (None when the notification does not say) from either body shape:
-    ``identificacao`` (the Portal's) or ``dados`` (the earlier one)."""
-    found = None
-    if isinstance(payload, dict):
-        for key in ("identificacao", "dados"):
-            if isinstance(payload.get(key), dict) and payload[key].get("numero"):
-                found = payload[key]
-                break
-    if found is None:
-        # Not worth retrying: the same body will never carry it. The worker keeps it as failed.
-        raise ValueError("Duimp notification without identificacao.numero (or dados.numero)")
-    versao = found.get("versao")
-    return str(found["numero"]), None if versao is None or versao == "" else str(versao)
+def duimp_reference(event: DuimpEvent) -> tuple[str, str | None]:
+    """``numero`` and ``versao`` (None when the notification does not say). The Portal's shape
+    and the earlier ``dados`` one arrive as the same ``DuimpEvent``: the body was validated when
+    it was routed, and one without ``identificacao.numero`` was quarantined, never passed here."""
+    ident = event.identificacao
+    return ident.numero, None if ident.versao is None else str(ident.versao)
 
 
 @router.on("pucomex", *REGISTRATION_EVENTS, needs=("portal",))
 async def fetch_duimp(note: Notification, ctx: Context) -> None:
-    numero, versao = duimp_reference(note.payload)
+    numero, versao = duimp_reference(note.parsed_as(DuimpEvent))
     # Connection errors and 5xx are retried inside the client; if it still fails, the exception
     # makes the worker retry this handler later, with backoff. Without a version the client asks
     # the Portal for the Duimp's versions first and takes the latest.
@@ -74,9 +64,9 @@ async def fetch_duimp(note: Notification, ctx: Context) -> None:
 
 @router.on("pucomex", *SITUATION_EVENTS, needs=("portal",))
 async def track_situation(note: Notification, ctx: Context) -> None:
-    numero, versao = duimp_reference(note.payload)
+    event = note.parsed_as(DuimpEvent)
+    numero, versao = duimp_reference(event)
     duimp = await ctx.portal.duimp(numero, versao)
-    payload: dict[str, Any] = note.payload
     # One entry per notification (its idempotency key), so a re-run replaces rather than adds.
     await ctx.save(
         "duimp-situacao",
@@ -87,11 +77,11 @@ async def track_situation(note: Notification, ctx: Context) -> None:
             "evento": note.event,
             # What the notification says, when it says it (the Portal's shape), else what the
             # consultation answers now.
-            "situacao": payload.get("situacaoDuimp") or duimp.get("situacaoDeclaracao"),
+            "situacao": event.situacaoDuimp or duimp.get("situacaoDeclaracao"),
             "situacaoConsultada": duimp.get("situacaoDeclaracao"),
-            "canal": payload.get("canal"),
-            "dataEvento": payload.get("dataEvento") or payload.get("dataHora"),
-            "mensagem": payload.get("message"),
+            "canal": event.canal,
+            "dataEvento": event.dataEvento,
+            "mensagem": event.message,
             "recebido": note.received_at.isoformat(),
         },
     )

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from receiver import Context, Notification, Router
+from receiver import Context, InvoicyNotification, Notification, Router
 
 router = Router()
 
@@ -49,7 +49,9 @@ def document_key(payload: Any) -> str:
 
 @router.on_any("invoicy")
 async def record_document_status(note: Notification, ctx: Context) -> None:
-    key = document_key(note.payload)
+    # The document's fields vary by module: they are the notification's extra fields.
+    fields = note.parsed_as(InvoicyNotification).model_dump()
+    key = document_key(fields)
     history: list[dict[str, Any]] = list(await ctx.load(RESULT_KIND, key) or [])
     if any(entry.get("notification") == note.idempotency_key for entry in history):
         return  # already recorded: replays change nothing
@@ -57,7 +59,7 @@ async def record_document_status(note: Notification, ctx: Context) -> None:
         {
             "notification": note.idempotency_key,
             "event": note.event,
-            "status": first_field(note.payload, STATUS_FIELDS) or note.event,
+            "status": first_field(fields, STATUS_FIELDS) or note.event,
             "received_at": note.received_at.isoformat(),
         }
     )

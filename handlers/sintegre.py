@@ -31,7 +31,7 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 
-from receiver import Context, GiveUp, Notification, Retry, Router
+from receiver import Context, GiveUp, Notification, Retry, Router, SintegreProduct
 
 router = Router()
 
@@ -39,9 +39,15 @@ CHUNK_BYTES = 1 << 16
 RECORD_KIND = "sintegre-download"
 
 
-def product_uri(payload: Any) -> str:
-    fields = {str(k).lower(): v for k, v in payload.items()} if isinstance(payload, dict) else {}
-    uri = fields.get("uri", fields.get("url"))
+def product_uri(payload: SintegreProduct | Any) -> str:
+    """The download link: ``note.parsed`` (a ``SintegreProduct``), or a payload as a dict."""
+    if isinstance(payload, SintegreProduct):
+        uri: Any = payload.uri
+    else:
+        fields = (
+            {str(k).lower(): v for k, v in payload.items()} if isinstance(payload, dict) else {}
+        )
+        uri = fields.get("uri", fields.get("url"))
     if not isinstance(uri, str) or urlsplit(uri).scheme not in ("https", "http"):
         raise ValueError(f"SINtegre notification without a usable Uri (or Url): {uri!r}")
     return uri
@@ -181,7 +187,7 @@ async def _download(
 async def download_product(note: Notification, ctx: Context) -> None:
     if ctx.data_dir is None:
         raise RuntimeError("the SINtegre handler needs a folder: set store_dir in receiver.yaml")
-    uri = product_uri(note.payload)
+    uri = product_uri(note.parsed_as(SintegreProduct))
     folder = Path(ctx.data_dir) / "sintegre"
     folder.mkdir(parents=True, exist_ok=True)
 

@@ -39,10 +39,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx
 import trustme
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from receiver.dispatcher import Dispatcher, DispatcherSettings, DispatchStore
 from receiver.dispatcher.records import EmitRequest
+from receiver.dispatcher.schema import DISPATCH_SCHEMA
 from receiver.dispatcher.tables import DELIVERIES, DISPATCH_TABLES, DeliveryStatus
 from receiver.dispatcher.validation import SubscriptionInput
 from receiver.store.tables import utcnow
@@ -188,9 +189,12 @@ async def run_bare(target: Endpoint, count: int, concurrency: int) -> Result:
 def fresh_outbox(url: str) -> None:
     store = DispatchStore(url)
     try:
-        from sqlmodel import SQLModel
-
-        SQLModel.metadata.drop_all(store.engine, tables=list(reversed(DISPATCH_TABLES)))
+        cascade = " CASCADE" if store.engine.dialect.name == "postgresql" else ""
+        with store.engine.begin() as conn:
+            # The tables and the version table that says where their schema stands.
+            for table in reversed(DISPATCH_TABLES):
+                conn.execute(text(f"DROP TABLE IF EXISTS {table.name}{cascade}"))
+            conn.execute(text(f"DROP TABLE IF EXISTS {DISPATCH_SCHEMA.version_table}"))
         store.upgrade_schema()
     finally:
         store.close()

@@ -8,6 +8,8 @@ ReceiverError                  anything this package raises on purpose
 ├── ParseError                 a stored body is not its source's notification: it is quarantined;
 │                              read it with `receiver inbox show`, then `receiver replay` it
 ├── HandlerError               a handler module or router is wrong (import failed, unknown source)
+├── StartupError               a handler module's lifespan (or on_startup hook) failed: the worker
+│                              does not start; the message names the router and the cause
 ├── Retry                      raised by a handler to be run again later (``Retry(after=30)``)
 ├── GiveUp                     raised by a handler: no attempt can succeed, dead letter it now
 │   └── AddressRefused         an outbound call to an internal address or a refused scheme
@@ -54,6 +56,11 @@ class ParseError(ReceiverError, ValueError):
 
 class HandlerError(ReceiverError):
     """A handler module could not be loaded or registered something invalid."""
+
+
+class StartupError(ReceiverError):
+    """A handler module's lifespan or ``on_startup`` hook failed: the worker does not start
+    (one line naming the module and the cause, a non-zero exit code)."""
 
 
 class Retry(ReceiverError):

@@ -35,9 +35,14 @@ Targets:
     serving process as a user who starts only that command has it: the worker routes (here,
     quarantines: no handlers) what ingest stores, in write transactions of its own, while ingest
     commits. Its CPU counts as the serving process's.
+(d) ``peer`` (unless ``--no-peer``): a receiver written the usual way with the same packages
+    (``loadtests.bench.peer``: Starlette, a SQLModel table, one session and one commit per
+    request in the thread pool, ``create_engine``'s defaults), on a fresh store of each kind
+    measured (SQLite, and PostgreSQL with as many processes as (c)), served like the bare
+    endpoint; every receiver target of the round prints its ratio over it (``/peer``).
 
 Modules: ``targets`` (what is measured: the bare endpoint, the receiver's configuration and
-stores), ``wrk`` (the load generator and ``bench.lua``, its script), ``proc`` (CPU and memory
+stores), ``peer`` (the hand-written receiver), ``wrk`` (the load generator and ``bench.lua``, its script), ``proc`` (CPU and memory
 accounting from /proc), ``runs`` (starting, warming up and measuring each target; the store
 check), ``__main__`` (the command line and the summary).
 

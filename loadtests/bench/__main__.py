@@ -24,7 +24,7 @@ def summarise(results: Sequence[Result], rounds: int) -> None:
     print(f"\nsummary (medians over {rounds} rounds)")
     print(
         f"  {'target':<32} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} "
-        f"{'ratio':>6} {'range':>11} {'ceiling':>8} {'RSS MiB':>8} {'PSS MiB':>8}"
+        f"{'ratio':>6} {'range':>11} {'ceiling':>8} {'/peer':>6} {'RSS MiB':>8} {'PSS MiB':>8}"
     )
     by_name: dict[str, list[Result]] = {}
     for result in results:
@@ -35,6 +35,8 @@ def summarise(results: Sequence[Result], rounds: int) -> None:
         spread = f"{min(ratios):.2f}-{max(ratios):.2f}" if len(ratios) > 1 else ""
         ceilings = [r.ceiling_ratio for r in runs if r.ceiling_ratio is not None]
         ceiling_text = f"{statistics.median(ceilings):.2f}" if ceilings else "-"
+        over_peer = [r.peer_ratio for r in runs if r.peer_ratio is not None]
+        peer_text = f"{statistics.median(over_peer):.1f}x" if over_peer else "-"
         rss = [r.serving_rss for r in runs if r.serving_rss is not None]
         pss = [r.pss for r in runs if r.pss is not None]
         print(
@@ -42,6 +44,7 @@ def summarise(results: Sequence[Result], rounds: int) -> None:
             f"{statistics.median(r.load.p50_ms for r in runs):>8.2f} "
             f"{statistics.median(r.load.p99_ms for r in runs):>8.2f} "
             f"{sum(r.load.errors for r in runs):>7} {ratio_text:>6} {spread:>11} {ceiling_text:>8} "
+            f"{peer_text:>6} "
             f"{max(rss) if rss else float('nan'):>8.0f} {max(pss) if pss else float('nan'):>8.0f}"
         )
 
@@ -58,7 +61,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="run every target this many times, alternating; the summary gives medians and the "
         "median of each round's ratio (runs on one machine vary by 5-10%%)",
     )
-    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up (2)")
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=2.0,
+        help="seconds of warm-up (2); 0: none, the measured run starts as soon as the target is "
+        "ready (--warmup 0 --duration 1: the first second's latency, a cold-start spike)",
+    )
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (1: a core is 2)")
     parser.add_argument("--postgres", metavar="URL", help="also run (c) on this server")
@@ -72,6 +81,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--wrk", default=shutil.which("wrk"), help=argparse.SUPPRESS)
     parser.add_argument("--serve-bare", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--bare-workers", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--serve-app", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--peer",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also run (d): a receiver written the usual way (Starlette + SQLModel, one commit "
+        "per request) on each store measured, and print the receiver's ratio over it",
+    )
     parser.add_argument("--serve-raw", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument(
         "--worker",
@@ -92,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.serve_bare:
-        serve_bare(args.serve_bare, args.bare_workers, raw=args.serve_raw)
+        serve_bare(args.serve_bare, args.bare_workers, raw=args.serve_raw, app=args.serve_app)
         return 0
     if not args.wrk:
         print(
@@ -140,7 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "round (range: lowest and highest round); ceiling: the ratio of the two CPU "
         "ceilings, what these CPU costs per request would allow had no process ever waited for "
         "another (a ratio below it is lost to waiting; a target above it needs less CPU per "
-        "request); RSS: the largest "
+        "request); /peer: req/s over the hand-written receiver (d) on the same store in the same "
+        "round; RSS: the largest "
         "peak resident set (VmHWM) among the processes serving requests, plus the largest of "
         "their writer processes', highest round; PSS: every process of the target together at "
         "the end of a run, shared pages counted once, highest round"

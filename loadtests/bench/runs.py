@@ -28,7 +28,13 @@ from loadtests.bench.proc import (
     process_tree,
     pss_mib,
 )
-from loadtests.bench.targets import fresh_store, receiver_command, write_config
+from loadtests.bench.targets import (
+    PEER_APP,
+    PEER_DATABASE_ENV,
+    fresh_store,
+    receiver_command,
+    write_config,
+)
 from loadtests.bench.wrk import Load, run_wrk
 
 # The bare endpoint runs in a process of its own, this package's --serve-bare; the folder the
@@ -46,6 +52,17 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before it listened")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on port {port} after {timeout:.0f} s")
 
 
 def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
@@ -97,6 +114,7 @@ class Result:
     cpu: CpuUse | None = None
     ceiling: Ceiling | None = None
     ceiling_ratio: float | None = None  # over the bare endpoint's ceiling, in the same round
+    peer_ratio: float | None = None  # over the hand-written peer on the same store, same round
 
     @property
     def pss(self) -> float | None:
@@ -122,6 +140,10 @@ def drive(
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
     try:
         wait_ready(ready_port or port, proc)
+        if ready_port is not None:
+            # serve --workers N: the supervisor's admin listener answers before the webhook
+            # socket is listening (wrk then failed: connection refused).
+            wait_listening(port, proc)
         url = f"http://127.0.0.1:{port}/webhooks/pucomex"
         common = {
             "connections": args.connections,
@@ -129,7 +151,10 @@ def drive(
             "token": token,
             "workdir": workdir,
         }
-        warm = run_wrk(args.wrk, script, url, seconds=args.warmup, run_tag=f"{name}w", **common)
+        if args.warmup > 0:
+            warm = run_wrk(args.wrk, script, url, seconds=args.warmup, run_tag=f"{name}w", **common)
+        else:  # --warmup 0: the measured run starts cold, its p99 shows a cold-start spike
+            warm = Load(0, 0.0, 0, 0.0, 0.0, 0.0, 0, {}, [])
         tree = process_tree(proc.pid)
         roles = {
             pid: ("writers" if role == "writer" else "serving")
@@ -230,6 +255,7 @@ def run_round(
         targets.append(("worker", "(b') SQLite, worker in process", 1))
     if pg_server:
         targets.append(("postgres", "(c) receiver, PostgreSQL", args.pg_workers))
+    receivers: dict[str, Result] = {}
     for name, label, procs in targets:
         tag = f"{name}{suffix}"  # every run's bodies carry their own marker: checked apart
         with fresh_store(pg_server if name == "postgres" else None, workdir / f"{tag}.db") as (
@@ -237,6 +263,7 @@ def run_round(
             stored_ids,
         ):
             config = write_config(workdir, db_url, name)
+            upgrade(db_url)  # serve refuses tables that are not at this release's revision
             port, admin = free_port(), free_port()
             cmd = [
                 *receiver_command(),
@@ -285,7 +312,108 @@ def run_round(
         )
         results.append(result)
         report(result, bare.load if bare else None)
+        receivers[name] = result
+    if args.peer:
+        peers: list[tuple[str, str, int]] = []
+        if wanted("sqlite"):
+            peers.append(("sqlite", "(d) peer, SQLite", 1))
+        if pg_server:
+            peers.append(("postgres", "(d) peer, PostgreSQL", args.pg_workers))
+        for store_kind, label, procs in peers:
+            ok_all &= run_peer(
+                args,
+                store_kind,
+                label,
+                procs,
+                pg_server,
+                suffix,
+                workdir,
+                env,
+                token,
+                script,
+                bare_runs,
+                receivers,
+                results,
+            )
     return ok_all
+
+
+def run_peer(
+    args: argparse.Namespace,
+    store_kind: str,
+    label: str,
+    procs: int,
+    pg_server: str | None,
+    suffix: str,
+    workdir: Path,
+    env: dict[str, str],
+    token: str,
+    script: Path,
+    bare_runs: dict[int, Result],
+    receivers: dict[str, Result],
+    results: list[Result],
+) -> bool:
+    """The hand-written peer (``loadtests.bench.peer``) on a fresh store of the same kind; the
+    receiver's results of this round get their ratio over it."""
+    tag = f"peer{store_kind}{suffix}"
+    with fresh_store(pg_server if store_kind == "postgres" else None, workdir / f"{tag}.db") as (
+        db_url,
+        stored_ids,
+    ):
+        port = free_port()
+        cmd = [
+            *BARE_COMMAND,
+            "--serve-bare",
+            str(port),
+            "--bare-workers",
+            str(procs),
+            "--serve-app",
+            PEER_APP,
+        ]
+        print(f"{label}, {procs} process(es) ...", flush=True)
+        load, rss, warm, cpu = drive(
+            args,
+            tag,
+            cmd,
+            bare_environment({**env, PEER_DATABASE_ENV: db_url}),
+            port,
+            workdir,
+            token,
+            script,
+            database=store_kind == "postgres",
+        )
+        ids, count = stored_ids(tag)
+    text, ok = check_stored(load, warm, ids, count, tag)
+    bare = bare_runs.get(procs)
+    result = Result(
+        f"{label}, {procs}p",
+        procs,
+        load,
+        rss,
+        text,
+        load.rps / bare.load.rps if bare and bare.load.rps else None,
+        cpu,
+    )
+    results.append(result)
+    report(result, bare.load if bare else None)
+    for name, receiver in receivers.items():
+        if (name == "postgres") == (store_kind == "postgres") and load.rps:
+            receiver.peer_ratio = receiver.load.rps / load.rps
+            print(f"  {receiver.name} over this peer: {receiver.peer_ratio:.1f}x")
+    print(flush=True)
+    return ok
+
+
+def upgrade(database_url: str) -> None:
+    """What ``receiver db upgrade`` does, on the run's fresh store (not the peer's: its table is
+    its own)."""
+    from receiver.store import Store
+
+    store = Store(database_url)
+    try:
+        store.upgrade_schema()
+    finally:
+        store.close()
 
 
 def report(result: Result, bare: Load | None) -> None:

@@ -23,6 +23,9 @@ from receiver.ingest.http import ReceiverProtocol, ReloadingSupervisor, uvicorn_
 PORTAL_HEADERS_ENV = "BENCH_PORTAL_HEADERS"
 BARE_APP = "loadtests.bench.targets:bare_app"
 RAW_APP = "loadtests.bench.targets:raw_app"
+# (d) the hand-written peer, imported only by the process that serves it (loadtests.bench.peer).
+PEER_APP = "loadtests.bench.peer:peer_app"
+PEER_DATABASE_ENV = "BENCH_PEER_DATABASE_URL"
 
 
 # --- (a) the bare ceiling ----------------------------------------------------------------------
@@ -69,11 +72,14 @@ def raw_app() -> Any:
     return app
 
 
-def bare_config(port: int, workers: int, raw: bool = False) -> uvicorn.Config:
+def bare_config(
+    port: int, workers: int, raw: bool = False, app: str | None = None
+) -> uvicorn.Config:
     """What ``receiver serve`` serves with (``uvicorn_config`` and the ``server:`` section's
-    defaults), with uvicorn's own httptools protocol and no lifespan: the bare ceiling."""
+    defaults), with uvicorn's own httptools protocol and no lifespan: the bare ceiling (or, with
+    ``app``, the peer on the same server)."""
     return uvicorn_config(
-        RAW_APP if raw else BARE_APP,
+        app or (RAW_APP if raw else BARE_APP),
         ServerSettings(),
         host="127.0.0.1",
         port=port,
@@ -84,10 +90,10 @@ def bare_config(port: int, workers: int, raw: bool = False) -> uvicorn.Config:
     )
 
 
-def serve_bare(port: int, workers: int, raw: bool = False) -> None:
-    """Serve the bare endpoint as ``receiver serve`` serves: one process, or ``workers`` under
-    the same supervisor."""
-    config = bare_config(port, workers, raw)
+def serve_bare(port: int, workers: int, raw: bool = False, app: str | None = None) -> None:
+    """Serve the bare endpoint (or ``app``) as ``receiver serve`` serves: one process, or
+    ``workers`` under the same supervisor."""
+    config = bare_config(port, workers, raw, app)
     if workers == 1:
         uvicorn.Server(config).run()
         return

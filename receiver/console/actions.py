@@ -40,11 +40,16 @@ async def replay_handler(request: Request) -> Response:
     console = console_of(request)
     note_id = request.path_params["note_id"][:26]
     handler = _field(request, "handler") or ""
-    done = await asyncio.to_thread(replays.replay_handler, console.store, note_id, handler)
-    if not done:
-        return render(request, "missing.html", 404, what=f"a job of {handler} for {note_id}")
-    await audited(request, "replay handler", f"{note_id} {handler}")
-    return RedirectResponse(f"{base_path(request)}/notes/{note_id}?replayed=1", status_code=303)
+    try:
+        done = await asyncio.to_thread(replays.replay_handler, console.store, note_id, handler)
+    except KeyError:
+        return render(request, "missing.html", 404, what=f"notification {note_id}")
+    except replays.ReplayRefused as refused:  # no such job, or it is running now
+        return render(request, "refused.html", 409, reason=str(refused))
+    await audited(request, "replay handler", f"{done.note_id} {done.handler}")
+    return RedirectResponse(
+        f"{base_path(request)}/notes/{done.note_id}?replayed=1", status_code=303
+    )
 
 
 def _dead_filter(request: Request) -> tuple[replays.DeadFilter, str]:

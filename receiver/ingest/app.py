@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
@@ -28,6 +29,11 @@ from receiver.config import Settings
 from receiver.ingest.allowlist import Allowlist
 from receiver.ingest.endpoint import IngestEndpoint
 from receiver.store import Store
+
+log = logging.getLogger("receiver.ingest")
+
+# How long serve waits for its writer process before listening (it takes about a second).
+WRITER_START_SECONDS = 30.0
 
 # Something to run beside ingest for the life of the app (the handler worker, the Portal watch).
 BackgroundService = Callable[[], contextlib.AbstractAsyncContextManager[Any]]
@@ -87,6 +93,13 @@ def create_app(
         # Never DDL here: the runtime role has no such rights (``receiver db upgrade`` does it).
         await asyncio.to_thread(store.check_schema)
         store.start()
+        # Before listening: the first requests are not the ones that wait for the writer.
+        if not await store.until_started(WRITER_START_SECONDS):
+            log.warning(
+                "the writer process has not started within %.0f s; serving anyway (requests "
+                "answer 503 until it has)",
+                WRITER_START_SECONDS,
+            )
         async with contextlib.AsyncExitStack() as stack:
             for service in background:
                 await stack.enter_async_context(service())

@@ -18,12 +18,15 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
-import httpx
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
+
+if TYPE_CHECKING:
+    import httpx
 
 ADMIN_DIR_ENV = "RECEIVER_ADMIN_DIR"
 PROCESS_LABEL = "process"
@@ -87,6 +90,8 @@ class Fleet:
     async def _ask(self, pid: int | None, path: str) -> httpx.Response | None:
         if pid is None:
             return None
+        import httpx  # only the supervisor of serve --workers N asks: not every process loads it
+
         transport = httpx.AsyncHTTPTransport(uds=process_socket(self._folder, pid))
         try:
             async with httpx.AsyncClient(

@@ -13,24 +13,24 @@ import contextlib
 import logging
 import signal
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import timedelta
-from typing import TYPE_CHECKING
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from receiver.config import Settings
 from receiver.errors import ConfigError, HandlerError
 from receiver.ingest.app import BackgroundService
-from receiver.outbound import guarded_client
 from receiver.store import Store
 from receiver.worker.jobs import StoreJobQueue
+from receiver.worker.resources import open_resources
 from receiver.worker.results import StoreResults
 from receiver.worker.retry import RetryPolicy
 from receiver.worker.routing import PortalAPI, Routing, load_routers
 from receiver.worker.worker import Worker, running_worker
 
 if TYPE_CHECKING:  # imported when portal: is configured: serve never loads it otherwise
+    import httpx
+
     from receiver.portal.client import PortalClient
     from receiver.runtime.watch import WatchReport
 
@@ -70,6 +70,7 @@ def build_worker(
     routing: Routing,
     portal: PortalAPI | None = None,
     http: httpx.AsyncClient | None = None,
+    resources: Mapping[str, Any] | None = None,
 ) -> Worker:
     """The worker ``receiver.yaml`` describes, on the store's job queue: its own sections
     (``worker:``, ``retry:``, ``downloads:``, ``store_dir``), not the whole settings."""
@@ -83,6 +84,7 @@ def build_worker(
         data_dir=settings.store_dir,
         portal=portal,
         http=http,
+        resources=resources,
     )
 
 
@@ -100,6 +102,11 @@ async def portal_client(settings: Settings) -> AsyncIterator[PortalClient | None
 
 def outbound_client(settings: Settings) -> httpx.AsyncClient:
     """The guarded client handlers get as ``ctx.http``, from the ``outbound:`` section."""
+    # Here, not at the top: `serve --no-worker` and the writer process never need httpx (5 MiB).
+    import httpx
+
+    from receiver.outbound import guarded_client
+
     outbound = settings.outbound
     return guarded_client(
         outbound.allowed_networks,
@@ -114,8 +121,12 @@ def outbound_client(settings: Settings) -> httpx.AsyncClient:
 def worker_service(settings: Settings, store: Store, routing: Routing) -> BackgroundService:
     @contextlib.asynccontextmanager
     async def service() -> AsyncIterator[None]:
-        async with portal_client(settings) as portal, outbound_client(settings) as http:
-            worker = build_worker(settings, store, routing, portal, http)
+        async with (
+            open_resources(routing.routers) as resources,
+            portal_client(settings) as portal,
+            outbound_client(settings) as http,
+        ):
+            worker = build_worker(settings, store, routing, portal, http, resources)
             async with running_worker(worker):
                 yield
 
@@ -235,7 +246,13 @@ async def _work(settings: Settings, store: Store, routing: Routing) -> None:
         signal.SIGHUP,
         lambda: log.warning("SIGHUP: receiver worker reloads nothing; restart it to apply changes"),
     )
-    async with portal_client(settings) as portal, outbound_client(settings) as http:
-        worker = build_worker(settings, store, routing, portal, http)
+    # The handler modules' resources are opened before the first job and closed after the last,
+    # on SIGTERM too (the loop's handler sets ``stop``; nothing is cut short).
+    async with (
+        open_resources(routing.routers) as resources,
+        portal_client(settings) as portal,
+        outbound_client(settings) as http,
+    ):
+        worker = build_worker(settings, store, routing, portal, http, resources)
         await worker.run(stop)
     log.info("worker stopped after %d completed jobs", worker.completed)

@@ -7,6 +7,7 @@ and ``receiver demo``: the commands that run the Portal simulator.
     receiver dispatcher send-latest SUBSCRIPTION_ID [--no-wait]
     receiver dispatcher db upgrade|current|history [--config FILE]
     receiver demo [--duimps N]
+    receiver dev --handlers MODULE [--event ID]... [--folder DIR]
 
 The actions store their deliveries in the outbox first. By default they then send them from this
 process and wait for the outcome (exit 1 if any delivery failed); with ``--no-wait`` they only
@@ -244,3 +245,44 @@ def demo(duimps: int) -> None:
     click.echo("")
     click.echo(summary(report))
     sys.exit(0 if report.ok else 1)
+
+
+@click.command()
+@click.option(
+    "--handlers",
+    "modules",
+    required=True,
+    multiple=True,
+    help="A handler module of the current directory (its `router`), or module:attr; repeatable.",
+)
+@click.option(
+    "--event",
+    "events",
+    multiple=True,
+    help="Subscribe to and emit this event id only (repeatable); default: the Portal's catalog "
+    "events the handlers run on.",
+)
+@click.option(
+    "--folder",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where the databases, certificates and configuration go (kept); default: a new folder "
+    "under the system's temporary directory.",
+)
+@friendly_errors
+def dev(modules: tuple[str, ...], events: tuple[str, ...], folder: Path | None) -> None:
+    """Run your handlers against the simulated Portal, reloading them when their files change."""
+    try:
+        from receiver.simulator.dev import main as run_dev
+    except ModuleNotFoundError as missing:
+        if missing.name != "trustme":
+            raise
+        click.echo(
+            f"receiver: {TRUSTME_MISSING.replace('receiver demo', 'receiver dev')}", err=True
+        )
+        sys.exit(2)
+    import tempfile
+
+    chosen = (folder or Path(tempfile.mkdtemp(prefix="receiver-dev-"))).resolve()
+    logs.configure("INFO", [])
+    run_dev(list(modules), chosen, list(events), say=click.echo)

@@ -22,7 +22,7 @@ import secrets
 import socket
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +42,28 @@ from receiver.portal.client import PortalClient
 from receiver.runtime.services import build_routing, worker_service
 from receiver.simulator.app import run_simulator
 from receiver.simulator.certificates import write_demo_certificates
-from receiver.simulator.demo_report import DemoReport, check, kept_duimps, receiver_counts, summary
+from receiver.simulator.demo_report import (
+    DemoReport,
+    check,
+    kept_duimps,
+    latencies,
+    moment_key,
+    receiver_counts,
+    summary,
+)
 from receiver.simulator.duimps import duimp_number, latest_version
 from receiver.store import Store
 from receiver.store.schema import RECEIVER_SCHEMA
 
-__all__ = ["DemoReport", "demo_events", "demo_stories", "run_demo", "summary"]
+__all__ = [
+    "DemoReport",
+    "demo_events",
+    "demo_receiver_settings",
+    "demo_stories",
+    "run_demo",
+    "serve_receiver",
+    "summary",
+]
 
 # The event whose extra subscriber always answers 500, so the failure search has something to show.
 FAILING_EVENT = "dimp-diag-import"
@@ -64,7 +80,7 @@ def _free_socket() -> socket.socket:
 
 
 @contextlib.asynccontextmanager
-async def _serve_receiver(app: ReceiverApp, cert: Path) -> AsyncIterator[str]:
+async def serve_receiver(app: ReceiverApp, cert: Path) -> AsyncIterator[str]:
     """The receiver app on uvicorn with its lifespan (store, worker), as ``receiver serve`` runs it."""
     sock = _free_socket()
     port = sock.getsockname()[1]
@@ -116,11 +132,17 @@ def _environment(name: str, value: str) -> Iterator[None]:
 
 
 def demo_receiver_settings(
-    folder: Path, certs: dict[str, Path], portal_url: str, chave_secreta: str | None = None
+    folder: Path,
+    certs: dict[str, Path],
+    portal_url: str,
+    chave_secreta: str | None = None,
+    *,
+    handlers: Sequence[str] = ("handlers.duimp",),
+    log_level: str = "WARNING",
 ) -> Settings:
     """The receiver.yaml of the README: the Portal's chaveSecreta (read from
     $PUCOMEX_CHAVE_SECRETA, a random one unless given) checked in the `secret` header, and given
-    at subscription."""
+    at subscription. ``receiver dev`` gives its own handler modules and log level."""
     (folder / "allowlist.yaml").write_text(
         "# The demo's Portal sends from loopback.\npucomex: [127.0.0.1, '::1']\n"
     )
@@ -135,7 +157,8 @@ def demo_receiver_settings(
                 ]
             }
         },
-        "handlers": ["handlers.duimp"],
+        "handlers": list(handlers),
+        "store_dir": "data",
         "retry": {"max_attempts": 5, "backoff_seconds": 0.2},
         "worker": {"poll_interval_seconds": 0.05, "concurrency": 16},
         "portal": {
@@ -147,7 +170,7 @@ def demo_receiver_settings(
             "chave_secreta": f"env:{CHAVE_VARIABLE}",
             "watch_every_seconds": 0,
         },
-        "log_level": "WARNING",
+        "log_level": log_level,
     }
     path = folder / "receiver.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -247,7 +270,7 @@ async def run_demo(
             failing = _failing_endpoint()
             failing_tls = server_ssl_context(certs["server"], client_certs="none")
             async with (
-                _serve_receiver(app, certs["server"]) as receiver_url,
+                serve_receiver(app, certs["server"]) as receiver_url,
                 serve_app(failing, ssl_context=failing_tls) as broken,
                 PortalClient(settings.portal) as portal,
             ):
@@ -276,6 +299,7 @@ async def run_demo(
                         f"  receiver: {received} received, {report.handled}/{report.stored} handled"
                     )
                     if settled >= report.deliveries_to_receiver:
+                        report.handled_seconds = time.monotonic() - started
                         break
                     if time.monotonic() > deadline:
                         report.problems.append(
@@ -283,6 +307,7 @@ async def run_demo(
                         )
                         break
                     await asyncio.sleep(0.5)
+                await asyncio.to_thread(latencies, store, report)
                 report.duimps_kept = await asyncio.to_thread(kept_duimps, store)
                 report.duimps = len(stories)
                 report.situations_matching = await _situations_matching(portal, stories)
@@ -309,6 +334,10 @@ async def _emit(
 
     async def tell(story: Story) -> None:
         for evento, dados in story:
+            key = moment_key(
+                evento, str(dados["numero"]), str(dados.get("versao")), dados.get("situacaoDuimp")
+            )
+            report.emitted_at.setdefault(key, time.time())
             result = await dispatcher.emit(evento, dados)
             deliveries.extend(result.delivery_ids)
             report.by_event.setdefault(evento, [0, 0, 0])[0] += 1

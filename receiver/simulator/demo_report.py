@@ -10,10 +10,13 @@ import contextlib
 import json
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
+from sqlalchemy import func, select
+
 from receiver.sources import dedup_key
-from receiver.store import NoteFilter, Store
+from receiver.store import JOBS, NoteFilter, Store
 from receiver.worker.results import load_result
 
 # Their handler keeps the Duimp itself, by number and version; the others keep a situation.
@@ -23,6 +26,7 @@ REGISTRATION_EVENTS = (
     "duimp.registro",
     "duimp.retificacao",
 )
+SITUATION_EVENT = "dimp-situacao-import"
 
 
 @dataclass
@@ -40,9 +44,17 @@ class DemoReport:
     failure_records: int = 0
     expected_failure_records: int = 0
     seconds: float = 0.0
+    # From the start until every delivery to the receiver was stored and handled (the checks
+    # that follow, fetching every Duimp again, are not in it); 0 if that never happened.
+    handled_seconds: float = 0.0
     # event id -> [emitted, stored, handled]
     by_event: dict[str, list[int]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    # When each event was handed to the dispatcher (time.time()), by ``moment_key``; and, per
+    # stored original, seconds from that to its commit, and from its commit to its last job's.
+    emitted_at: dict[tuple[str, str, str, str], float] = field(default_factory=dict, repr=False)
+    emit_to_stored: list[float] = field(default_factory=list, repr=False)
+    stored_to_handled: list[float] = field(default_factory=list, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -59,6 +71,49 @@ def reference(body: bytes) -> tuple[str, str] | None:
             if isinstance(found, dict) and found.get("numero"):
                 return str(found["numero"]), str(found.get("versao"))
     return None
+
+
+def moment_key(
+    event: str, numero: str, versao: str, situacao: str | None
+) -> tuple[str, str, str, str]:
+    """What tells one demo event from another: a Duimp's event and version, and for a situation
+    change its situation (the other events' bodies carry one the simulator fills in)."""
+    return event, numero, versao, (situacao or "") if event == SITUATION_EVENT else ""
+
+
+def _situation(body: bytes) -> str | None:
+    with contextlib.suppress(ValueError, TypeError, AttributeError):
+        payload = json.loads(body)
+        found = payload.get("situacaoDuimp") or payload.get("dados", {}).get("situacaoDuimp")
+        return str(found) if found else None
+    return None
+
+
+def latencies(store: Store, report: DemoReport) -> None:
+    """Fill ``report.emit_to_stored`` and ``stored_to_handled`` (seconds) from the store: a
+    notification is stored at its commit (``received_at``) and handled at its last job's
+    outcome (the jobs' ``updated_at``)."""
+    with store.reading() as conn:
+        handled_at: dict[str, datetime] = dict(
+            conn.execute(
+                select(JOBS.c.notification_id, func.max(JOBS.c.updated_at))
+                .where(JOBS.c.status == "done")
+                .group_by(JOBS.c.notification_id)
+            ).all()
+        )
+    for row in store.notes(NoteFilter(source="pucomex")):
+        if row["duplicate_of"] is not None:
+            continue
+        stored = row["received_at"].timestamp()
+        found = reference(row["body"])
+        if found is not None and row["event"]:
+            key = moment_key(row["event"], found[0], found[1], _situation(row["body"]))
+            emitted = report.emitted_at.get(key)
+            if emitted is not None:
+                report.emit_to_stored.append(stored - emitted)
+        done = handled_at.get(row["id"])
+        if done is not None:
+            report.stored_to_handled.append(done.timestamp() - stored)
 
 
 def receiver_counts(store: Store, report: DemoReport) -> tuple[int, int]:

@@ -18,6 +18,12 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from receiver.errors import ConfigError, StoreUnavailable
 
+# Execution option of a write transaction whose commit need not be on disk when it returns (the
+# handler worker's plans, claims, outcomes and results; Store.relaxed_writes says why that is
+# safe). Never ingest's: an acknowledged notification is committed with synchronous=FULL or
+# PostgreSQL's durable commit, whatever was relaxed before it.
+RELAXED = "receiver_relaxed_durability"
+
 
 def normalise_url(url: str) -> str:
     """``postgresql://`` means psycopg 3 here; SQLAlchemy alone would pick psycopg2."""
@@ -37,7 +43,7 @@ def make_engine(url: str, *, pool_size: int = 8, origin: str = "receiver.yaml") 
             _make_sqlite_durable(engine)
             return engine
         if url.startswith("postgresql"):
-            return create_engine(
+            engine = create_engine(
                 url,
                 pool_size=pool_size,
                 max_overflow=pool_size,
@@ -45,6 +51,8 @@ def make_engine(url: str, *, pool_size: int = 8, origin: str = "receiver.yaml") 
                 pool_timeout=5,
                 connect_args={"connect_timeout": 5},
             )
+            _let_postgres_relax(engine)
+            return engine
     except (ArgumentError, ValueError) as error:
         # The message may quote the URL, password and all: only the kind of mistake is told.
         why = "a port that is not a number" if "port" in str(error).lower() else "not a URL"
@@ -68,10 +76,27 @@ def _make_sqlite_durable(engine: Engine) -> None:
     def _on_begin(connection: Connection) -> None:
         # A deferred read-then-write can fail with SQLITE_BUSY_SNAPSHOT whatever the busy timeout;
         # writers take the lock up front. Readers ask for a plain BEGIN.
-        if connection.get_execution_options().get("sqlite_readonly"):
+        options = connection.get_execution_options()
+        if options.get("sqlite_readonly"):
             connection.exec_driver_sql("BEGIN")
-        else:
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            return
+        # synchronous is the connection's, not the transaction's: set for each write transaction
+        # that differs from the connection's last, so a pooled connection a relaxed transaction
+        # used is FULL again for the next durable one.
+        relaxed = bool(options.get(RELAXED))
+        if connection.info.get(RELAXED, False) != relaxed:
+            connection.exec_driver_sql(f"PRAGMA synchronous={'NORMAL' if relaxed else 'FULL'}")
+            connection.info[RELAXED] = relaxed
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _let_postgres_relax(engine: Engine) -> None:
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        if connection.get_execution_options().get(RELAXED):
+            # This transaction only: the commit returns before its WAL record is flushed (the
+            # next durable commit, or the WAL writer within 3 x wal_writer_delay, flushes it).
+            connection.exec_driver_sql("SET LOCAL synchronous_commit TO off")
 
 
 def in_memory(engine: Engine) -> bool:

@@ -104,7 +104,7 @@ def history(schema: Schema) -> list[Revision]:
         Revision(
             id=rev.revision,
             down=rev.down_revision if isinstance(rev.down_revision, str) else None,
-            message=(rev.doc or "").strip(),
+            message=" ".join((rev.doc or "").split()),  # its first paragraph, one line
             head=rev.revision == newest,
         )
         for rev in script.walk_revisions()
@@ -161,6 +161,7 @@ def upgrade(engine: Engine, schema: Schema, target: str = "heads") -> Upgraded:
     script = _script(schema.location)
     where = safe_url(engine)
     try:
+        _incremental_vacuum_when_new(engine)
         with engine.begin() as conn:
             if conn.dialect.name == "postgresql":
                 # Two upgrades started at once (a compose restart, two hosts): the second waits,
@@ -190,6 +191,23 @@ def upgrade(engine: Engine, schema: Schema, target: str = "heads") -> Upgraded:
     except SQLAlchemyError as error:
         raise unreachable(engine, error) from error
     return Upgraded(before, after[0], adopted)
+
+
+def _incremental_vacuum_when_new(engine: Engine) -> None:
+    """A new SQLite file is made with ``auto_vacuum=INCREMENTAL``, so the pages retention's purge
+    frees go back to the file system in small steps (``store/purge.py``) instead of waiting on
+    the freelist. The mode can only be chosen before the first table exists (later it takes a
+    whole ``VACUUM``, which copies the file), hence here, ahead of the first revision, while
+    the ``VACUUM`` that applies it has nothing to copy."""
+    if engine.dialect.name != "sqlite":
+        return
+    with engine.connect() as conn:
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        (tables,) = driver.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        if tables == 0:  # VACUUM applies it: WAL mode has written the header already
+            driver.execute("PRAGMA auto_vacuum=INCREMENTAL")
+            driver.execute("VACUUM")
 
 
 def _known(schema: Schema) -> set[str]:

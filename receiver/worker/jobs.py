@@ -142,7 +142,7 @@ class StoreJobQueue:
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
-        with self._store.engine.begin() as conn:
+        with self._store.relaxed_writes() as conn:
             claimed = conn.execute(
                 update(JOBS)
                 .where(JOBS.c.id.in_(chosen.scalar_subquery()))
@@ -189,7 +189,12 @@ class StoreJobQueue:
             & (JOBS.c.lease_until < now)
             & (JOBS.c.attempts >= max_attempts)
         )
-        with self._store.engine.begin() as conn:
+        # Looked for first without a write transaction: the worker asks before every claim, and
+        # on SQLite each write transaction takes the write lock that ingest's commits wait for.
+        with self._store.reading() as conn:
+            if conn.execute(select(JOBS.c.id).where(abandoned).limit(1)).first() is None:
+                return 0
+        with self._store.relaxed_writes() as conn:
             lock_notes(
                 conn, set(conn.execute(select(JOBS.c.notification_id).where(abandoned)).scalars())
             )
@@ -215,25 +220,37 @@ class StoreJobQueue:
         with its attempt's row in ``job_attempts`` (one multi-row insert for all of them).
 
         For each: False if its lease was lost and another worker owns the job now; the attempt
-        of a lost lease is not recorded (the job's record is the new owner's now).
+        of a lost lease is not recorded (the job's record is the new owner's now). The leases
+        are read in one statement and the outcomes written in one per distinct outcome (a burst's
+        jobs are mostly 'done' alike): a statement per job held SQLite's write lock, which
+        ingest's commits wait for, through a statement and a GIL hand-over per job, and capped
+        the worker near 700 jobs/s with a no-op handler (loadtests/worker_bench.py).
         """
         now = utcnow()
-        kept: list[bool] = []
-        with self._store.engine.begin() as conn:
+        with self._store.relaxed_writes() as conn:
             lock_notes(conn, {outcome.job.note_id for outcome in outcomes})
+            attempts = leased_attempts(conn, [outcome.job.job_id for outcome in outcomes])
+            kept: list[bool] = []
+            same: dict[tuple[JobStatus, str | None, float], list[int]] = {}
             for outcome in outcomes:
-                changed = conn.execute(
+                job = outcome.job
+                ours = attempts.pop(job.job_id, None) == job.attempt  # popped: recorded once
+                kept.append(ours)
+                if ours:
+                    key = (outcome.status, outcome.error, outcome.delay)
+                    same.setdefault(key, []).append(job.job_id)
+            for (status, error, delay), job_ids in same.items():
+                conn.execute(
                     update(JOBS)
-                    .where(still_ours(outcome.job))
+                    .where(JOBS.c.id.in_(job_ids))
                     .values(
-                        status=outcome.status,
+                        status=status,
                         lease_until=None,
-                        last_error=outcome.error,
-                        next_attempt_at=now + timedelta(seconds=outcome.delay),
+                        last_error=error,
+                        next_attempt_at=now + timedelta(seconds=delay),
                         updated_at=now,
                     )
-                ).rowcount
-                kept.append(bool(changed))
+                )
             recorded = [
                 row
                 for outcome, ok in zip(outcomes, kept, strict=True)
@@ -301,7 +318,7 @@ def lock_notes(conn: Connection, note_ids: set[str]) -> None:
     Rows are taken in id order so bulk settlers cannot deadlock with each other. (SQLite's
     BEGIN IMMEDIATE already serialises writers; FOR UPDATE is not rendered there.)
     """
-    if note_ids:
+    if note_ids and conn.dialect.name != "sqlite":  # nothing to lock there: a read for nothing
         conn.execute(
             select(NOTES.c.id)
             .where(NOTES.c.id.in_(sorted(note_ids)))
@@ -310,8 +327,23 @@ def lock_notes(conn: Connection, note_ids: set[str]) -> None:
         ).all()
 
 
+def leased_attempts(conn: Connection, job_ids: Sequence[int]) -> dict[int, int]:
+    """The running jobs among ``job_ids`` and their attempt numbers (the lease's fencing token),
+    locked until the transaction ends (PostgreSQL; SQLite's BEGIN IMMEDIATE serialises writers)."""
+    if not job_ids:
+        return {}
+    rows = conn.execute(
+        select(JOBS.c.id, JOBS.c.attempts)
+        .where(JOBS.c.id.in_(sorted(set(job_ids))), JOBS.c.status == JobStatus.RUNNING)
+        .order_by(JOBS.c.id)
+        .with_for_update()
+    )
+    return {job_id: attempts for job_id, attempts in rows}
+
+
 def refresh_statuses(conn: Connection, note_ids: set[str]) -> None:
-    """Set each notification's status from its jobs' (``note_status``)."""
+    """Set each notification's status from its jobs' (``note_status``): one statement per status,
+    not per notification."""
     if not note_ids:
         return
     statuses: dict[str, set[str]] = {note_id: set() for note_id in note_ids}
@@ -319,7 +351,9 @@ def refresh_statuses(conn: Connection, note_ids: set[str]) -> None:
         select(JOBS.c.notification_id, JOBS.c.status).where(JOBS.c.notification_id.in_(note_ids))
     ):
         statuses[note_id].add(status)
+    same: dict[NoteStatus, list[str]] = {}
     for note_id, found in statuses.items():
         if found:
-            status = note_status(found)
-            conn.execute(update(NOTES).where(NOTES.c.id == note_id).values(status=status))
+            same.setdefault(note_status(found), []).append(note_id)
+    for status, ids in same.items():
+        conn.execute(update(NOTES).where(NOTES.c.id.in_(ids)).values(status=status))

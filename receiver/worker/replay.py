@@ -2,8 +2,9 @@
 
 What ``receiver replay`` does: notifications by id (a receipt stands for its original), the dead
 letters, or those received since a date (of one event, or in given statuses, such as
-``quarantined``). A replayed notification is routed again by the next plan, or its dead jobs
-start over from their first attempt; a running worker picks them up.
+``quarantined``), or one handler of one notification (``replay_handler``: ``receiver replay ID
+--handler NAME``). A replayed notification is routed again by the next plan, or its jobs start
+over from their first attempt; a running worker picks them up.
 """
 
 from __future__ import annotations
@@ -79,28 +80,6 @@ def count_dead(store: Store, which: DeadFilter = DeadFilter()) -> int:
     with store.reading() as conn:
         query = select(func.count()).select_from(JOBS).where(*which.conditions())
         return int(conn.execute(query).scalar_one())
-
-
-def replay_handler(store: Store, note_id: str, handler: str) -> bool:
-    """Run one handler of a notification again from its first attempt, whatever its job's status
-    (a done one too: same idempotency key). False when it has no job of that handler."""
-    now = utcnow()
-    with store.engine.begin() as conn:
-        lock_notes(conn, {note_id})
-        changed = conn.execute(
-            update(JOBS)
-            .where(JOBS.c.notification_id == note_id, JOBS.c.handler == handler)
-            .values(
-                status=JobStatus.PENDING,
-                attempts=0,
-                next_attempt_at=now,
-                lease_until=None,
-                updated_at=now,
-            )
-            .returning(JOBS.c.id)
-        ).all()
-        refresh_statuses(conn, {note_id})
-    return bool(changed)
 
 
 def replay_dead(store: Store, which: DeadFilter = DeadFilter()) -> int:
@@ -184,3 +163,70 @@ def replay_matching(
         note_ids = list(conn.execute(query).scalars())
         _unroute(conn, note_ids)
     return len(note_ids)
+
+
+class ReplayRefused(ValueError):
+    """``replay_handler`` cannot do it: the message says why and what to do instead."""
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerReplay:
+    note_id: str  # the original's (a receipt stands for it)
+    handler: str  # the full name
+    previous_status: str
+    previous_error: str | None
+
+
+def replay_handler(store: Store, note_id: str, handler: str) -> HandlerReplay:
+    """Run one handler of one notification again, from its first attempt, and only that one (its
+    other handlers are left as they are). ``handler`` is its full name
+    (``handlers.duimp.fetch_duimp``) or the end of it after a dot (``fetch_duimp``). Raises
+    KeyError for an unknown notification, ``ReplayRefused`` when the notification has no such job
+    (not routed yet, quarantined, another handler) or the job is running now."""
+    now = utcnow()
+    with store.engine.begin() as conn:
+        found = conn.execute(
+            select(NOTES.c.id, NOTES.c.duplicate_of).where(NOTES.c.id == note_id)
+        ).first()
+        if found is None:
+            raise KeyError(note_id)
+        original = found[1] or found[0]
+        lock_notes(conn, {original})
+        jobs = conn.execute(
+            select(JOBS.c.id, JOBS.c.handler, JOBS.c.status, JOBS.c.last_error).where(
+                JOBS.c.notification_id == original
+            )
+        ).all()
+        chosen = [j for j in jobs if j.handler == handler or j.handler.endswith(f".{handler}")]
+        if len(chosen) != 1:
+            names = ", ".join(sorted(j.handler for j in jobs)) or "none"
+            if not jobs:
+                why = (
+                    f"notification {original} has no handler jobs (not routed yet, or "
+                    f"quarantined: `receiver replay {original}` routes it again)"
+                )
+            elif not chosen:
+                why = f"notification {original} has no job of handler {handler!r} (its: {names})"
+            else:
+                why = f"{handler!r} names several handlers of notification {original}: {names}"
+            raise ReplayRefused(why)
+        job = chosen[0]
+        if job.status == JobStatus.RUNNING:
+            raise ReplayRefused(
+                f"handler {job.handler} of notification {original} is running now; replay it "
+                "once it has finished"
+            )
+        conn.execute(
+            update(JOBS)
+            .where(JOBS.c.id == job.id)
+            .values(
+                status=JobStatus.PENDING,
+                attempts=0,
+                next_attempt_at=now,
+                lease_until=None,
+                last_error=None,
+                updated_at=now,
+            )
+        )
+        refresh_statuses(conn, {original})
+    return HandlerReplay(original, job.handler, str(job.status), job.last_error)

@@ -9,20 +9,25 @@ the implementations: ``PortalAPI`` (``ctx.portal``, the Portal client of ``recei
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
-
-import httpx
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from receiver.catalog import family_known, is_known_event
 from receiver.config import DownloadSettings
-from receiver.errors import HandlerError
+from receiver.errors import GiveUp, HandlerError
+from receiver.payloads import PayloadModel
+
+if TYPE_CHECKING:  # annotations only: importing the handler API must not load httpx
+    import httpx
 
 log = logging.getLogger("receiver.routing")
+
+ModelT = TypeVar("ModelT", bound=PayloadModel)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +44,23 @@ class Notification:
     # Stable across retries, replays and recovery: derived from the content, not the row.
     idempotency_key: str
     recovered: bool = False
+    # The payload as its event's model (``receiver.payloads``), validated when the notification
+    # was routed: a body that does not fit is quarantined and never reaches a handler. None for a
+    # source without models.
+    parsed: PayloadModel | None = None
+
+    def parsed_as(self, model: type[ModelT]) -> ModelT:
+        """``parsed``, typed as the handler expects: ``note.parsed_as(DuimpEvent)``. A
+        notification built by hand without ``parsed`` is validated here; a payload of another
+        model raises ``GiveUp`` (the handler is registered on an event it cannot read)."""
+        if isinstance(self.parsed, model):
+            return self.parsed
+        if self.parsed is not None:
+            raise GiveUp(
+                f"notification {self.id} ({self.source} {self.event}) is a "
+                f"{type(self.parsed).__name__}, not a {model.__name__}"
+            )
+        return model.model_validate(self.payload)
 
 
 class ResultStore(Protocol):
@@ -88,6 +110,9 @@ class Context:
     portal_client: PortalAPI | None = None
     data_dir: Any | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    # What the handler modules' lifespans opened (``Router(lifespan=...)``, ``on_startup``), once
+    # per worker process: ``ctx.resources["db"]``.
+    resources: Mapping[str, Any] = field(default_factory=dict)
     # The worker's guarded client (receiver.outbound.guarded_client, from ``outbound:``).
     http_client: httpx.AsyncClient | None = None
     downloads: DownloadSettings = field(default_factory=DownloadSettings)
@@ -125,6 +150,12 @@ class Context:
 
 Handler = Callable[[Notification, Context], Awaitable[None]]
 ErrorHook = Callable[[Notification, Context, BaseException], Awaitable[None]]
+# A handler module's resources, as Starlette's lifespan: an async context manager yielding what
+# handlers get as ``ctx.resources`` (a mapping, or None), entered once per worker process.
+Lifespan = Callable[[], contextlib.AbstractAsyncContextManager[Mapping[str, Any] | None]]
+# ``@router.on_startup`` / ``@router.on_shutdown``: called with the resources, once per worker
+# process; a start-up hook adds to them (``resources["db"] = ...``).
+ResourceHook = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 # What a handler may declare it needs (``Router.on(..., needs=("portal",))``): checked at start-up,
@@ -176,9 +207,34 @@ def _name_of(handler: Handler) -> str:
 class Router:
     """Collects handlers: ``@router.on("pucomex", "duimp.registro")``, ``on_any``, ``on_error``."""
 
-    def __init__(self) -> None:
+    def __init__(self, lifespan: Lifespan | None = None) -> None:
+        """``lifespan``: opens what the handlers share (a connection pool, a client) once per
+        worker process, and closes it when the worker stops, SIGTERM included::
+
+            @contextlib.asynccontextmanager
+            async def lifespan() -> AsyncIterator[dict[str, Any]]:
+                async with open_pool() as pool:
+                    yield {"db": pool}          # ctx.resources["db"]
+
+            router = Router(lifespan=lifespan)
+        """
         self.routes: list[Route] = []
         self.error_hooks: list[ErrorHook] = []
+        self.lifespans: list[Lifespan] = [lifespan] if lifespan is not None else []
+        self.startup_hooks: list[ResourceHook] = []
+        self.shutdown_hooks: list[ResourceHook] = []
+
+    def on_startup(self, hook: ResourceHook) -> ResourceHook:
+        """Called once per worker process before any handler runs, with ``ctx.resources`` to
+        fill (``resources["db"] = await connect()``). If it raises, the worker does not start."""
+        self.startup_hooks.append(hook)
+        return hook
+
+    def on_shutdown(self, hook: ResourceHook) -> ResourceHook:
+        """Called once when the worker stops (SIGTERM too), after the last handler, with the
+        resources, to close what ``on_startup`` opened."""
+        self.shutdown_hooks.append(hook)
+        return hook
 
     def on(
         self,
@@ -227,6 +283,9 @@ class Router:
     def include(self, other: Router) -> None:
         self.routes.extend(other.routes)
         self.error_hooks.extend(other.error_hooks)
+        self.lifespans.extend(other.lifespans)
+        self.startup_hooks.extend(other.startup_hooks)
+        self.shutdown_hooks.extend(other.shutdown_hooks)
 
 
 class Routing:
@@ -251,6 +310,7 @@ class Routing:
         self._check_aliases(known, strict)
         self.routes: list[Route] = []
         self.error_hooks: list[ErrorHook] = []
+        self.routers = list(routers)
         seen: dict[str, Route] = {}
         for router in routers:
             for route in router.routes:

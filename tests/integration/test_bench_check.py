@@ -131,3 +131,36 @@ end = time.process_time() + 0.2
 while time.process_time() < end:
     pass
 """
+
+
+def test_the_peer_stores_what_it_acknowledges_and_refuses_a_wrong_token(tmp_path: Path) -> None:
+    """The hand-written peer (d), as the bench runs it (a process of its own, a real socket):
+    a 200 names a row the store check finds by id; a wrong token is a 401 and stores nothing."""
+    import httpx
+
+    from loadtests.bench.runs import BARE_COMMAND, bare_environment, free_port, stop, wait_ready
+    from loadtests.bench.targets import PEER_APP, PEER_DATABASE_ENV
+
+    database = tmp_path / "peer.db"
+    port = free_port()
+    env = bare_environment(
+        {
+            **os.environ,
+            PEER_DATABASE_ENV: f"sqlite:///{database}",
+            "BENCH_PUCOMEX_TOKEN": "right",
+        }
+    )
+    command = [*BARE_COMMAND, "--serve-bare", str(port), "--serve-app", PEER_APP]
+    proc = subprocess.Popen(command, env=env, cwd=tmp_path)
+    try:
+        wait_ready(port, proc)
+        url = f"http://127.0.0.1:{port}/webhooks/pucomex"
+        body = b'{"evento":"duimp.registro","bench":"peertest-01-1"}'
+        with httpx.Client() as client:
+            ok = client.post(url, content=body, headers={"authorization": "Bearer right"})
+            refused = client.post(url, content=body, headers={"authorization": "Bearer wrong"})
+    finally:
+        stop(proc)
+    assert ok.status_code == 200 and refused.status_code == 401
+    ids, ours = stored_ids_sqlite(database, "peertest")
+    assert ids == {answer_id(ok.text)} and ours == 1

@@ -25,6 +25,7 @@ from receiver.runtime.cliutil import LazyGroup
         "alerts": "receiver.runtime.cli.alerts:alerts",
         "console": "receiver.runtime.cli.console:console",
         "demo": "receiver.simulator.cli:demo",
+        "dev": "receiver.simulator.cli:dev",
         "dispatcher": "receiver.simulator.cli:dispatcher",
         "portal": "receiver.runtime.cli.portal:portal",
     },

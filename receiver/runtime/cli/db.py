@@ -53,7 +53,7 @@ def schema_commands(schema: Schema, engine_for: EngineFor, help_text: str) -> cl
     @click.pass_context
     @friendly_errors
     def current_command(ctx: click.Context, config_path: Path | None) -> None:
-        """The revision the store is at, and whether it is this release's."""
+        """The revision the store is at, and whether it is this release's (exit 1 if not)."""
         engine = engine_for(ctx, config_path)
         try:
             check_reachable(engine)
@@ -64,8 +64,9 @@ def schema_commands(schema: Schema, engine_for: EngineFor, help_text: str) -> cl
                 return
             try:
                 check(engine, schema)
-            except SchemaNotCurrent as error:  # said here as the state, not as a failure
+            except SchemaNotCurrent as error:  # said as the state; exit 1 for scripts to test
                 click.echo(f"{at or '<none>'}: {error}")
+                ctx.exit(1)
         finally:
             engine.dispose()
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from receiver.runtime.cliutil import config_option, friendly_errors, open_store, settings_for
+from receiver.store import Store
 from receiver.worker import replay as replays
 
 
@@ -24,6 +25,12 @@ from receiver.worker import replay as replays
     help="Replay notifications received since this day (UTC).",
 )
 @click.option("--event", default=None, help="With --since: only this event id.")
+@click.option(
+    "--handler",
+    default=None,
+    help="With one notification id: run only this handler of it again (its full name, or the "
+    "part after the last dot).",
+)
 @friendly_errors
 def replay(
     config_path: Path | None,
@@ -32,6 +39,7 @@ def replay(
     quarantined: bool,
     since: datetime | None,
     event: str | None,
+    handler: str | None,
 ) -> None:
     """Run handlers again for stored notifications, with the same idempotency keys."""
     chosen = sum([bool(note_ids), dead, quarantined, since is not None])
@@ -41,9 +49,13 @@ def replay(
         )
     if event is not None and since is None:
         raise click.UsageError("--event goes with --since")
+    if handler is not None and len(note_ids) != 1:
+        raise click.UsageError("--handler goes with one notification id")
     store = open_store(settings_for(config_path))
     try:
-        if note_ids:
+        if handler is not None:
+            _replay_handler(store, note_ids[0], handler)
+        elif note_ids:
             try:
                 replayed = replays.replay_notes(store, note_ids)
             except KeyError as missing:
@@ -62,3 +74,19 @@ def replay(
         click.echo("a running worker picks them up")
     finally:
         store.close()
+
+
+def _replay_handler(store: Store, note_id: str, handler: str) -> None:
+    try:
+        done = replays.replay_handler(store, note_id, handler)
+    except KeyError:
+        click.echo(f"receiver: no notification with id {note_id}", err=True)
+        sys.exit(1)
+    except replays.ReplayRefused as refused:
+        click.echo(f"receiver: {refused}", err=True)
+        sys.exit(1)
+    was = done.previous_status + (f": {done.previous_error}" if done.previous_error else "")
+    click.echo(
+        f"replaying handler {done.handler} of notification {done.note_id} (it was {was}); "
+        "its other handlers are left as they are"
+    )

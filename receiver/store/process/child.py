@@ -118,6 +118,10 @@ def serve_writer(sock: socket.socket) -> None:
     logs.configure(settings["log_level"], [url.password or ""], settings["log_format"])
     engine = make_engine(settings["url"], pool_size=1)
     writer = BatchWriter(engine, settings["timeout_seconds"])
+    # Connected (and, on SQLite, its pragmas set) before saying hello: the serving process waits
+    # for the hello before it listens, so the first request does not pay for it.
+    with contextlib.suppress(Exception), engine.connect() as conn:
+        conn.exec_driver_sql("SELECT 1")
     feed.hello()
     max_batch: int = settings["max_batch"]
     max_wait: float = settings["max_wait_ms"] / 1000

@@ -179,6 +179,7 @@ class ProcessCommitter(CommitHealth):
         sock, process = self._sock, self._process
         self._sock = None
         self._process = None
+        self.started = False  # until the next writer says hello
         if sock is not None:
             self._detach(sock)
         code = None

@@ -257,7 +257,8 @@ async def test_replaying_a_notification_and_one_handler(
         unknown = await client.post(
             f"/console/notes/{note_id}/replay-handler", data={"csrf": token, "handler": "nope"}
         )
-        assert unknown.status_code == 404
+        assert unknown.status_code == 409  # refused, saying which handlers it has
+        assert "has no job of handler &#39;nope&#39;" in unknown.text
         whole = await client.post(f"/console/notes/{note_id}/replay", data={"csrf": token})
         assert whole.status_code == 303
     with store.reading() as conn:

@@ -13,12 +13,13 @@ import pytest
 import handlers.duimp
 import handlers.invoicy
 from receiver.dispatcher.tls import server_ssl_context
+from receiver.errors import ParseError
 from receiver.portal import PortalClient
 from receiver.simulator import duimps
 from receiver.simulator.portal_api import PortalAuthority, create_portal_api_app
 from receiver.store import Store
+from receiver.testing import MemoryResults
 from tests.integration.portal.support import (
-    MemoryResults,
     context,
     dispatch,
     make_certs,
@@ -67,7 +68,7 @@ def test_duimp_registration_and_rectification_fetch_and_keep_the_duimp(
                 return ran
 
         assert asyncio.run(run()) == [1, 1, 1]
-    assert set(results.data) == {("duimp", f"{numero}:1"), ("duimp", f"{numero}:2")}
+    assert set(results.saved) == {("duimp", f"{numero}:1"), ("duimp", f"{numero}:2")}
     for versao in (1, 2):
         kept = asyncio.run(results.load("duimp", f"{numero}:{versao}"))
         assert kept == json.loads(json.dumps(duimps.duimp(numero, versao)))
@@ -84,12 +85,9 @@ def test_a_duimp_handler_without_portal_says_so(store: Store) -> None:
         asyncio.run(dispatch(handlers.duimp.router, note, context(MemoryResults())))
 
 
-def test_a_duimp_notification_without_numero_fails_clearly(store: Store) -> None:
-    note = stored(store, "pucomex", {"evento": "duimp.registro", "dados": {}})
-    with pytest.raises(ValueError, match=r"identificacao\.numero \(or dados\.numero\)"):
-        asyncio.run(
-            dispatch(handlers.duimp.router, note, context(MemoryResults(), portal_client=object()))
-        )
+def test_a_duimp_notification_without_numero_never_reaches_the_handler(store: Store) -> None:
+    with pytest.raises(ParseError, match=r"does not fit DuimpEvent: identificacao\.numero"):
+        stored(store, "pucomex", {"evento": "duimp.registro", "dados": {}})
 
 
 def test_situation_events_keep_the_new_situation_once_per_notification(
@@ -115,7 +113,7 @@ def test_situation_events_keep_the_new_situation_once_per_notification(
                 return ran
 
         assert asyncio.run(run()) == [1, 1, 1, 1]
-    assert set(results.data) == {("duimp-situacao", note.idempotency_key) for note in notes}
+    assert set(results.saved) == {("duimp-situacao", note.idempotency_key) for note in notes}
     kept = asyncio.run(results.load("duimp-situacao", notes[1].idempotency_key))
     assert kept is not None
     assert (kept["numero"], kept["evento"]) == (numero, "duimp.cancelamento")

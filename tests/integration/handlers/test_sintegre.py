@@ -28,8 +28,9 @@ from receiver.dispatcher.tls import server_ssl_context
 from receiver.runtime.services import build_worker, outbound_client
 from receiver.store import NoteFilter, Store
 from receiver.store.tables import JobStatus
+from receiver.testing import MemoryResults
 from receiver.worker.routing import Routing
-from tests.integration.portal.support import MemoryResults, context, dispatch, serve, stored
+from tests.integration.portal.support import context, dispatch, serve, stored
 
 PRODUCT = bytes(range(256)) * 4096  # 1 MiB
 LOCAL = ["127.0.0.1/32"]  # the file server's address, allowed as a deployment would list it
@@ -166,7 +167,7 @@ def test_downloads_once_with_checksum(store: Store, tmp_path: Path, served: Serv
     results = run(store, served, uri, tmp_path, times=2)
     (saved,) = files_in(tmp_path)
     assert saved.read_bytes() == PRODUCT and saved.name.endswith("-carga_horaria.zip")
-    ((kind, key),) = results.data
+    ((kind, key),) = results.saved
     record = asyncio.run(results.load(kind, key))
     assert record is not None and kind == "sintegre-download"
     assert record["sha256"] == hashlib.sha256(PRODUCT).hexdigest()
@@ -284,7 +285,7 @@ def test_internal_addresses_and_plain_http_are_refused(
     results = MemoryResults()
     with pytest.raises(AddressRefused, match=why):
         run(store, served, uri.format(port=port), tmp_path, results=results, allowed=[])
-    assert served.files.hits == [] and files_in(tmp_path) == [] and results.data == {}
+    assert served.files.hits == [] and files_in(tmp_path) == [] and results.saved == {}
 
 
 def test_an_octal_address_is_not_even_a_url(store: Store, tmp_path: Path, served: Servers) -> None:

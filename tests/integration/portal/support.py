@@ -1,6 +1,6 @@
 """Helpers for the Portal and handler tests: certificates, a real HTTPS uvicorn server in a thread,
-an in-memory result store for handler contexts, a faithful fake of the subscription API, and
-notifications stored and run as the worker would."""
+a faithful fake of the subscription API, and notifications stored and run as the worker would.
+The in-memory result store is the public kit's (``receiver.testing.MemoryResults``)."""
 
 from __future__ import annotations
 
@@ -26,8 +26,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from receiver import Context, Notification, Router
 from receiver.config import PortalSettings
 from receiver.dispatcher.tls import tls_uvicorn_config
-from receiver.sources import dedup_key, parse
+from receiver.sources import dedup_key
 from receiver.store import Incoming, Store
+from receiver.testing import MemoryResults, Quarantined, run_handlers
+from receiver.worker.attempt import read_notification
 
 
 @dataclass
@@ -127,22 +129,6 @@ class StatusLog:
 
     def statuses(self, path_prefix: str) -> list[int]:
         return [status for _, path, status in self.answers if path.startswith(path_prefix)]
-
-
-class MemoryResults:
-    """``Context.results`` in memory; values go through JSON as they would in the store."""
-
-    def __init__(self) -> None:
-        self.data: dict[tuple[str, str], str] = {}
-        self.saves = 0
-
-    async def save(self, kind: str, key: str, value: Any) -> None:
-        self.saves += 1
-        self.data[(kind, key)] = json.dumps(value, ensure_ascii=False)
-
-    async def load(self, kind: str, key: str) -> Any | None:
-        raw = self.data.get((kind, key))
-        return None if raw is None else json.loads(raw)
 
 
 @dataclass
@@ -247,16 +233,14 @@ def stored(store: Store, source: str, payload: Any, event: str | None = None) ->
     )
     row = store.note(receipt.id)
     assert row is not None
-    parsed = parse(source, bytes(row["body"]), row["event"])
-    return Notification(
-        id=row["id"],
+    return read_notification(
+        note_id=row["id"],
         source=source,
-        event=parsed.event,
+        event=row["event"],
         received_at=row["received_at"],
-        payload=parsed.payload,
         body=bytes(row["body"]),
         headers=json.loads(row["headers"]),
-        idempotency_key=row["dedup_key"],
+        dedup_key=row["dedup_key"],
     )
 
 
@@ -267,8 +251,24 @@ def context(results: MemoryResults, **fields: Any) -> Context:
 
 
 async def dispatch(router: Router, note: Notification, ctx: Context) -> int:
-    """Run every handler of ``router`` that matches, as the worker would; how many ran."""
-    routes = [route for route in router.routes if route.matches(note.source, note.event)]
-    for route in routes:
-        await route.handler(note, ctx)
-    return len(routes)
+    """Run every handler of ``router`` that matches, as the worker would (the public kit's
+    ``run_handlers``, with what ``ctx`` holds); how many ran. What a handler raised is raised
+    again here, so a test can expect it."""
+    try:
+        runs = await run_handlers(
+            router,
+            note,
+            portal=ctx.portal_client,
+            results=ctx.results,
+            data_dir=ctx.data_dir,
+            http=ctx.http_client,
+            downloads=ctx.downloads,
+        )
+    except Quarantined as quarantined:
+        if quarantined.reason.startswith("no handler for "):
+            return 0
+        raise
+    for run in runs:
+        if run.error is not None:
+            raise run.error
+    return len(runs)

@@ -236,10 +236,15 @@ def test_a_sqlite_file_stops_growing_under_a_steady_load_with_retention_on(
 ) -> None:
     path = tmp_path / "receiver.db"
     store = Store(f"sqlite:///{path}")
-    if incremental:
-        # What the schema's first migration does for a new file (set before any table exists).
-        driver_sql(store, "PRAGMA auto_vacuum=INCREMENTAL", "VACUUM")
-    migrated(store)
+    migrated(store)  # a new file: the upgrade makes it auto_vacuum=INCREMENTAL
+    if not incremental:  # a file made before that (the previous release's)
+        driver_sql(store, "PRAGMA auto_vacuum=NONE", "VACUUM")
+    raw: Any = store.engine.raw_connection()
+    try:
+        (mode,) = raw.driver_connection.execute("PRAGMA auto_vacuum").fetchone()
+    finally:
+        raw.close()
+    assert mode == (2 if incremental else 0)  # 2: INCREMENTAL
     try:
         with caplog.at_level(logging.WARNING, logger="receiver.retention"):
             sizes = steady_load(store, path, rounds=12)

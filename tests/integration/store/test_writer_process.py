@@ -8,6 +8,7 @@ killer), and the table is taken away under it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -188,3 +189,28 @@ async def test_closing_commits_what_was_handed_over_and_stops_the_writer(
     assert stored(database_url) == 50
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)  # exited and reaped
+
+
+async def test_until_started_waits_for_the_writers_hello_and_gives_up_in_time(
+    store: Store,
+) -> None:
+    """serve waits for this before it listens: once it returns True the writer has said hello
+    (the store is ready) and the first notification does not pay for the writer's start."""
+    assert await store.until_started(within=20.0)
+    assert await asyncio.to_thread(store.ready)
+    receipt = await asyncio.wait_for(store.append(note(1)), 5)
+    assert receipt.id
+    os.kill(store.writer_pid or 0, signal.SIGSTOP)  # a writer that cannot answer
+    pid = store.writer_pid
+    try:
+        os.kill(pid or 0, signal.SIGKILL)  # gone: another starts after a pause
+        await asyncio.sleep(0.1)
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        assert not await store.until_started(within=0.05)  # not up yet: False, in time
+        assert loop.time() - began < 2.0
+        assert await store.until_started(within=20.0)
+        assert store.writer_pid not in (None, pid)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid or 0, signal.SIGCONT)

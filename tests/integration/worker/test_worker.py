@@ -163,7 +163,8 @@ def test_one_plan_gives_each_note_of_a_mixed_batch_its_own_outcome(
     removed = incoming(product % ("b", "b"), "sintegre", event="produto.removido")
     [unknown] = store.append_now([removed])
     [unreadable] = store.append_now([incoming(b"{not json")])
-    [from_path] = store.append_now([incoming(b"{}", event="duimp.desembaraco")])
+    from_path_body = b'{"identificacao": {"numero": "26BR00000000001"}}'
+    [from_path] = store.append_now([incoming(from_path_body, event="duimp.desembaraco")])
     assert planner.plan(store, Routing([router], settings.sources)) == 7
 
     def outcome(note_id: str) -> tuple[str, str | None, str | None, list[str]]:

@@ -15,6 +15,7 @@ import pytest
 from receiver import Context, Notification, Retry, Router
 from receiver.config import WorkerSettings
 from receiver.sources import dedup_key
+from receiver.worker.jobs import ClaimedJob
 from receiver.worker.memory import MemoryJobQueue, MemoryResults
 from receiver.worker.retry import RetryPolicy
 from receiver.worker.routing import Routing
@@ -243,6 +244,90 @@ async def test_missing_handler_is_a_dead_letter_with_advice() -> None:
         await until(lambda: queue.notes[note_id].status == "dead")
     [job] = queue.jobs_of(note_id)
     assert job.last_error is not None and "not configured any more" in job.last_error
+
+
+class CountingQueue(MemoryJobQueue):
+    """The in-memory queue, noting how many jobs each claim returned."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.claimed: list[int] = []
+
+    def claim(self, limit: int, lease_seconds: float) -> list[ClaimedJob]:
+        jobs = super().claim(limit, lease_seconds)
+        if jobs:
+            self.claimed.append(len(jobs))
+        return jobs
+
+
+async def test_quick_handlers_are_claimed_ahead_of_the_free_slots() -> None:
+    router = Router()
+    handled: list[str] = []
+
+    @router.on("pucomex", "duimp.registro")
+    async def quick(note: Notification, ctx: Context) -> None:
+        handled.append(note.id)
+
+    queue = CountingQueue()
+    notes = [queue.receive("pucomex", duimp(str(n))) for n in range(300)]
+    async with working(worker_on(queue, router)):  # concurrency 8, batch_size 64
+        await until(lambda: len(handled) == len(notes))
+        await until(lambda: all(queue.notes[n].status == "done" for n in notes))
+    assert max(queue.claimed) > FAST.concurrency  # claimed ahead: fewer claims, fewer commits
+    assert max(queue.claimed) <= FAST.concurrency + FAST.batch_size
+    assert sorted(handled) == sorted(notes)  # each once
+
+
+async def test_slow_handlers_are_not_claimed_ahead() -> None:
+    router = Router()
+    running: list[str] = []
+    release = asyncio.Event()
+
+    @router.on("pucomex", "duimp.registro")
+    async def slow(note: Notification, ctx: Context) -> None:
+        running.append(note.id)
+        await release.wait()
+
+    queue = CountingQueue()
+    notes = [queue.receive("pucomex", duimp(str(n))) for n in range(30)]
+    async with working(worker_on(queue, router)):
+        await until(lambda: len(running) == FAST.concurrency)
+        await asyncio.sleep(0.2)  # ten polls: nothing more is claimed while every slot is busy
+        # What another worker process could run is left to it.
+        assert sum(queue.claimed) == FAST.concurrency
+        release.set()
+        await until(lambda: all(queue.notes[n].status == "done" for n in notes))
+
+
+async def test_a_stop_gives_back_jobs_claimed_ahead_without_running_them() -> None:
+    router = Router()
+    started: list[str] = []
+    gate = asyncio.Event()
+
+    @router.on("pucomex", "duimp.registro")
+    async def quick_then_held(note: Notification, ctx: Context) -> None:
+        started.append(note.id)
+        if len(started) > FAST.concurrency:  # the first round finishes, so the next is claimed
+            await gate.wait()  # ahead; then every slot is held
+
+    queue = CountingQueue()
+    notes = [queue.receive("pucomex", duimp(str(n))) for n in range(100)]
+    worker = worker_on(queue, router)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop, grace_seconds=5))
+    await until(lambda: len(started) == 2 * FAST.concurrency)
+    assert sum(queue.claimed) > len(started)  # some claimed ahead wait for a slot
+    stop.set()
+    await asyncio.sleep(0.1)
+    gate.set()  # the held handlers finish within the grace; the waiting ones never start
+    await asyncio.wait_for(task, 10)
+    assert len(started) == 2 * FAST.concurrency
+    for note in notes:
+        [job] = queue.jobs_of(note)
+        if note in started:
+            assert (job.status, job.attempts) == ("done", 1)
+        else:  # given back, the attempt not counted
+            assert (job.status, job.attempts, job.lease_until) == ("pending", 0, None)
 
 
 async def test_every_attempt_is_recorded_with_its_outcome_and_error() -> None:
