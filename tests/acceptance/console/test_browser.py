@@ -12,6 +12,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -24,7 +25,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 HEADERS = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
 SCRIPT_BODY = {
     "evento": "duimp.registro",
-    "numeroDuimp": "26BR0000099999",
+    "dados": {"numero": "26BR0000099999", "versao": "1"},
     "obs": "<script>alert('xss')</script><img src=x onerror=alert(2)>",
 }
 
@@ -41,7 +42,7 @@ class Site:
         self.shots = shots
         self.ids: dict[str, str] = {}
 
-    def send(self, name: str, body: dict[str, str]) -> str:
+    def send(self, name: str, body: dict[str, Any]) -> str:
         answer = httpx.post(
             f"{self.public}/webhooks/pucomex", content=json.dumps(body).encode(), headers=HEADERS
         )
@@ -80,7 +81,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             f"registro-{n}",
             {
                 "evento": "duimp.registro",
-                "numeroDuimp": f"26BR{n:010d}",
+                "dados": {"numero": f"26BR{n:010d}", "versao": "1"},
                 "importador": "12.345.678/0001-90",
             },
         )
@@ -89,11 +90,14 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         "cancel",
         {
             "evento": "duimp.cancelamento",
-            "numeroDuimp": "26BR0000000777",
+            "dados": {"numero": "26BR0000000777", "versao": "1"},
             "motivo": "erro de digitação",
         },
     )
-    site.send("orphan", {"evento": "duimp.retificacao", "numeroDuimp": "26BR0000000555"})
+    site.send(
+        "orphan",
+        {"evento": "duimp.retificacao", "dados": {"numero": "26BR0000000555", "versao": "1"}},
+    )
     wait_for(
         lambda: (
             "dead" in httpx.get(f"{deployment.admin}/metrics").text and _dead_count(deployment) >= 1

@@ -187,3 +187,37 @@ async def test_waiting_for_many_deliveries_gives_each_final_state_in_the_order_a
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+async def test_connections_are_kept_alive_and_reused_per_origin(tmp_path: Path) -> None:
+    """Each origin has its own pool, as large as its concurrency: 40 deliveries to two endpoints
+    open at most 2 connections each, every one of them resolved and checked by the guard."""
+    tls = TLS()
+    first, second = Recorder(), Recorder()
+    first.delay = second.delay = 0.01
+    resolved: list[str] = []
+
+    async def resolver(host: str, port: int) -> list[str]:
+        resolved.append(f"{host}:{port}")
+        return ["127.0.0.1"]
+
+    settings = dispatcher_settings(sqlite_url(tmp_path), per_endpoint_concurrency=2)
+    async with (
+        https_endpoint(tls, first) as one,
+        https_endpoint(tls, second) as two,
+        Dispatcher(settings, verify=tls.client_context(), resolver=resolver) as dispatcher,
+    ):
+        await subscribe(dispatcher, one.url + "/hook")
+        await subscribe(dispatcher, two.url + "/hook")
+        ids = [
+            delivery
+            for n in range(20)
+            for delivery in (await dispatcher.emit("duimp.registro", {"n": n})).delivery_ids
+        ]
+        states = await dispatcher.wait_for(ids, within=20)
+    assert {state.status for state in states} == {"delivered"}
+    assert (len(first.requests), len(second.requests)) == (20, 20)
+    # One resolution per connection opened: at most the concurrency per origin, not per delivery.
+    per_origin = {address: resolved.count(address) for address in resolved}
+    assert set(per_origin) == {f"127.0.0.1:{one.port}", f"127.0.0.1:{two.port}"}
+    assert all(1 <= count <= 2 for count in per_origin.values()), per_origin

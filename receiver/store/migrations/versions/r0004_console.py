@@ -1,9 +1,8 @@
-"""console: the operator console's audit log, the Portal recovery runs, and the two partial
-indexes of notifications its pages read through
+"""console: console_audit, recovery_runs, and two partial indexes of notifications
 
-``console_audit``: every login (failed ones too), logout and replay of the console.
-``recovery_runs``: each run of the Portal recovery and what it brought back (the console's
-Portal page). ``ix_notifications_attention`` (status, id) holds only the notifications in a
+What the operator console (receiver.console) reads and writes. ``console_audit``: every login
+(failed ones too), logout and replay of the console. ``recovery_runs``: each run of the Portal
+recovery and what it brought back (the console's Portal page). ``ix_notifications_attention`` (status, id) holds only the notifications in a
 status an operator acts on (the inbox's status filter and counts); ``ix_notifications_duplicates``
 only the receipts of repeats, by their original (a notification's page).
 """
