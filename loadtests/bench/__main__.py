@@ -15,7 +15,12 @@ from pathlib import Path
 
 import loadtests.bench as bench
 from loadtests.bench.runs import Result, run_round
-from loadtests.bench.targets import PORTAL_HEADERS_ENV, serve_bare, server_options
+from loadtests.bench.targets import (
+    GROUP_COMMIT_ENV,
+    PORTAL_HEADERS_ENV,
+    serve_bare,
+    server_options,
+)
 from loadtests.bench.wrk import BODY_BYTES, SCRIPT, wrk_version
 
 
@@ -102,6 +107,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "a receiver whose pucomex credential is {type: header, name: secret}",
     )
     parser.add_argument(
+        "--group-commit",
+        metavar="YAML",
+        help="the receiver targets' group_commit settings, as YAML flow mapping, e.g. "
+        "'{max_wait_ms: 1}' (default: the receiver's own)",
+    )
+    parser.add_argument(
         "--raw",
         action="store_true",
         help="also measure a plain ASGI callable without Starlette (informative, 1 process)",
@@ -122,6 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     only = {x.strip() for x in args.only.split(",") if x.strip()}
     if args.portal_headers:
         os.environ[PORTAL_HEADERS_ENV] = "1"  # read by write_config and by the Lua script
+    if args.group_commit:
+        os.environ[GROUP_COMMIT_ENV] = args.group_commit  # read by write_config
 
     def wanted(name: str) -> bool:
         return not only or name in only

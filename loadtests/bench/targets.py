@@ -124,6 +124,9 @@ def receiver_command() -> list[str]:
     return [found]
 
 
+GROUP_COMMIT_ENV = "BENCH_GROUP_COMMIT"
+
+
 def write_config(workdir: Path, database_url: str, name: str) -> Path:
     allowlist = workdir / "allowlist.yaml"
     allowlist.write_text("pucomex: [127.0.0.1]\nsintegre: [127.0.0.1]\ninvoicy: [127.0.0.1]\n")
@@ -150,11 +153,19 @@ def write_config(workdir: Path, database_url: str, name: str) -> Path:
                 "  invoicy:",
                 "    credentials: []",
                 "handlers: []",
+                *_group_commit_lines(),
                 "",
             ]
         )
     )
     return config
+
+
+def _group_commit_lines() -> list[str]:
+    """``group_commit`` settings from ``--group-commit`` (a YAML flow mapping), to compare
+    settings in one tree."""
+    chosen = os.environ.get(GROUP_COMMIT_ENV)
+    return [f"group_commit: {chosen}"] if chosen else []
 
 
 def stored_ids_sqlite(path: Path, tag: str) -> tuple[set[str], int]:
@@ -168,15 +179,25 @@ def stored_ids_sqlite(path: Path, tag: str) -> tuple[set[str], int]:
 
 
 def stored_ids_postgres(url: str, tag: str) -> tuple[set[str], int]:
+    """The stored ids, and the rows with this run's marker; prints the run's rows per commit.
+
+    Rows per commit is the lever of PostgreSQL's cost per notification (issue 21), read back from
+    the rows: the writer gives every row of a batch the same received_at, so the run's distinct
+    received_at values count its commits (the peer's rows each have their own: 1 per commit).
+    """
     import psycopg
 
     with psycopg.connect(url) as conn:
         ids = {row[0] for row in conn.execute("SELECT id FROM notifications")}
         row = conn.execute(
-            "SELECT count(*) FROM notifications WHERE position(%s in body) > 0",
+            "SELECT count(*), count(DISTINCT received_at) FROM notifications "
+            "WHERE position(%s in body) > 0",
             (f'"bench":"{tag}-'.encode(),),
         ).fetchone()
-    return ids, int(row[0]) if row else 0
+    rows, commits = (int(row[0]), int(row[1])) if row else (0, 0)
+    if commits:
+        print(f"  rows per commit in the measured run: {rows / commits:.1f} ({commits} commits)")
+    return ids, rows
 
 
 @contextlib.contextmanager

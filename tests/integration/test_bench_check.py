@@ -13,10 +13,17 @@ import pytest
 
 from loadtests.bench.proc import CpuUse, cpu_seconds, cpu_use, machine_busy
 from loadtests.bench.runs import bare_process_counts, check_stored
-from loadtests.bench.targets import stored_ids_sqlite
+from loadtests.bench.targets import (
+    GROUP_COMMIT_ENV,
+    stored_ids_postgres,
+    stored_ids_sqlite,
+    write_config,
+)
 from loadtests.bench.wrk import Load, answer_id
+from receiver.config import load_settings
 from receiver.sources import dedup_key
 from receiver.store import Incoming, Store
+from tests.conftest import PG_SKIP_REASON, postgres_url, reset_postgres
 
 
 def stored(store: Store, tag: str, count: int) -> list[str]:
@@ -164,3 +171,40 @@ def test_the_peer_stores_what_it_acknowledges_and_refuses_a_wrong_token(tmp_path
     assert ok.status_code == 200 and refused.status_code == 401
     ids, ours = stored_ids_sqlite(database, "peertest")
     assert ids == {answer_id(ok.text)} and ours == 1
+
+
+@pytest.mark.postgres
+def test_rows_per_commit_are_read_back_from_the_runs_rows(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    url = postgres_url()
+    if url is None:
+        pytest.skip(PG_SKIP_REASON)
+    reset_postgres(url)
+    store = Store(url)
+    try:
+        store.append_now(_marked("run", range(3)))  # one commit, one received_at for its rows
+        store.append_now(_marked("run", range(3, 5)))
+        store.append_now(_marked("other", range(4)))  # another run's rows are not counted
+    finally:
+        store.close()
+    capsys.readouterr()
+    ids, ours = stored_ids_postgres(url, "run")
+    assert (len(ids), ours) == (9, 5)
+    assert "rows per commit in the measured run: 2.5 (2 commits)" in capsys.readouterr().out
+
+
+def _marked(tag: str, numbers: range) -> list[Incoming]:
+    bodies = [b'{"bench":"%s-%d"}' % (tag.encode(), n) for n in numbers]
+    return [Incoming("pucomex", None, "127.0.0.1", {}, b, dedup_key("pucomex", b)) for b in bodies]
+
+
+def test_group_commit_settings_reach_the_receivers_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BENCH_PUCOMEX_TOKEN", "token")
+    default = load_settings(write_config(tmp_path, "sqlite:///bench.db", "plain"))
+    monkeypatch.setenv(GROUP_COMMIT_ENV, "{max_wait_ms: 1.5, max_batch: 64}")
+    chosen = load_settings(write_config(tmp_path, "sqlite:///bench.db", "chosen"))
+    assert (default.group_commit.max_wait_ms, default.group_commit.max_batch) == (0.0, 512)
+    assert (chosen.group_commit.max_wait_ms, chosen.group_commit.max_batch) == (1.5, 64)
