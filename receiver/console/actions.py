@@ -73,13 +73,18 @@ async def dead_confirm(request: Request) -> Response:
     console = console_of(request)
     which, described = _dead_filter(request)
     count = await asyncio.to_thread(replays.count_dead, console.store, which)
+    return _confirmation(request, count, "dead handler job", described, "/dead/replay")
+
+
+def _confirmation(request: Request, count: int, noun: str, described: str, target: str) -> Response:
+    """The page that says how many a replay would start, posting the same form to ``target``."""
     return render(
         request,
         "confirm.html",
         count=count,
-        noun="dead handler job",
+        noun=noun,
         described=described,
-        target=f"{base_path(request)}/dead/replay",
+        target=f"{base_path(request)}{target}",
         fields=[
             (k, v)
             for k, v in request.state.form.multi_items()
@@ -124,18 +129,8 @@ async def quarantine_confirm(request: Request) -> Response:
     else:
         count = len(_quarantine_ids(request))
         described = f"{count} selected quarantined notifications"
-    return render(
-        request,
-        "confirm.html",
-        count=count,
-        noun="quarantined notification",
-        described=described,
-        target=f"{base_path(request)}/quarantine/replay",
-        fields=[
-            (k, v)
-            for k, v in request.state.form.multi_items()
-            if k != "csrf" and isinstance(v, str)
-        ],
+    return _confirmation(
+        request, count, "quarantined notification", described, "/quarantine/replay"
     )
 
 
