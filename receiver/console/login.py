@@ -12,7 +12,7 @@ from starlette.responses import RedirectResponse, Response
 from receiver.console import audit
 from receiver.console.auth import check_password
 from receiver.console.security import csrf_ok, identify
-from receiver.console.web import base_path, console_of, render
+from receiver.console.web import base_path, console_of, csrf_refused, render
 
 MAX_FIELD = 200
 
@@ -29,12 +29,7 @@ async def login(request: Request) -> Response:
     console = console_of(request)
     form = await request.form()
     if not csrf_ok(request, form):
-        return render(
-            request,
-            "refused.html",
-            403,
-            reason="The form's CSRF token is missing or wrong: reload the page and try again.",
-        )
+        return csrf_refused(request)
     name = str(form.get("name", ""))[:MAX_FIELD].strip()
     password = str(form.get("password", ""))[:1024]
     client = request.client.host if request.client else "-"
@@ -91,12 +86,7 @@ async def logout(request: Request) -> Response:
     console = console_of(request)
     form = await request.form()
     if not csrf_ok(request, form):
-        return render(
-            request,
-            "refused.html",
-            403,
-            reason="The form's CSRF token is missing or wrong: reload the page and try again.",
-        )
+        return csrf_refused(request)
     who = identify(request, console.config)
     if who is not None:
         await asyncio.to_thread(

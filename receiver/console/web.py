@@ -113,6 +113,16 @@ def page(handler: Handler) -> Handler:
     return checked
 
 
+def csrf_refused(request: Request) -> Response:
+    """The answer to a POST without this session's CSRF token (403)."""
+    return render(
+        request,
+        "refused.html",
+        403,
+        reason="The form's CSRF token is missing or wrong: reload the page and try again.",
+    )
+
+
 def action(handler: Handler) -> Handler:
     """A POST that changes something: a logged-in operator, with this session's CSRF token."""
 
@@ -124,12 +134,7 @@ def action(handler: Handler) -> Handler:
         request.state.form = form
         if not csrf_ok(request, form):
             request.state.who = who
-            return render(
-                request,
-                "refused.html",
-                403,
-                reason="The form's CSRF token is missing or wrong: reload the page and try again.",
-            )
+            return csrf_refused(request)
         if who is None:
             return RedirectResponse(f"{base_path(request)}/login", status_code=303)
         request.state.who = who
