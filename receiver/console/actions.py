@@ -6,6 +6,7 @@ worker picks the replayed jobs up."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -111,20 +112,25 @@ def _quarantine_ids(request: Request) -> list[str]:
     return [v[:26] for v in form.getlist("note") if isinstance(v, str)][:MAX_SELECTION]
 
 
+async def _in_quarantine_group(request: Request, operation: Callable[..., int]) -> int:
+    """Count or replay (``replays.count_matching`` or ``replay_matching``, which take the same
+    filter) the quarantined notifications of the group the form names."""
+    return await asyncio.to_thread(
+        operation,
+        console_of(request).store,
+        statuses=["quarantined"],
+        source=_field(request, "source"),
+        event=_field(request, "event") or None,
+        error=_field(request, "error"),
+        without_error=_field(request, "without_error") == "1",
+    )
+
+
 @action
 async def quarantine_confirm(request: Request) -> Response:
-    console = console_of(request)
     scope = _field(request, "scope") or "selection"
     if scope == "group":
-        count = await asyncio.to_thread(
-            replays.count_matching,
-            console.store,
-            statuses=["quarantined"],
-            source=_field(request, "source"),
-            event=_field(request, "event") or None,
-            error=_field(request, "error"),
-            without_error=_field(request, "without_error") == "1",
-        )
+        count = await _in_quarantine_group(request, replays.count_matching)
         described = "quarantined notifications of this group"
     else:
         count = len(_quarantine_ids(request))
@@ -139,15 +145,7 @@ async def quarantine_replay(request: Request) -> Response:
     console = console_of(request)
     scope = _field(request, "scope") or "selection"
     if scope == "group":
-        count = await asyncio.to_thread(
-            replays.replay_matching,
-            console.store,
-            statuses=["quarantined"],
-            source=_field(request, "source"),
-            event=_field(request, "event") or None,
-            error=_field(request, "error"),
-            without_error=_field(request, "without_error") == "1",
-        )
+        count = await _in_quarantine_group(request, replays.replay_matching)
         target = f"group {_field(request, 'source')} {_field(request, 'event')}"
     else:
         ids = _quarantine_ids(request)
