@@ -17,11 +17,12 @@ of ours but the errors.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import select
 import socket
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import httpcore
@@ -34,6 +35,8 @@ __all__ = [
     "AddressRefused",
     "GuardedBackend",
     "GuardedTransport",
+    "KeptAliveBackend",
+    "PooledTransport",
     "Resolver",
     "guarded_client",
     "outbound_ssl_context",
@@ -118,13 +121,51 @@ async def system_resolver(host: str, port: int) -> list[str]:
     return list(seen)
 
 
+class KeptAliveBackend(httpcore.AsyncNetworkBackend):
+    """httpcore's AnyIO backend, whose streams answer the pool's one frequent question cheaply.
+
+    Before each request and after each response, httpcore's pool asks every idle connection
+    whether its socket is readable (the server hung up); anyio answers by building all of the
+    stream's attributes, getpeername() included, each time. With 16 connections to one endpoint
+    that was 23 such questions per delivery and a third of the dispatcher's time (cProfile, 2,000
+    deliveries), and 49 per notification in the Portal client of ``loadtests/e2e.py`` (98,000
+    getpeername() calls for 2,000 Duimps fetched); the socket is looked up once instead.
+    """
+
+    def __init__(self) -> None:
+        self._inner = httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        stream = await self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
+        return _KeptAliveStream(stream)
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        stream = await self._inner.connect_unix_socket(path, timeout, socket_options)
+        return _KeptAliveStream(stream)
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
 class GuardedBackend(httpcore.AsyncNetworkBackend):
     """Resolves, checks, then connects to the checked address itself."""
 
     def __init__(self, policy: AddressPolicy, resolver: Resolver = system_resolver) -> None:
         self._policy = policy
         self._resolve = resolver
-        self._inner = httpcore.AnyIOBackend()
+        self._inner = KeptAliveBackend()
 
     async def connect_tcp(
         self,
@@ -141,10 +182,9 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         last: Exception | None = None
         for address in self._policy.check(host, addresses):
             try:
-                stream = await self._inner.connect_tcp(
+                return await self._inner.connect_tcp(
                     address, port, timeout, local_address, socket_options
                 )
-                return _KeptAliveStream(stream)
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as error:
                 last = error
         assert last is not None
@@ -163,14 +203,7 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
 
 
 class _KeptAliveStream(httpcore.AsyncNetworkStream):
-    """httpcore's stream, with the one question its pool keeps asking answered cheaply.
-
-    Before each request and after each response, httpcore's pool asks every idle connection
-    whether its socket is readable (the server hung up); anyio answers by building all of the
-    stream's attributes, getpeername() included, each time. With 16 connections to one endpoint
-    that was 23 such questions per delivery and a third of the dispatcher's time (cProfile,
-    2,000 deliveries); the socket is looked up once here instead.
-    """
+    """An AnyIO stream whose socket is looked up once (see ``KeptAliveBackend``)."""
 
     def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
         self._inner = inner
@@ -210,56 +243,79 @@ def _readable(sock: socket.socket) -> bool:
     return bool(poll.poll(0))
 
 
+# httpcore's errors as httpx's, most specific first, as httpx's own transport raises them: a
+# handler catching httpx.HTTPError (or httpx.ConnectError) must see one from every client we make.
+_HTTPX_ERRORS: list[tuple[type[Exception], type[httpx.HTTPError]]] = [
+    (httpcore.ConnectTimeout, httpx.ConnectTimeout),
+    (httpcore.ReadTimeout, httpx.ReadTimeout),
+    (httpcore.WriteTimeout, httpx.WriteTimeout),
+    (httpcore.PoolTimeout, httpx.PoolTimeout),
+    (httpcore.TimeoutException, httpx.TimeoutException),
+    (httpcore.ConnectError, httpx.ConnectError),
+    (httpcore.ReadError, httpx.ReadError),
+    (httpcore.WriteError, httpx.WriteError),
+    (httpcore.NetworkError, httpx.NetworkError),
+    (httpcore.ProxyError, httpx.ProxyError),
+    (httpcore.UnsupportedProtocol, httpx.UnsupportedProtocol),
+    (httpcore.RemoteProtocolError, httpx.RemoteProtocolError),
+    (httpcore.LocalProtocolError, httpx.LocalProtocolError),
+    (httpcore.ProtocolError, httpx.ProtocolError),
+]
+
+
+@contextlib.contextmanager
+def _httpx_errors() -> Iterator[None]:
+    try:
+        yield
+    except Exception as error:
+        for theirs, ours in _HTTPX_ERRORS:
+            if isinstance(error, theirs):
+                raise ours(str(error)) from error
+        raise
+
+
 class _ResponseStream(httpx.AsyncByteStream):
     def __init__(self, stream: Any) -> None:
         self._stream = stream
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self._stream:
-            yield chunk
+        with _httpx_errors():
+            async for chunk in self._stream:
+                yield chunk
 
     async def aclose(self) -> None:
         if hasattr(self._stream, "aclose"):
-            await self._stream.aclose()
+            with _httpx_errors():
+                await self._stream.aclose()
 
 
-class GuardedTransport(httpx.AsyncBaseTransport):
-    """An httpx transport over httpcore whose every connection goes through ``GuardedBackend``,
-    and which sends nothing over plain ``http://`` unless ``allow_http``."""
+class PooledTransport(httpx.AsyncBaseTransport):
+    """An httpx transport over an httpcore connection pool on ``network_backend``, raising httpx's
+    errors as httpx's own transport does (which cannot be given a network backend)."""
 
     def __init__(
         self,
-        policy: AddressPolicy,
         *,
-        verify: ssl.SSLContext | bool = True,
-        resolver: Resolver = system_resolver,
+        ssl_context: ssl.SSLContext,
+        network_backend: httpcore.AsyncNetworkBackend | None = None,
         max_connections: int = 100,
         max_keepalive_connections: int | None = None,
-        allow_http: bool = False,
+        keepalive_expiry: float = 5.0,
     ) -> None:
-        self._allow_http = allow_http
-        context = verify if isinstance(verify, ssl.SSLContext) else outbound_ssl_context(verify)
         self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=context,
+            ssl_context=ssl_context,
             max_connections=max_connections,
             max_keepalive_connections=(
                 max_connections // 4 or 1
                 if max_keepalive_connections is None
                 else max_keepalive_connections
             ),
-            keepalive_expiry=5.0,
-            network_backend=GuardedBackend(policy, resolver),
+            keepalive_expiry=keepalive_expiry,
+            network_backend=network_backend or KeptAliveBackend(),
         )
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         assert isinstance(request.stream, httpx.AsyncByteStream)
-        scheme = request.url.scheme
-        if scheme != "https" and not (scheme == "http" and self._allow_http):
-            # Checked per request, so a redirect to http:// is refused like a first request.
-            raise AddressRefused(
-                f"refused to connect to {request.url.host}: {scheme}:// is not allowed "
-                "(https only unless plain http is allowed)"
-            )
         core_request = httpcore.Request(
             method=request.method,
             url=httpcore.URL(
@@ -272,7 +328,8 @@ class GuardedTransport(httpx.AsyncBaseTransport):
             content=request.stream,
             extensions=request.extensions,
         )
-        core_response = await self._pool.handle_async_request(core_request)
+        with _httpx_errors():
+            core_response = await self._pool.handle_async_request(core_request)
         return httpx.Response(
             status_code=core_response.status,
             headers=core_response.headers,
@@ -282,6 +339,41 @@ class GuardedTransport(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self._pool.aclose()
+
+
+class GuardedTransport(PooledTransport):
+    """A ``PooledTransport`` whose every connection goes through ``GuardedBackend``, and which
+    sends nothing over plain ``http://`` unless ``allow_http``."""
+
+    def __init__(
+        self,
+        policy: AddressPolicy,
+        *,
+        verify: ssl.SSLContext | bool = True,
+        resolver: Resolver = system_resolver,
+        max_connections: int = 100,
+        max_keepalive_connections: int | None = None,
+        allow_http: bool = False,
+    ) -> None:
+        super().__init__(
+            ssl_context=(
+                verify if isinstance(verify, ssl.SSLContext) else outbound_ssl_context(verify)
+            ),
+            network_backend=GuardedBackend(policy, resolver),
+            max_connections=max_connections,
+            max_keepalive_connections=max_keepalive_connections,
+        )
+        self._allow_http = allow_http
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        scheme = request.url.scheme
+        if scheme != "https" and not (scheme == "http" and self._allow_http):
+            # Checked per request, so a redirect to http:// is refused like a first request.
+            raise AddressRefused(
+                f"refused to connect to {request.url.host}: {scheme}:// is not allowed "
+                "(https only unless plain http is allowed)"
+            )
+        return await super().handle_async_request(request)
 
 
 def outbound_ssl_context(verify: bool = True, extra_ca_file: str | None = None) -> ssl.SSLContext:
