@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import select
 import socket
@@ -275,8 +276,9 @@ def _httpx_errors() -> Iterator[None]:
 
 
 class _ResponseStream(httpx.AsyncByteStream):
-    def __init__(self, stream: Any) -> None:
+    def __init__(self, stream: Any, release: Callable[[], None]) -> None:
         self._stream = stream
+        self._release: Callable[[], None] | None = release
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         with _httpx_errors():
@@ -284,14 +286,31 @@ class _ResponseStream(httpx.AsyncByteStream):
                 yield chunk
 
     async def aclose(self) -> None:
-        if hasattr(self._stream, "aclose"):
-            with _httpx_errors():
-                await self._stream.aclose()
+        try:
+            if hasattr(self._stream, "aclose"):
+                with _httpx_errors():
+                    await self._stream.aclose()
+        finally:
+            release, self._release = self._release, None
+            if release is not None:  # once, however often the response is closed
+                release()
+
+
+# The most connections one httpcore pool holds. Its bookkeeping on every request and response
+# costs the square of its connections (a count of all of them for each idle one, in
+# _assign_requests_to_connections): at 32 connections, 1,850 is_idle() calls per request and a
+# quarter of loadtests/e2e.py's dispatcher process (cProfile, 4,000 deliveries). Shards of 8 keep
+# that to 64 each, whatever the total.
+SHARD_CONNECTIONS = 8
 
 
 class PooledTransport(httpx.AsyncBaseTransport):
-    """An httpx transport over an httpcore connection pool on ``network_backend``, raising httpx's
-    errors as httpx's own transport does (which cannot be given a network backend)."""
+    """An httpx transport over httpcore connection pools on ``network_backend``, raising httpx's
+    errors as httpx's own transport does (which cannot be given a network backend).
+
+    ``max_connections`` are spread over pools of at most ``SHARD_CONNECTIONS``; each request goes
+    to the pool with the fewest requests in flight, so the connections of all of them are used.
+    """
 
     def __init__(
         self,
@@ -302,17 +321,26 @@ class PooledTransport(httpx.AsyncBaseTransport):
         max_keepalive_connections: int | None = None,
         keepalive_expiry: float = 5.0,
     ) -> None:
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=ssl_context,
-            max_connections=max_connections,
-            max_keepalive_connections=(
-                max_connections // 4 or 1
-                if max_keepalive_connections is None
-                else max_keepalive_connections
-            ),
-            keepalive_expiry=keepalive_expiry,
-            network_backend=network_backend or KeptAliveBackend(),
+        # Kept alive by default, each for keepalive_expiry: a pool closes an idle connection as
+        # soon as it holds more connections than it may keep (all of them, busy or not, are
+        # counted), so a shard keeping fewer than it holds opened a connection, and made a TLS
+        # handshake, for most requests (8,000 handshakes for 4,000 notifications in e2e).
+        keepalive = (
+            max_connections if max_keepalive_connections is None else max_keepalive_connections
         )
+        shards = -(-max_connections // SHARD_CONNECTIONS)
+        backend = network_backend or KeptAliveBackend()
+        self._pools = [
+            httpcore.AsyncConnectionPool(
+                ssl_context=ssl_context,
+                max_connections=_share(max_connections, shards, shard),
+                max_keepalive_connections=max(1, _share(keepalive, shards, shard)),
+                keepalive_expiry=keepalive_expiry,
+                network_backend=backend,
+            )
+            for shard in range(shards)
+        ]
+        self._in_flight = [0] * shards
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         assert isinstance(request.stream, httpx.AsyncByteStream)
@@ -328,17 +356,32 @@ class PooledTransport(httpx.AsyncBaseTransport):
             content=request.stream,
             extensions=request.extensions,
         )
-        with _httpx_errors():
-            core_response = await self._pool.handle_async_request(core_request)
+        shard = min(range(len(self._pools)), key=self._in_flight.__getitem__)
+        self._in_flight[shard] += 1
+        try:
+            with _httpx_errors():
+                core_response = await self._pools[shard].handle_async_request(core_request)
+        except BaseException:
+            self._in_flight[shard] -= 1
+            raise
         return httpx.Response(
             status_code=core_response.status,
             headers=core_response.headers,
-            stream=_ResponseStream(core_response.stream),
+            stream=_ResponseStream(core_response.stream, functools.partial(self._done, shard)),
             extensions=core_response.extensions,
         )
 
+    def _done(self, shard: int) -> None:
+        self._in_flight[shard] -= 1
+
     async def aclose(self) -> None:
-        await self._pool.aclose()
+        for pool in self._pools:
+            await pool.aclose()
+
+
+def _share(total: int, shards: int, shard: int) -> int:
+    """Shard ``shard``'s part of ``total`` split as evenly as it goes over ``shards``."""
+    return total // shards + (shard < total % shards)
 
 
 class GuardedTransport(PooledTransport):

@@ -119,12 +119,8 @@ class PortalClient:
         if transport is None:
             # httpx's own pool, on sockets that answer its is-readable question cheaply: one
             # Duimp fetched per notification, 16 at once, asked 49 of them per fetch.
-            transport = PooledTransport(
-                ssl_context=ssl_context
-                if ssl_context is not None
-                else client_ssl_context(settings),
-                max_keepalive_connections=20,
-            )
+            context = ssl_context if ssl_context is not None else client_ssl_context(settings)
+            transport = PooledTransport(ssl_context=context)
         self._http = httpx.AsyncClient(
             base_url=settings.base_url.rstrip("/"),
             transport=transport,
