@@ -57,6 +57,25 @@ def _digest(value: str) -> bytes:
     return hashlib.sha256(value.encode("utf-8", "surrogatepass")).digest()
 
 
+class _RecentDigests:
+    """The digests of a session's latest ``CSRF_KEPT`` tokens. Looked up by hash: comparing the
+    one given with each in constant time cost 245 comparisons per call in a burst (e2e, 19,000
+    calls), and a lookup of a SHA-256 digest tells a timing attacker nothing of the token."""
+
+    def __init__(self, first: bytes) -> None:
+        self._order: deque[bytes] = deque([first])
+        self._kept = {first}
+
+    def add(self, digest: bytes) -> None:
+        if len(self._order) == CSRF_KEPT:
+            self._kept.discard(self._order.popleft())
+        self._order.append(digest)
+        self._kept.add(digest)
+
+    def __contains__(self, digest: bytes) -> bool:
+        return digest in self._kept
+
+
 @dataclass(frozen=True, slots=True)
 class Session:
     identity: str
@@ -84,7 +103,7 @@ class PortalAuthority:
         self._wall = wall_clock
         self._sessions: dict[str, Session] = {}
         # Each session's latest CSRF tokens (digests), newest last.
-        self._csrf: dict[str, deque[bytes]] = {}
+        self._csrf: dict[str, _RecentDigests] = {}
         self.authentications = 0
 
     def client_id_identity(self, client_id: str, client_secret: str) -> str | None:
@@ -109,7 +128,7 @@ class PortalAuthority:
             expires_wall=self._wall() + self.token_lifetime_seconds,
         )
         self._sessions[token] = session
-        self._csrf[token] = deque([_digest(session.csrf)], maxlen=CSRF_KEPT)
+        self._csrf[token] = _RecentDigests(_digest(session.csrf))
         return token, session
 
     def session_of(self, request: Request) -> Session | None:
@@ -118,11 +137,9 @@ class PortalAuthority:
         session = self._sessions.get(token)
         if session is None or session.expires_at <= self._clock():
             return None
+        kept = self._csrf.get(token)
         given = _digest(request.headers.get("x-csrf-token", ""))
-        matched = False
-        for known in self._csrf.get(token, ()):
-            matched |= hmac.compare_digest(given, known)
-        return session if matched else None
+        return session if kept is not None and given in kept else None
 
     def fresh_csrf(self, request: Request) -> str | None:
         """A new CSRF token for the session the request carries (None without a live one).
@@ -130,7 +147,7 @@ class PortalAuthority:
         if self.session_of(request) is None:
             return None
         csrf = secrets.token_urlsafe(24)
-        self._csrf[request.headers["authorization"]].append(_digest(csrf))
+        self._csrf[request.headers["authorization"]].add(_digest(csrf))
         return csrf
 
     def identity_of(self, request: Request) -> str | None:
