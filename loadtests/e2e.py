@@ -75,6 +75,19 @@ def main() -> int:
     )
     parser.add_argument("--notifications", type=int, default=10_000)
     parser.add_argument("--record", type=Path, default=Path("e2e-run.json"), help="JSON record")
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="the receiver in the simulator's event loop, as `receiver demo` runs it (by default "
+        "it is `receiver serve` in a process of its own, as users run it)",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=8,
+        help="deliveries in flight to the receiver at once (the dispatcher's "
+        "per_endpoint_concurrency)",
+    )
     args = parser.parse_args()
     duimps = duimps_for(args.notifications)
     started = time.monotonic()
@@ -86,7 +99,15 @@ def main() -> int:
             last[0] = time.monotonic()
             print(f"[{last[0] - started:6.1f} s] {line}", flush=True)
 
-    report = asyncio.run(run_demo(duimps, say=say, patience_seconds=900))
+    report = asyncio.run(
+        run_demo(
+            duimps,
+            say=say,
+            patience_seconds=900,
+            separate_process=not args.in_process,
+            per_endpoint_concurrency=args.concurrency,
+        )
+    )
     print()
     print(summary(report))
     rate = report.emitted / report.seconds if report.seconds else 0.0
@@ -113,6 +134,8 @@ def main() -> int:
             "load_average_1m": round(os.getloadavg()[0], 2),
             "python": platform.python_version(),
         },
+        "receiver": "in-process" if args.in_process else "receiver serve",
+        "per_endpoint_concurrency": args.concurrency,
         "notifications": report.emitted,
         "duimps": duimps,
         "seconds": round(report.seconds, 2),

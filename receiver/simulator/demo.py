@@ -19,13 +19,16 @@ import asyncio
 import contextlib
 import os
 import secrets
+import signal
 import socket
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import httpx
 import uvicorn
 import yaml
 from starlette.applications import Starlette
@@ -69,6 +72,12 @@ __all__ = [
 FAILING_EVENT = "dimp-diag-import"
 CHAVE_VARIABLE = "PUCOMEX_CHAVE_SECRETA"
 Story = list[tuple[str, dict[str, Any]]]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def _free_socket() -> socket.socket:
@@ -236,9 +245,86 @@ async def _situations_matching(portal: PortalClient, stories: list[Story]) -> in
     return matching
 
 
+@contextlib.asynccontextmanager
+async def serve_receiver_process(
+    settings: Settings, folder: Path, cert: Path, say: Callable[[str], None]
+) -> AsyncIterator[str]:
+    """``receiver serve --migrate`` on the demo's receiver.yaml, as users run it: its own process
+    (and its writer's), so the receiver has a core of its own beside the simulator's."""
+    assert settings.portal is not None and settings.portal.chave_secreta is not None
+    port, admin = _free_port(), _free_port()
+    environment = {
+        **os.environ,
+        CHAVE_VARIABLE: settings.portal.chave_secreta.get_secret_value(),
+        # The handler modules import in the child as they do here (handlers.duimp, beside receiver/).
+        "PYTHONPATH": os.pathsep.join(path for path in sys.path if path),
+    }
+    command = [
+        sys.executable, "-m", "receiver", "serve", "--config", str(folder / "receiver.yaml"),
+        "--port", str(port), "--admin-listen", f"127.0.0.1:{admin}",
+        "--ssl-certfile", str(cert), "--ssl-keyfile", str(cert), "--migrate",
+    ]  # fmt: skip
+    process = await asyncio.create_subprocess_exec(
+        *command, cwd=folder, env=environment, stdin=asyncio.subprocess.DEVNULL
+    )
+    try:
+        async with httpx.AsyncClient(trust_env=False) as http:
+            while True:
+                if process.returncode is not None:
+                    raise RuntimeError(f"receiver serve exited with {process.returncode}")
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await http.get(f"http://127.0.0.1:{admin}/readyz")).status_code == 200:
+                        break
+                await asyncio.sleep(0.1)
+        say(f"receiver serve started (pid {process.pid}; its writer in a process of its own)")
+        yield f"https://127.0.0.1:{port}"
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), timeout=30)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+
+
+@contextlib.asynccontextmanager
+async def _receiver(
+    settings: Settings,
+    folder: Path,
+    cert: Path,
+    separate_process: bool,
+    say: Callable[[str], None],
+) -> AsyncIterator[tuple[str, Store]]:
+    """The receiver's URL, and its store opened here (to count and check what it holds)."""
+    store = Store.from_settings(settings)
+    try:
+        if separate_process:
+            async with serve_receiver_process(settings, folder, cert, say) as url:
+                yield url, store
+            return
+        say(await asyncio.to_thread(_upgraded, store))
+        app = create_app(
+            settings,
+            store=store,
+            background=[worker_service(settings, store, build_routing(settings))],
+        )
+        async with serve_receiver(app, cert) as url:
+            yield url, store
+    finally:
+        store.close()
+
+
 async def run_demo(
-    duimps: int = 20, say: Callable[[str], None] = print, patience_seconds: float = 120.0
+    duimps: int = 20,
+    say: Callable[[str], None] = print,
+    patience_seconds: float = 120.0,
+    *,
+    separate_process: bool = False,
+    per_endpoint_concurrency: int = 8,
 ) -> DemoReport:
+    """The demo's system: ``separate_process`` runs the receiver as ``receiver serve`` (the
+    end-to-end benchmark) instead of in this event loop (``receiver demo``, one process)."""
     report = DemoReport()
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="receiver-demo-") as tmp:
@@ -250,7 +336,7 @@ async def run_demo(
             interval_seconds=0.3,  # the Portal waits 5 minutes between attempts
             # Past 8, a burst goes slower, not faster: httpx's pool checks every connection
             # it holds on each request (e2e at 3,000: 4: 64 s, 8: 50 s, 16: 51 s, 32: 56 s).
-            per_endpoint_concurrency=8,
+            per_endpoint_concurrency=per_endpoint_concurrency,
             allowed_networks=["127.0.0.0/8", "::1/128"],
             tls_cert_file=certs["server"],
             tls_ca_file=certs["ca"],
@@ -259,18 +345,14 @@ async def run_demo(
         async with run_simulator(simulator_settings) as simulator:
             say(f"Portal simulator on {simulator.url} (subscription API, Portal API, mutual TLS)")
             settings = demo_receiver_settings(folder, certs, simulator.url)
-            store = Store.from_settings(settings)
-            say(await asyncio.to_thread(_upgraded, store))
-            app = create_app(
-                settings,
-                store=store,
-                background=[worker_service(settings, store, build_routing(settings))],
-            )
             assert settings.portal is not None
             failing = _failing_endpoint()
             failing_tls = server_ssl_context(certs["server"], client_certs="none")
             async with (
-                serve_receiver(app, certs["server"]) as receiver_url,
+                _receiver(settings, folder, certs["server"], separate_process, say) as (
+                    receiver_url,
+                    store,
+                ),
                 serve_app(failing, ssl_context=failing_tls) as broken,
                 PortalClient(settings.portal) as portal,
             ):
@@ -315,7 +397,6 @@ async def run_demo(
                 report.failure_records = sum(1 for r in records if r.evento == FAILING_EVENT)
                 # Senders hang up first: a TLS server shutting down waits for its peers' goodbye.
                 await simulator.dispatcher.close()
-            store.close()
     report.seconds = time.monotonic() - started
     check(report)
     return report
