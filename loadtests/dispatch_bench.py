@@ -8,7 +8,9 @@ process of its own, so it has the other core. Each round runs, in alternation on
 endpoint:
 
 - ``bare``: one ``httpx.AsyncClient`` POSTing the same number of 1 KiB bodies with the same
-  concurrency and keep-alive, no store: the ceiling of the HTTP client on this machine;
+  concurrency and keep-alive, no store: the HTTP client as a team would write it;
+- ``bare pooled``: the same through ``receiver.outbound.PooledTransport`` (the dispatcher's
+  transport without its guard): the ceiling of the HTTP part of a delivery on this machine;
 - ``dispatcher`` (SQLite, and PostgreSQL with ``--postgres``): the deliveries are first written to
   a fresh outbox (not timed), then a ``Dispatcher`` sends them (timed from its start until the
   store says all are delivered), through the SSRF guard, the 3.5 s deadline and the 3-attempt rule.
@@ -26,6 +28,7 @@ import contextlib
 import os
 import resource
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -46,6 +49,7 @@ from receiver.dispatcher.records import EmitRequest
 from receiver.dispatcher.schema import DISPATCH_SCHEMA
 from receiver.dispatcher.tables import DELIVERIES, DISPATCH_TABLES, DeliveryStatus
 from receiver.dispatcher.validation import SubscriptionInput
+from receiver.outbound import PooledTransport
 from receiver.store.tables import utcnow
 
 BODY = b'{"evento":"dimp-registro-import","dados":{"pad":"' + b"x" * 970 + b'"}}'
@@ -164,10 +168,18 @@ def cpu_now() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def run_bare(target: Endpoint, count: int, concurrency: int) -> Result:
+async def run_bare(
+    target: Endpoint, count: int, concurrency: int, *, pooled: bool = False
+) -> Result:
     before_posts = await posts_received(target)
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(verify=str(target.ca_file), limits=limits) as client:
+    if pooled:
+        context = ssl.create_default_context(cafile=str(target.ca_file))
+        transport = PooledTransport(ssl_context=context, max_connections=concurrency)
+        client = httpx.AsyncClient(transport=transport)
+    else:
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        client = httpx.AsyncClient(verify=str(target.ca_file), limits=limits)
+    async with client:
         remaining = iter(range(count))
         failures = [0]
 
@@ -183,7 +195,7 @@ async def run_bare(target: Endpoint, count: int, concurrency: int) -> Result:
     problems = [f"{failures[0]} answers were not 200"] if failures[0] else []
     if got != count:
         problems.append(f"the endpoint received {got} POSTs, expected {count}")
-    return Result("bare", count, seconds, cpu, tuple(problems))
+    return Result("bare pooled" if pooled else "bare", count, seconds, cpu, tuple(problems))
 
 
 def fresh_outbox(url: str) -> None:
@@ -290,6 +302,9 @@ async def main_async(args: argparse.Namespace) -> int:
                 bare = await run_bare(target, args.deliveries, args.concurrency)
                 show(bare, None)
                 results.setdefault("bare", []).append(bare)
+                pooled = await run_bare(target, args.deliveries, args.concurrency, pooled=True)
+                show(pooled, bare)
+                results.setdefault("bare pooled", []).append(pooled)
                 for name, url in targets:
                     result = await run_dispatcher(
                         name, url, target, args.deliveries, args.concurrency
