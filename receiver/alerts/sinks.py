@@ -14,14 +14,16 @@ import ssl
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import make_msgid
-from typing import Any
-
-import httpx
-from standardwebhooks import Webhook
+from typing import TYPE_CHECKING, Any
 
 from receiver.alert_settings import AlertSettings, EmailSinkSettings, WebhookSinkSettings
 from receiver.alerts.model import Episode, Sink
-from receiver.outbound import guarded_client, outbound_ssl_context
+
+# Imported by the sinks that use them, when alerts: configures a webhook or STARTTLS: the alerts
+# run in every `receiver serve` (enabled by default, to the log), and httpx with its CLI's rich
+# and pygments, standardwebhooks and the guarded client cost each serving process 12 MiB.
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("receiver.alerts")
 
@@ -68,6 +70,11 @@ class WebhookSink:
     name = "webhook"
 
     def __init__(self, settings: WebhookSinkSettings, client: httpx.AsyncClient | None = None):
+        import httpx
+        from standardwebhooks import Webhook
+
+        from receiver.outbound import guarded_client
+
         self._settings = settings
         secret = settings.secret
         self._signer = Webhook(secret.get_secret_value()) if secret is not None else None
@@ -127,6 +134,8 @@ class EmailSink:
         settings = self._settings
         with smtplib.SMTP(settings.host, settings.port, timeout=settings.timeout_seconds) as smtp:
             if settings.starttls:
+                from receiver.outbound import outbound_ssl_context
+
                 context: ssl.SSLContext = outbound_ssl_context(
                     extra_ca_file=str(settings.ca_file) if settings.ca_file is not None else None
                 )

@@ -23,7 +23,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from receiver.alerts import (
     Evaluation,
@@ -38,8 +38,12 @@ from receiver.alerts import (
 from receiver.config import Settings
 from receiver.ingest.app import BackgroundService
 from receiver.runtime.fleet import ADMIN_DIR_ENV
-from receiver.runtime.watch import Watch, WatchReport
 from receiver.store import Store, utcnow
+
+# The watch (and through it the Portal client and httpx) when portal: is configured: it is
+# imported where a watch is made.
+if TYPE_CHECKING:
+    from receiver.runtime.watch import Watch, WatchReport
 
 log = logging.getLogger("receiver.alerts")
 
@@ -120,6 +124,7 @@ async def own_watch_facts(
         yield None
         return
     from receiver.portal.client import PortalClient
+    from receiver.runtime.watch import Watch
 
     async with PortalClient(settings.portal) as portal:
         watch = Watch(

@@ -9,31 +9,79 @@ one row it refuses), ``batch`` (a batch of notifications as one multi-row insert
 ``process`` (the two committers), ``grouped`` (group commit for other writers on an event loop),
 ``facade`` (``Store``, the one object a process holds).
 
-What other layers use is exported here.
+What other layers use is exported here, imported when first asked for: the writer process
+(``python -m receiver.store.process``) imports this package on its way to its own modules, and
+these brought the facade's settings (pydantic), alembic and the handler worker's tables into it.
 """
 
-from receiver.store.committer import Committer, Incoming, Receipt
-from receiver.store.engine import make_engine, normalise_url
-from receiver.store.facade import NoteFilter, Store, received_since
-from receiver.store.faults import store_down
-from receiver.store.grouped import GroupedWrites
-from receiver.store.tables import (
-    ALERT_CHECKS,
-    ATTEMPTS,
-    ATTENTION_STATUSES,
-    AUDIT,
-    EPISODES,
-    JOBS,
-    NEEDS_ATTENTION,
-    NOTES,
-    RECEIVER_TABLES,
-    RECOVERY_RUNS,
-    RESULTS,
-    JobStatus,
-    NoteStatus,
-    UTCDateTime,
-    utcnow,
-)
+import importlib as _importlib
+import typing as _typing
+
+if _typing.TYPE_CHECKING:
+    from receiver.store.committer import Committer, Incoming, Receipt
+    from receiver.store.engine import make_engine, normalise_url
+    from receiver.store.facade import NoteFilter, Store, received_since
+    from receiver.store.faults import store_down
+    from receiver.store.grouped import GroupedWrites
+    from receiver.store.tables import (
+        ALERT_CHECKS,
+        ATTEMPTS,
+        ATTENTION_STATUSES,
+        AUDIT,
+        EPISODES,
+        JOBS,
+        NEEDS_ATTENTION,
+        NOTES,
+        RECEIVER_TABLES,
+        RECOVERY_RUNS,
+        RESULTS,
+        JobStatus,
+        NoteStatus,
+        UTCDateTime,
+        utcnow,
+    )
+
+_LAZY = {
+    **dict.fromkeys(["Committer", "Incoming", "Receipt"], "receiver.store.committer"),
+    **dict.fromkeys(["make_engine", "normalise_url"], "receiver.store.engine"),
+    **dict.fromkeys(["NoteFilter", "Store", "received_since"], "receiver.store.facade"),
+    "store_down": "receiver.store.faults",
+    "GroupedWrites": "receiver.store.grouped",
+    **dict.fromkeys(
+        [
+            "ALERT_CHECKS",
+            "ATTEMPTS",
+            "ATTENTION_STATUSES",
+            "AUDIT",
+            "EPISODES",
+            "JOBS",
+            "NEEDS_ATTENTION",
+            "NOTES",
+            "RECEIVER_TABLES",
+            "RECOVERY_RUNS",
+            "RESULTS",
+            "JobStatus",
+            "NoteStatus",
+            "UTCDateTime",
+            "utcnow",
+        ],
+        "receiver.store.tables",
+    ),
+}
+
+
+def __getattr__(name: str) -> _typing.Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'receiver.store' has no attribute {name!r}")
+    value = getattr(_importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = [
     "ALERT_CHECKS",

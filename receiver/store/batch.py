@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection, Dialect
 from receiver import storable
 from receiver.sources import dedup_key
 from receiver.store.committer import Incoming, Receipt
-from receiver.store.tables import NOTES, NoteStatus, utcnow
+from receiver.store.rows import EVENT_CHARS, NOTE_ROW, NoteStatus, utcnow
 
 
 class BatchInsert:
@@ -70,28 +70,28 @@ class BatchInsert:
         if self._raw_cursor is None and dialect.paramstyle != "qmark":
             raise TypeError(f"no batch insert for the {dialect.name} driver's placeholders")
         # Table and column names are our constants; every value goes through a parameter.
-        self._head = f"INSERT INTO {NOTES.name} ({', '.join(self.COLUMNS)}) VALUES "  # noqa: S608
+        self._head = f"INSERT INTO {NOTE_ROW.name} ({', '.join(self.COLUMNS)}) VALUES "  # noqa: S608
         self._tail = " ON CONFLICT (dedup_key) WHERE duplicate_of IS NULL DO NOTHING"
         self._sql: dict[int, str] = {}
         self._lookup_head = (
-            f"SELECT dedup_key, id FROM {NOTES.name} "  # noqa: S608 (our names; values bound)
+            f"SELECT dedup_key, id FROM {NOTE_ROW.name} "  # noqa: S608 (our names; values bound)
             "WHERE duplicate_of IS NULL AND dedup_key IN "
         )
         # Bind processors, applied once here or once per batch instead of once per value.
-        received_at = NOTES.c.received_at.type.dialect_impl(dialect).bind_processor(dialect)
-        self._received_at = received_at or (lambda value: value)
-        boolean = NOTES.c.routed.type.dialect_impl(dialect).bind_processor(dialect)
+        received_at = NOTE_ROW.c.received_at.type.dialect_impl(dialect).bind_processor(dialect)
+        self._received_at: Callable[[Any], Any] = received_at or (lambda value: value)
+        boolean = NOTE_ROW.c.routed.type.dialect_impl(dialect).bind_processor(dialect)
         self._true = boolean(True) if boolean else True
         self._false = boolean(False) if boolean else False
         # The driver's binary wrapper, if the dialect has one (sqlite3.Binary, psycopg.Binary).
-        self._body = NOTES.c.body.type.dialect_impl(dialect).bind_processor(dialect)
-        # Hex in, 32 raw bytes out (tables.Digest), then the driver's binary wrapper if any.
-        digest = NOTES.c.dedup_key.type.dialect_impl(dialect).bind_processor(dialect)
+        self._body = NOTE_ROW.c.body.type.dialect_impl(dialect).bind_processor(dialect)
+        # Hex in, 32 raw bytes out (rows.Digest), then the driver's binary wrapper if any.
+        digest = NOTE_ROW.c.dedup_key.type.dialect_impl(dialect).bind_processor(dialect)
         assert digest is not None
         self._digest = digest
         for name in self.COLUMNS:
             if name not in ("received_at", "routed", "recovered", "body", "dedup_key"):
-                column_type = NOTES.c[name].type
+                column_type = NOTE_ROW.c[name].type
                 if column_type.dialect_impl(dialect).bind_processor(dialect) is not None:
                     raise TypeError(f"column {name} needs a bind processor BatchInsert lacks")
 
@@ -200,7 +200,6 @@ def headers_json(headers: Sequence[tuple[bytes, bytes]] | Mapping[str, str]) -> 
     )
 
 
-EVENT_CHARS: int = NOTES.c.event.type.length
 _PENDING = str(NoteStatus.PENDING.value)
 _DUPLICATE = str(NoteStatus.DUPLICATE.value)
 _QUARANTINED = str(NoteStatus.QUARANTINED.value)

@@ -6,77 +6,20 @@ compares them."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from enum import StrEnum
-from typing import Any
+from datetime import datetime
 
-from sqlalchemy import Column, DateTime, Index, LargeBinary, Text, UniqueConstraint, text
-from sqlalchemy.engine import Dialect
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy import Column, Index, LargeBinary, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
+from receiver.store.rows import EVENT_CHARS
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-class NoteStatus(StrEnum):
-    PENDING = "pending"  # stored, handlers not finished yet
-    DONE = "done"  # every handler succeeded
-    FAILED = "failed"  # a handler failed and will be retried
-    DEAD = "dead"  # a handler used up its attempts
-    QUARANTINED = "quarantined"  # body unreadable, or no handler for its event: kept for review
-    DUPLICATE = "duplicate"  # a receipt of a repeat; handlers ran for the original
-
-
-class JobStatus(StrEnum):
-    PENDING = "pending"
-    RUNNING = "running"
-    DONE = "done"
-    FAILED = "failed"
-    DEAD = "dead"
-
-
-class UTCDateTime(TypeDecorator[datetime]):
-    """Aware UTC datetimes on every dialect; SQLite would otherwise hand back naive ones."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to a UTC column")
-        return value.astimezone(UTC)
-
-    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        assert isinstance(value, datetime)
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-class Digest(TypeDecorator[str]):
-    """A sha256 digest: lowercase hex in Python and the API, its 32 raw bytes in the table.
-
-    Half the bytes in every row and in the unique index that every insert probes and extends.
-    """
-
-    impl = LargeBinary(32)
-    cache_ok = True
-
-    def process_bind_param(self, value: str | None, dialect: Dialect) -> Any:
-        if value is None:
-            return None
-        raw = bytes.fromhex(value)
-        if len(raw) != 32:
-            raise ValueError("a dedup key is the 64 hex digits of a sha256 digest")
-        return raw
-
-    def process_result_value(self, value: Any, dialect: Dialect) -> str | None:
-        return None if value is None else bytes(value).hex()
-
+# Re-exported (defined in rows, which the writer process imports without SQLModel): the rest of
+# the store, and the dispatcher's tables, name them from here.
+from receiver.store.rows import Digest as Digest
+from receiver.store.rows import JobStatus as JobStatus
+from receiver.store.rows import NoteStatus as NoteStatus
+from receiver.store.rows import UTCDateTime as UTCDateTime
+from receiver.store.rows import utcnow as utcnow
 
 # The statuses an operator may have to act on: the partial index above holds only these.
 ATTENTION_STATUSES = ("pending", "failed", "dead", "quarantined")
@@ -131,7 +74,7 @@ class StoredNotification(SQLModel, table=True):
 
     id: str = Field(primary_key=True, max_length=26)
     source: str = Field(max_length=64)
-    event: str | None = Field(default=None, max_length=120)
+    event: str | None = Field(default=None, max_length=EVENT_CHARS)
     received_at: datetime = Field(sa_column=_utc_column())
     client_ip: str = Field(max_length=64)
     headers: str = Field(sa_column=Column(Text, nullable=False))  # JSON, credentials removed

@@ -23,7 +23,7 @@ from receiver import storable
 from receiver.ids import new_id
 from receiver.sources import dedup_key
 from receiver.store import JobStatus, NoteStatus, utcnow
-from receiver.store.batch import EVENT_CHARS
+from receiver.store.rows import EVENT_CHARS
 from receiver.worker import planner
 from receiver.worker.jobs import (
     ABANDONED,
