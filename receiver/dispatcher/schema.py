@@ -12,6 +12,7 @@ DISPATCH_SCHEMA = Schema(
     location=Path(__file__).resolve().parent / "migrations",
     version_table="dispatch_alembic_version",
     baseline="d0001",
+    head="d0001",
     # Frozen: release 0.1.0's create_all made exactly these (revision d0001 writes them out).
     baseline_tables={
         "dispatch_subscriptions": frozenset(

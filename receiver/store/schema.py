@@ -12,6 +12,7 @@ RECEIVER_SCHEMA = Schema(
     location=Path(__file__).resolve().parent / "migrations",
     version_table="alembic_version",
     baseline="r0001",
+    head="r0004",
     # Frozen: release 0.1.0's create_all made exactly these (revision r0001 writes them out).
     baseline_tables={
         "notifications": frozenset(

@@ -371,3 +371,5 @@ def test_the_history_starts_at_the_baseline_and_ends_at_the_head() -> None:
         assert revisions[0].down is None
         assert revisions[-1].head and revisions[-1].id == head(schema)
         assert all(revision.message for revision in revisions)
+        # What check() compares with, without alembic: a new revision must update it.
+        assert schema.head == head(schema), f"{schema.name}: Schema.head is not the newest revision"
