@@ -6,9 +6,9 @@ addresses, plain http and proxies, and checks every redirect. ``note.parsed`` is
 its event's model (``DuimpEvent``, ``SintegreProduct``, ``InvoicyNotification``...).
 """
 
-import importlib as _importlib
 import typing as _typing
 
+from receiver._lazy import lazy_exports as _lazy_exports
 from receiver.errors import (
     AddressRefused,
     GiveUp,
@@ -53,17 +53,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> _typing.Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'receiver' has no attribute {name!r}")
-    value = getattr(_importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+__getattr__, __dir__ = _lazy_exports(__name__, _LAZY)
 
 
 __all__ = [

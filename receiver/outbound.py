@@ -160,13 +160,13 @@ class KeptAliveBackend(httpcore.AsyncNetworkBackend):
         await self._inner.sleep(seconds)
 
 
-class GuardedBackend(httpcore.AsyncNetworkBackend):
+class GuardedBackend(KeptAliveBackend):
     """Resolves, checks, then connects to the checked address itself."""
 
     def __init__(self, policy: AddressPolicy, resolver: Resolver = system_resolver) -> None:
+        super().__init__()
         self._policy = policy
         self._resolve = resolver
-        self._inner = KeptAliveBackend()
 
     async def connect_tcp(
         self,
@@ -183,7 +183,7 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         last: Exception | None = None
         for address in self._policy.check(host, addresses):
             try:
-                return await self._inner.connect_tcp(
+                return await super().connect_tcp(
                     address, port, timeout, local_address, socket_options
                 )
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as error:
@@ -198,9 +198,6 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.AsyncNetworkStream:
         raise AddressRefused("outbound calls do not connect to unix sockets")
-
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
 
 
 class _KeptAliveStream(httpcore.AsyncNetworkStream):

@@ -14,8 +14,9 @@ What other layers use is exported here, imported when first asked for: the write
 these brought the facade's settings (pydantic), alembic and the handler worker's tables into it.
 """
 
-import importlib as _importlib
 import typing as _typing
+
+from receiver._lazy import lazy_exports as _lazy_exports
 
 if _typing.TYPE_CHECKING:
     from receiver.store.committer import Committer, Incoming, Receipt
@@ -70,17 +71,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> _typing.Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'receiver.store' has no attribute {name!r}")
-    value = getattr(_importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+__getattr__, __dir__ = _lazy_exports(__name__, _LAZY)
 
 
 __all__ = [
