@@ -5,7 +5,8 @@ Portal simulator (dispatcher + Portal API, mutual TLS)  ──HTTPS──►  re
         └──────────── Duimp queries, with the Sefaz's client certificate ┘
 
 Everything runs in one event loop on free loopback ports, with SQLite files and TLS certificates
-made in a temporary folder. The receiver is configured as the README says (the allowlist and the
+made in a temporary folder (``loadtests/e2e.py`` runs the receiver as ``receiver serve`` in a
+process of its own instead: ``run_demo(separate_process=True)``). The receiver is configured as the README says (the allowlist and the
 ``secret`` header credential on ``pucomex``), its subscriptions carry a ``chaveSecreta``, and the
 simulator delivers as the Portal does: the published event ids in ``event-type``, the secret in
 ``secret``, no ``Authorization``, the production Duimp body. The exit code is 0 only when every
@@ -334,8 +335,7 @@ async def run_demo(
         simulator_settings = DispatcherSettings(
             database_url=f"sqlite:///{folder / 'dispatcher.db'}",
             interval_seconds=0.3,  # the Portal waits 5 minutes between attempts
-            # Past 8, a burst goes slower, not faster: httpx's pool checks every connection
-            # it holds on each request (e2e at 3,000: 4: 64 s, 8: 50 s, 16: 51 s, 32: 56 s).
+            # 8 for the demo's few dozen events; loadtests/e2e.py gives its --concurrency (32).
             per_endpoint_concurrency=per_endpoint_concurrency,
             allowed_networks=["127.0.0.0/8", "::1/128"],
             tls_cert_file=certs["server"],
