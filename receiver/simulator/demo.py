@@ -73,6 +73,7 @@ __all__ = [
 FAILING_EVENT = "dimp-diag-import"
 CHAVE_VARIABLE = "PUCOMEX_CHAVE_SECRETA"
 Story = list[tuple[str, dict[str, Any]]]
+START_SECONDS = 60  # for `receiver serve` to answer /readyz (about 1 s here)
 
 
 def _free_port() -> int:
@@ -269,10 +270,13 @@ async def serve_receiver_process(
         *command, cwd=folder, env=environment, stdin=asyncio.subprocess.DEVNULL
     )
     try:
+        deadline = time.monotonic() + START_SECONDS
         async with httpx.AsyncClient(trust_env=False) as http:
             while True:
                 if process.returncode is not None:
                     raise RuntimeError(f"receiver serve exited with {process.returncode}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"receiver serve was not ready within {START_SECONDS} s")
                 with contextlib.suppress(httpx.HTTPError):
                     if (await http.get(f"http://127.0.0.1:{admin}/readyz")).status_code == 200:
                         break
