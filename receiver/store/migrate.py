@@ -39,8 +39,9 @@ if TYPE_CHECKING:
     from alembic.script import ScriptDirectory
 
 # alembic says "Context impl SQLiteImpl." and "Will assume transactional DDL." at INFO on every
-# check and upgrade: nothing an operator acts on, and the serving commands' refusal is one line.
-logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
+# check and upgrade, and "setup plugin ..." seven times when it is imported (now after the
+# commands set up logging): nothing an operator acts on; `db upgrade` answers in one line.
+logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 @dataclass(frozen=True)

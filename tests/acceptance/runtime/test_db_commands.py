@@ -65,6 +65,7 @@ def test_a_fresh_database_is_refused_then_upgraded_then_served(bare: Deployment)
     upgraded = bare.cli("db", "upgrade")
     assert upgraded.returncode == 0, upgraded.stderr
     assert upgraded.stdout.strip().endswith(f"upgraded <empty> -> {HEAD}")
+    assert upgraded.stderr == ""  # one line, not alembic's chatter
     assert "password" not in upgraded.stdout
     again = bare.cli("db", "upgrade")
     assert again.stdout.strip().endswith(f"already at {HEAD} (head)")
