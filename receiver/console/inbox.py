@@ -25,7 +25,7 @@ from typing import Any
 from sqlalchemy import Boolean, ColumnElement, func, literal, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql import Select
+from sqlalchemy.sql import ColumnCollection, Select
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import TextClause
 from sqlalchemy.sql.functions import FunctionElement
@@ -142,17 +142,24 @@ def _conditions(
         found.append(NOTES.c.received_at >= where.since)
     if where.until is not None:
         found.append(NOTES.c.received_at < where.until)
+    found.extend(_filters(NOTES.c, where))
+    if where.status in ATTENTION_STATUSES:
+        # Word for word the index's predicate, so SQLite's planner may use the partial index.
+        found.append(text(NEEDS_ATTENTION))
+    return found
+
+
+def _filters(columns: ColumnCollection[str, Any], where: InboxFilter) -> list[Any]:
+    """The source, event, status and text filters on ``columns``: the table's, or a window's."""
+    found: list[Any] = []
     if where.source:
-        found.append(NOTES.c.source == where.source)
+        found.append(columns.source == where.source)
     if where.event:
-        found.append(NOTES.c.event == where.event)
+        found.append(columns.event == where.event)
     if where.status:
-        found.append(NOTES.c.status == where.status)
-        if where.status in ATTENTION_STATUSES:
-            # Word for word the index's predicate, so SQLite's planner may use the partial index.
-            found.append(text(NEEDS_ATTENTION))
+        found.append(columns.status == where.status)
     if where.text:
-        found.append(body_contains(NOTES.c.body, literal(where.text.encode("utf-8"))))
+        found.append(body_contains(columns.body, literal(where.text.encode("utf-8"))))
     return found
 
 
@@ -189,17 +196,8 @@ def _windowed_query(where: InboxFilter) -> Select[Any]:
         .limit(WINDOW)
         .subquery()
     )
-    matching = []
-    if where.source:
-        matching.append(window.c.source == where.source)
-    if where.event:
-        matching.append(window.c.event == where.event)
-    if where.status:
-        matching.append(window.c.status == where.status)
-    if where.text:
-        matching.append(body_contains(window.c.body, literal(where.text.encode("utf-8"))))
     listed = [window.c[column.name] for column in LISTED]
-    return select(*listed).where(*matching).limit(PAGE + 1)
+    return select(*listed).where(*_filters(window.c, where)).limit(PAGE + 1)
 
 
 def inbox_page(store: Store, where: InboxFilter) -> InboxPage:
