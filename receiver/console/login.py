@@ -9,10 +9,9 @@ import secrets
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from receiver.console import audit
 from receiver.console.auth import check_password
 from receiver.console.security import csrf_ok, identify
-from receiver.console.web import base_path, console_of, csrf_refused, render
+from receiver.console.web import audited, base_path, console_of, csrf_refused, render
 
 MAX_FIELD = 200
 
@@ -35,15 +34,7 @@ async def login(request: Request) -> Response:
     client = request.client.host if request.client else "-"
     wait = console.limiter.blocked(client, name)
     if wait > 0:
-        await asyncio.to_thread(
-            audit.record,
-            console.store,
-            who=name or "(empty)",
-            role="-",
-            action="login refused (rate limit)",
-            target="",
-            client_ip=client,
-        )
+        await audited(request, "login refused (rate limit)", name=name or "(empty)")
         response = render(
             request,
             "login.html",
@@ -56,29 +47,13 @@ async def login(request: Request) -> Response:
     who = await asyncio.to_thread(check_password, console.config, name, password)
     if who is None:
         console.limiter.failed(client, name)
-        await asyncio.to_thread(
-            audit.record,
-            console.store,
-            who=name or "(empty)",
-            role="-",
-            action="login failed",
-            target="",
-            client_ip=client,
-        )
+        await audited(request, "login failed", name=name or "(empty)")
         return render(request, "login.html", 401, error="Wrong user name or password.", name=name)
     # A fresh session (and CSRF token) at login: nothing set before it carries over.
     request.session.clear()
     request.session["user"] = who.name
     request.session["csrf"] = secrets.token_urlsafe(32)
-    await asyncio.to_thread(
-        audit.record,
-        console.store,
-        who=who.name,
-        role=who.role,
-        action="login",
-        target="",
-        client_ip=client,
-    )
+    await audited(request, "login", operator=who)
     return RedirectResponse(f"{base_path(request)}/", status_code=303)
 
 
@@ -89,14 +64,6 @@ async def logout(request: Request) -> Response:
         return csrf_refused(request)
     who = identify(request, console.config)
     if who is not None:
-        await asyncio.to_thread(
-            audit.record,
-            console.store,
-            who=who.name,
-            role=who.role,
-            action="logout",
-            target="",
-            client_ip=request.client.host if request.client else "-",
-        )
+        await audited(request, "logout", operator=who)
     request.session.clear()
     return RedirectResponse(f"{base_path(request)}/login", status_code=303)

@@ -147,13 +147,22 @@ def action(handler: Handler) -> Handler:
     return checked
 
 
-async def audited(request: Request, action_name: str, target: str) -> None:
+async def audited(
+    request: Request,
+    action_name: str,
+    target: str = "",
+    *,
+    operator: Operator | None = None,
+    name: str = "(anonymous)",
+) -> None:
+    """One line of the audit log for this request: by ``operator`` (default: the request's
+    logged-in operator), else by ``name`` (what a refused login gave), from the client's address."""
     console = console_of(request)
-    who: Operator | None = getattr(request.state, "who", None)
+    who: Operator | None = operator or getattr(request.state, "who", None)
     await asyncio.to_thread(
         audit.record,
         console.store,
-        who=who.name if who else "(anonymous)",
+        who=who.name if who else name,
         role=who.role if who else "-",
         action=action_name,
         target=target,
