@@ -244,6 +244,14 @@ async def test_missing_handler_is_a_dead_letter_with_advice() -> None:
         await until(lambda: queue.notes[note_id].status == "dead")
     [job] = queue.jobs_of(note_id)
     assert job.last_error is not None and "not configured any more" in job.last_error
+    # The attempt that could not run is recorded as dead, with the reason.
+    [row] = queue.attempts_of(note_id)
+    assert (row["outcome"], row["error_type"], row["traceback"]) == (
+        "dead",
+        "HandlerNotConfigured",
+        None,
+    )
+    assert "not configured any more" in str(row["message"])
 
 
 class CountingQueue(MemoryJobQueue):
@@ -375,24 +383,3 @@ async def test_every_attempt_is_recorded_with_its_outcome_and_error() -> None:
     assert timed_out["message"] == "timed out after 0.05 s"
     for row in queue.attempts_of(ok):
         assert row["started_at"] <= row["finished_at"]  # type: ignore[operator]
-
-
-async def test_an_attempt_that_cannot_run_is_recorded_as_dead_with_the_reason() -> None:
-    router = Router()
-
-    @router.on("pucomex", "duimp.registro")
-    async def gone(note: Notification, ctx: Context) -> None:
-        return None
-
-    queue = MemoryJobQueue()
-    note_id = queue.receive("pucomex", duimp("1"))
-    queue.plan(Routing([router], SOURCES), 100)
-    async with working(worker_on(queue, Router())):
-        await until(lambda: queue.notes[note_id].status == "dead")
-    [row] = queue.attempts_of(note_id)
-    assert (row["outcome"], row["error_type"], row["traceback"]) == (
-        "dead",
-        "HandlerNotConfigured",
-        None,
-    )
-    assert "not configured any more" in str(row["message"])
