@@ -105,18 +105,6 @@ class PortalEvent(PayloadModel):
     fields as attributes (``model_extra``)."""
 
 
-_SINTEGRE_FIELDS = (
-    "Nome",
-    "Processo",
-    "MacroProcesso",
-    "DataProduto",
-    "Periodicidade",
-    "PeriodicidadeFinal",
-    "Uri",
-    "Url",
-)
-
-
 class SintegreProduct(PayloadModel):
     """A product SINtegre published. ``uri`` is the download link, from ``Uri`` or ``Url``."""
 
@@ -134,7 +122,7 @@ class SintegreProduct(PayloadModel):
     def _any_case(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
-        names = {name.lower(): name for name in _SINTEGRE_FIELDS}
+        names = {name.lower(): name for name in cls.model_fields}
         return {names.get(str(key).lower(), key): value for key, value in data.items()}
 
     @model_validator(mode="after")
