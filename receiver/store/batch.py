@@ -38,21 +38,8 @@ class BatchInsert:
     POSTGRES_CHUNK = 64
     LOOKUP_CHUNK = 500  # dedup keys per lookup, below SQLite's oldest limit (999 parameters)
 
-    COLUMNS = (
-        "id",
-        "source",
-        "event",
-        "received_at",
-        "client_ip",
-        "headers",
-        "body",
-        "dedup_key",
-        "duplicate_of",
-        "status",
-        "routed",
-        "error",
-        "recovered",
-    )
+    # What a row holds, in order: the columns rows.NOTE_ROW names (and row() returns).
+    COLUMNS = tuple(NOTE_ROW.c.keys())
 
     def __init__(self, dialect: Dialect) -> None:
         # PostgreSQL: numbered placeholders on psycopg's RawCursor, sent as they are, and one
