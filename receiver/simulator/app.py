@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import ssl
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime
+from pathlib import Path
 
 import httpx
 from starlette.applications import Starlette
@@ -32,6 +33,29 @@ from receiver.simulator.portal_api import (
     portal_api_routes,
 )
 from receiver.store import utcnow
+
+
+def loopback_settings(
+    folder: Path,
+    certs: Mapping[str, Path],
+    *,
+    interval_seconds: float,
+    per_endpoint_concurrency: int = DispatcherSettings.model_fields[
+        "per_endpoint_concurrency"
+    ].default,
+) -> DispatcherSettings:
+    """The simulator on this machine: its outbox in ``folder``, TLS with the test certificates
+    ``write_demo_certificates`` made there, loopback subscribers allowed, and
+    ``interval_seconds`` between attempts (the Portal waits 5 minutes)."""
+    return DispatcherSettings(
+        database_url=f"sqlite:///{folder / 'dispatcher.db'}",
+        interval_seconds=interval_seconds,
+        per_endpoint_concurrency=per_endpoint_concurrency,
+        allowed_networks=["127.0.0.0/8", "::1/128"],
+        tls_cert_file=certs["server"],
+        tls_ca_file=certs["ca"],
+        outbound_ca_file=certs["ca"],
+    )
 
 
 def create_simulator_app(

@@ -38,13 +38,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from receiver.config import Settings, load_settings
-from receiver.dispatcher import Dispatcher, DispatcherSettings, serve_app
+from receiver.dispatcher import Dispatcher, serve_app
 from receiver.dispatcher.portal_events import PUBLISHED_DUIMP_EVENTS
 from receiver.dispatcher.tls import server_ssl_context
 from receiver.ingest.app import ReceiverApp, create_app
 from receiver.portal.client import PortalClient
 from receiver.runtime.services import build_routing, worker_service
-from receiver.simulator.app import run_simulator
+from receiver.simulator.app import loopback_settings, run_simulator
 from receiver.simulator.certificates import write_demo_certificates
 from receiver.simulator.demo_report import (
     DemoReport,
@@ -336,15 +336,9 @@ async def run_demo(
         folder = Path(tmp)
         certs = write_demo_certificates(folder)
         say(f"folder {folder}: certificates made (test CA, server, Sefaz client)")
-        simulator_settings = DispatcherSettings(
-            database_url=f"sqlite:///{folder / 'dispatcher.db'}",
-            interval_seconds=0.3,  # the Portal waits 5 minutes between attempts
-            # 8 for the demo's few dozen events; loadtests/e2e.py gives its --concurrency (32).
-            per_endpoint_concurrency=per_endpoint_concurrency,
-            allowed_networks=["127.0.0.0/8", "::1/128"],
-            tls_cert_file=certs["server"],
-            tls_ca_file=certs["ca"],
-            outbound_ca_file=certs["ca"],
+        # 8 in flight for the demo's few dozen events; loadtests/e2e.py gives its --concurrency.
+        simulator_settings = loopback_settings(
+            folder, certs, interval_seconds=0.3, per_endpoint_concurrency=per_endpoint_concurrency
         )
         async with run_simulator(simulator_settings) as simulator:
             say(f"Portal simulator on {simulator.url} (subscription API, Portal API, mutual TLS)")

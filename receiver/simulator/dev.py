@@ -36,7 +36,7 @@ from receiver.errors import ConfigError, ReceiverError
 from receiver.ingest.app import create_app
 from receiver.portal.client import PortalClient
 from receiver.runtime.services import build_routing, worker_service
-from receiver.simulator.app import run_simulator
+from receiver.simulator.app import loopback_settings, run_simulator
 from receiver.simulator.certificates import write_demo_certificates
 from receiver.simulator.demo import demo_receiver_settings, serve_receiver
 from receiver.simulator.duimps import duimp_number
@@ -104,14 +104,7 @@ async def run_dev(
         sys.path.insert(0, str(root))  # the handler modules, without PYTHONPATH
     stop = stop or asyncio.Event()
     certs = write_demo_certificates(folder)
-    simulator_settings = DispatcherSettings(
-        database_url=f"sqlite:///{folder / 'dispatcher.db'}",
-        interval_seconds=1.0,
-        allowed_networks=["127.0.0.0/8", "::1/128"],
-        tls_cert_file=certs["server"],
-        tls_ca_file=certs["ca"],
-        outbound_ca_file=certs["ca"],
-    )
+    simulator_settings = loopback_settings(folder, certs, interval_seconds=1.0)
     dispatcher_yaml = write_dispatcher_config(folder, simulator_settings)
     async with run_simulator(simulator_settings) as simulator:
         settings = demo_receiver_settings(

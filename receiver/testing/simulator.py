@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from receiver.config import PortalSettings
-from receiver.dispatcher import Dispatcher, DispatcherSettings
+from receiver.dispatcher import Dispatcher
 from receiver.portal.client import PortalClient
-from receiver.simulator.app import run_simulator
+from receiver.simulator.app import loopback_settings, run_simulator
 from receiver.simulator.certificates import write_demo_certificates
 
 
@@ -56,14 +56,7 @@ async def portal_simulator(
         if folder is None:
             folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="simulator-")))
         certs = write_demo_certificates(folder)
-        settings = DispatcherSettings(
-            database_url=f"sqlite:///{folder / 'dispatcher.db'}",
-            interval_seconds=interval_seconds,
-            allowed_networks=["127.0.0.0/8", "::1/128"],
-            tls_cert_file=certs["server"],
-            tls_ca_file=certs["ca"],
-            outbound_ca_file=certs["ca"],
-        )
+        settings = loopback_settings(folder, certs, interval_seconds=interval_seconds)
         async with run_simulator(settings) as running:
             try:
                 yield Simulator(running.url, running.dispatcher, certs, folder)
