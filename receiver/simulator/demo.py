@@ -76,18 +76,18 @@ Story = list[tuple[str, dict[str, Any]]]
 START_SECONDS = 60  # for `receiver serve` to answer /readyz (about 1 s here)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _free_socket() -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     sock.set_inheritable(True)
     return sock
+
+
+def _free_port() -> int:
+    """A port no one listens on now, for a server in another process to bind."""
+    with _free_socket() as sock:
+        return int(sock.getsockname()[1])
 
 
 @contextlib.asynccontextmanager
