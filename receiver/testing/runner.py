@@ -69,9 +69,10 @@ async def run_handlers(
     routing = Routing(
         [router], sorted({*CATALOGS, notification.source}), strict=False, aliases=aliases
     )
-    _, (status, event, reason), names = planner.decide(
+    decided = planner.decide(
         routing, notification.id, notification.source, notification.event, notification.body
     )
+    (status, event, reason), names = decided.outcome, decided.handlers
     if status != JobStatus.PENDING.value:
         raise Quarantined(reason or "quarantined")
     if notification.parsed is None and event is not None:

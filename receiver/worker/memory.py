@@ -34,7 +34,7 @@ from receiver.worker.jobs import (
     note_status,
 )
 from receiver.worker.results import Result
-from receiver.worker.routing import Routing
+from receiver.worker.routing import Notification, Routing
 
 
 @dataclass
@@ -130,21 +130,31 @@ class MemoryJobQueue:
     # --- the JobQueue protocol -----------------------------------------------------------
 
     def plan(self, routing: Routing, limit: int) -> int:
+        return self.plan_leasing(routing, limit, 0, 0.0)[0]
+
+    def plan_leasing(
+        self, routing: Routing, limit: int, lease: int, lease_seconds: float
+    ) -> tuple[int, list[ClaimedJob]]:
         with self._lock:
             unrouted = sorted(
                 (n for n in self.notes.values() if not n.routed and not n.duplicate_of),
                 key=lambda note: note.id,
             )[:limit]
             now = self.clock()
+            leased: list[ClaimedJob] = []
             for note in unrouted:
-                _, (status, event, error), handlers = planner.decide(
-                    routing, note.id, note.source, note.event, note.body
-                )
-                note.routed, note.status, note.event, note.error = True, status, event, error
-                for handler in handlers:
-                    job_id = len(self.jobs) + 1
-                    self.jobs[job_id] = MemoryJob(job_id, note.id, handler, now, now)
-            return len(unrouted)
+                decided = planner.decide(routing, note.id, note.source, note.event, note.body)
+                note.routed = True
+                note.status, note.event, note.error = decided.outcome
+                for number, handler in enumerate(decided.handlers):
+                    job = MemoryJob(len(self.jobs) + 1, note.id, handler, now, now)
+                    self.jobs[job.id] = job
+                    if len(leased) < lease:
+                        job.status, job.attempts = JobStatus.RUNNING.value, 1
+                        job.lease_until = now + timedelta(seconds=lease_seconds)
+                        read = decided.read if number == 0 else None
+                        leased.append(self._claimed(job, note, read))
+            return len(unrouted), leased
 
     def claim(self, limit: int, lease_seconds: float) -> list[ClaimedJob]:
         with self._lock:
@@ -167,22 +177,7 @@ class MemoryJobQueue:
                 job.status = JobStatus.RUNNING.value
                 job.attempts += 1
                 job.lease_until = now + timedelta(seconds=lease_seconds)
-                note = self.notes[job.note_id]
-                claimed.append(
-                    ClaimedJob(
-                        job_id=job.id,
-                        handler=job.handler,
-                        attempt=job.attempts,
-                        note_id=note.id,
-                        source=note.source,
-                        event=note.event,
-                        received_at=note.received_at,
-                        body=note.body,
-                        headers=dict(note.headers),
-                        dedup_key=note.dedup_key,
-                        recovered=note.recovered,
-                    )
-                )
+                claimed.append(self._claimed(job, self.notes[job.note_id]))
             return claimed
 
     def bury_abandoned(self, max_attempts: int) -> int:
@@ -239,6 +234,40 @@ class MemoryJobQueue:
             return counts, age
 
     # --- as the store's statements do it -------------------------------------------------
+
+    @staticmethod
+    def _claimed(job: MemoryJob, note: MemoryNote, read: planner.Read | None = None) -> ClaimedJob:
+        """The job as its worker gets it, with the planner's reading of the note if it has one
+        (``jobs.leased_job``)."""
+        headers = dict(note.headers)
+        notification = None
+        if read is not None:
+            notification = Notification(
+                id=note.id,
+                source=note.source,
+                event=note.event,
+                received_at=note.received_at,
+                payload=read.payload,
+                body=note.body,
+                headers=headers,
+                idempotency_key=note.dedup_key,
+                recovered=note.recovered,
+                parsed=read.typed,
+            )
+        return ClaimedJob(
+            job_id=job.id,
+            handler=job.handler,
+            attempt=job.attempts,
+            note_id=note.id,
+            source=note.source,
+            event=note.event,
+            received_at=note.received_at,
+            body=note.body,
+            headers=headers,
+            dedup_key=note.dedup_key,
+            recovered=note.recovered,
+            notification=notification,
+        )
 
     @staticmethod
     def _still_ours(job: MemoryJob | None, claimed: ClaimedJob) -> bool:

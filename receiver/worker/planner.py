@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import datetime
-from typing import Any
+from datetime import timedelta
+from typing import Any, NamedTuple
 
-from sqlalchemy import Select, false, insert, select, update
+from sqlalchemy import Row, Select, false, select, update
 from sqlalchemy.engine import Connection
 
 from receiver import metrics, payloads, storable
@@ -27,6 +27,7 @@ from receiver.errors import ParseError
 from receiver.sources import parse
 from receiver.store import Store
 from receiver.store.faults import store_down
+from receiver.store.rowsinsert import RowsInsert
 from receiver.store.tables import JOBS, NOTES, JobStatus, NoteStatus, utcnow
 from receiver.worker.routing import Routing
 
@@ -37,6 +38,35 @@ REASON_CHARS = 1000  # an error message kept as a quarantine reason, at most
 
 # (status, event, error): what one notification becomes.
 NoteOutcome = tuple[str, str | None, str | None]
+
+
+class Decided(NamedTuple):
+    """What one notification becomes, the handlers it gets and, when it is routed to them, its
+    body as the planner read it (``read``; None otherwise)."""
+
+    note_id: str
+    outcome: NoteOutcome
+    handlers: list[str]
+    read: Read | None = None
+
+
+class Read(NamedTuple):
+    """A routed notification's payload as parsed for routing, and as its event's model."""
+
+    payload: Any
+    typed: payloads.PayloadModel | None
+
+
+class Leased(NamedTuple):
+    """A job made by the plan and leased at once to the worker that planned it (its first
+    attempt), with what its handler needs: the notification's row and, for the first job of a
+    notification whose event was not an alias, the planner's reading of its body."""
+
+    job_id: int
+    handler: str
+    row: Row[Any]  # as read before the plan: its event is the sender's
+    event: str | None  # the event it was routed on, as stored by the plan
+    read: Read | None
 
 
 def unrouted(limit: int) -> Select[Any]:
@@ -51,7 +81,16 @@ def unrouted(limit: int) -> Select[Any]:
     loadtests/worker_bench.py, 370 jobs/s).
     """
     return (
-        select(NOTES.c.id, NOTES.c.source, NOTES.c.event, NOTES.c.body)
+        select(
+            NOTES.c.id,
+            NOTES.c.source,
+            NOTES.c.event,
+            NOTES.c.body,
+            NOTES.c.received_at,
+            NOTES.c.headers,
+            NOTES.c.dedup_key,
+            NOTES.c.recovered,
+        )
         .where(NOTES.c.routed == false())
         .order_by(NOTES.c.id)
         .limit(limit)
@@ -61,19 +100,32 @@ def unrouted(limit: int) -> Select[Any]:
 
 def plan(store: Store, routing: Routing, limit: int = 100) -> int:
     """Give up to ``limit`` unrouted notifications their jobs, or quarantine them; how many."""
+    return plan_leasing(store, routing, limit)[0]
+
+
+def plan_leasing(
+    store: Store, routing: Routing, limit: int = 100, *, lease: int = 0, lease_seconds: float = 0
+) -> tuple[int, list[Leased]]:
+    """``plan``, and the first ``lease`` of the jobs it makes leased at once to the caller for
+    ``lease_seconds``, as a claim would (their first attempt): how many notifications were
+    planned, and the leased jobs.
+
+    Leasing the jobs in the plan's own transaction saves the claim's and, for the handler, a
+    second parse and validation of each body: together about a fifth of the worker's CPU with a
+    no-op handler (py-spy over loadtests/worker_bench.py).
+    """
     note_ids: list[str] = []
     try:
         with store.relaxed_writes() as conn:
             rows = conn.execute(unrouted(limit)).all()
-            note_ids = [row[0] for row in rows]
-            decided = [decide(routing, *row) for row in rows]
-            _settle(conn, decided)
+            note_ids = [row.id for row in rows]
+            decided = [decide(routing, row.id, row.source, row.event, row.body) for row in rows]
+            leased = _settle(conn, decided, rows, lease, lease_seconds)
         # Counted once the transaction is committed (receiver_quarantined_total).
-        sources = {row[0]: row[1] for row in rows}
-        for note_id, (status, _, _), _ in decided:
+        for row, (_, (status, _, _), _, _) in zip(rows, decided, strict=True):
             if status == NoteStatus.QUARANTINED.value:
-                metrics.QUARANTINED.labels(sources[note_id]).inc()
-        return len(rows)
+                metrics.QUARANTINED.labels(row.source).inc()
+        return len(rows), leased
     except Exception as error:
         if store_down(error) or not note_ids:
             raise
@@ -85,18 +137,16 @@ def plan(store: Store, routing: Routing, limit: int = 100) -> int:
         )
     for note_id in note_ids:
         _plan_alone(store, routing, note_id)
-    return len(note_ids)
+    return len(note_ids), []
 
 
-def decide(
-    routing: Routing, note_id: str, source: str, event: str | None, body: bytes
-) -> tuple[str, NoteOutcome, list[str]]:
+def decide(routing: Routing, note_id: str, source: str, event: str | None, body: bytes) -> Decided:
     """What one notification becomes, and the handlers it gets; never raises."""
     try:
         parsed = parse(source, body, event)
         why = storable.problem(parsed.event, EVENT_CHARS)
         if why is not None:
-            return (
+            return Decided(
                 note_id,
                 _quarantine(event, f"event {storable.shown(parsed.event)} cannot be stored: {why}"),
                 [],
@@ -105,27 +155,33 @@ def decide(
         # target); the sender's own word stays in the stored headers.
         routed_as = routing.canonical(source, parsed.event)
         routes = routing.handlers_for(source, routed_as)
+        typed = None
         if routes:
             # Typed events: validated here, once, after the ack; a body that does not fit its
             # event's model never reaches handler code. It costs 4 to 16 us a notification,
             # under half of parsing's 21 to 42 us (loadtests/payload_validation.py, noisy
             # shared machine).
-            payloads.validate_payload(source, routed_as, parsed.payload)
+            typed = payloads.validate_payload(source, routed_as, parsed.payload)
     except payloads.ValidationError as error:
         reason = storable.safe(f"payload {payloads.describe(error)}", REASON_CHARS)
-        return note_id, _quarantine(routed_as, reason), []
+        return Decided(note_id, _quarantine(routed_as, reason), [])
     except ParseError as error:
-        return (
+        return Decided(
             note_id,
             _quarantine(event, f"unreadable: {storable.safe(str(error), REASON_CHARS)}"),
             [],
         )
     except Exception as error:  # a routing or parsing bug met this body: it alone is set aside
-        return note_id, _quarantine(event, f"cannot be routed: {_reason(error)}"), []
+        return Decided(note_id, _quarantine(event, f"cannot be routed: {_reason(error)}"), [])
     if not routes:
         why_not = f"no handler for {source} event {storable.shown(routed_as, EVENT_CHARS)}"
-        return note_id, _quarantine(routed_as, why_not), []
-    return note_id, (NoteStatus.PENDING.value, routed_as, None), [r.name for r in routes]
+        return Decided(note_id, _quarantine(routed_as, why_not), [])
+    # The handler reads the body again under the stored (routed) event; the planner's reading is
+    # the same one only when that is the event the body was parsed under.
+    read = Read(parsed.payload, typed) if routed_as == parsed.event else None
+    return Decided(
+        note_id, (NoteStatus.PENDING.value, routed_as, None), [r.name for r in routes], read
+    )
 
 
 def _quarantine(event: str | None, reason: str) -> NoteOutcome:
@@ -136,24 +192,71 @@ def _reason(error: BaseException) -> str:
     return storable.safe(f"{type(error).__name__}: {error}", REASON_CHARS)
 
 
-def _settle(conn: Connection, decided: Sequence[tuple[str, NoteOutcome, list[str]]]) -> None:
+def _settle(
+    conn: Connection,
+    decided: Sequence[Decided],
+    rows: Sequence[Row[Any]] = (),
+    lease: int = 0,
+    lease_seconds: float = 0,
+) -> list[Leased]:
+    """Write the decisions: the notes' outcomes, and their jobs, the first ``lease`` of them
+    leased to the caller (``rows``: the notes' rows, in the order of ``decided``)."""
     now = utcnow()
+    at = NEW_JOBS.bind(conn.dialect, "created_at", now)
+    until = NEW_JOBS.bind(conn.dialect, "lease_until", now + timedelta(seconds=lease_seconds))
     # Notes that end up with the same values share one UPDATE: a burst's notifications are
     # mostly of a few events, and one statement per note held SQLite's write lock (which
     # ingest's commits wait for) through a statement and a GIL hand-over per note.
     same: dict[NoteOutcome, list[str]] = {}
-    jobs: list[dict[str, Any]] = []
-    for note_id, outcome, handlers in decided:
+    jobs: list[tuple[Any, ...]] = []
+    leasing: list[tuple[Any, ...]] = []
+    for note_id, outcome, handlers, _ in decided:
         same.setdefault(outcome, []).append(note_id)
-        jobs.extend(_new_job(note_id, handler, now) for handler in handlers)
+        for handler in handlers:
+            if len(leasing) < lease:
+                leasing.append((note_id, handler, _RUNNING, 1, at, until, None, at, at))
+            else:
+                jobs.append((note_id, handler, _PENDING, 0, at, None, None, at, at))
     for (status, event, reason), ids in same.items():
         conn.execute(
             update(NOTES)
             .where(NOTES.c.id.in_(ids))
             .values(routed=True, status=status, event=event, error=reason)
         )
-    if jobs:
-        conn.execute(insert(JOBS), jobs)
+    NEW_JOBS.run(conn, jobs)
+    if not leasing:
+        return []
+    job_ids = {
+        (note_id, handler): job_id for job_id, note_id, handler in LEASED_JOBS.run(conn, leasing)
+    }
+    leased: list[Leased] = []
+    for row, (note_id, (_, event, _), handlers, read) in zip(rows, decided, strict=True):
+        for number, handler in enumerate(handlers):
+            job_id = job_ids.get((note_id, handler))
+            if job_id is not None:
+                # A notification's payload is handed to one handler only: another handler of it
+                # parses its own copy, so that neither sees what the other changed in it.
+                first = read if number == 0 else None
+                leased.append(Leased(job_id, handler, row, event, first))
+    return leased
+
+
+# A new job's row: pending, or running its first attempt under a lease.
+_JOB_COLUMNS = (
+    "notification_id",
+    "handler",
+    "status",
+    "attempts",
+    "next_attempt_at",
+    "lease_until",
+    "last_error",
+    "created_at",
+    "updated_at",
+)
+NEW_JOBS = RowsInsert(JOBS, _JOB_COLUMNS)
+LEASED_JOBS = RowsInsert(JOBS, _JOB_COLUMNS, returning=("id", "notification_id", "handler"))
+_PENDING = JobStatus.PENDING.value
+_RUNNING = JobStatus.RUNNING.value
 
 
 def _plan_alone(store: Store, routing: Routing, note_id: str) -> None:
@@ -163,9 +266,9 @@ def _plan_alone(store: Store, routing: Routing, note_id: str) -> None:
         with store.relaxed_writes() as conn:
             row = conn.execute(one).first()
             if row is not None:
-                decided = decide(routing, *row)
+                decided = decide(routing, row.id, row.source, row.event, row.body)
                 _settle(conn, [decided])
-        if row is not None and decided[1][0] == NoteStatus.QUARANTINED.value:
+        if row is not None and decided.outcome[0] == NoteStatus.QUARANTINED.value:
             metrics.QUARANTINED.labels(row[1]).inc()
         return
     except Exception as error:
@@ -184,17 +287,3 @@ def _plan_alone(store: Store, routing: Routing, note_id: str) -> None:
         sources = list(quarantined)
     for source in sources:
         metrics.QUARANTINED.labels(source).inc()
-
-
-def _new_job(note_id: str, handler: str, now: datetime) -> dict[str, Any]:
-    return {
-        "notification_id": note_id,
-        "handler": handler,
-        "status": JobStatus.PENDING,
-        "attempts": 0,
-        "next_attempt_at": now,
-        "lease_until": None,
-        "last_error": None,
-        "created_at": now,
-        "updated_at": now,
-    }

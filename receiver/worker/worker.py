@@ -125,13 +125,16 @@ class Worker:
         await self._drain(grace_seconds)
 
     async def _tick(self) -> bool:
-        planned = await self._plan()
+        # Jobs already due first (retries, and jobs planned beyond the last claim), oldest first;
+        # then new notifications are planned, the room left leased with their jobs.
         room = self._room()
         claimed: list[ClaimedJob] = []
         if room > 0:
             await asyncio.to_thread(self._queue.bury_abandoned, self._policy.max_attempts)
             claimed = await asyncio.to_thread(self._queue.claim, room, self._settings.lease_seconds)
             self._finished_since_claim = 0
+        planned, leased = await self._plan(max(0, room - len(claimed)))
+        claimed.extend(leased)
         for job in claimed:
             task = asyncio.create_task(self._run_job(job), name=f"job-{job.job_id}")
             self._running[task] = job
@@ -148,14 +151,19 @@ class Worker:
             return 0
         return self._settings.concurrency + ahead - (len(self._running) - self._recording)
 
-    async def _plan(self) -> int:
-        """Route new notifications; a planning failure that is not the store's must not stop the
-        claiming of jobs already planned: it is logged, and planning is tried again later."""
+    async def _plan(self, lease: int) -> tuple[int, list[ClaimedJob]]:
+        """Route new notifications, leasing up to ``lease`` of their jobs to this worker; a
+        planning failure that is not the store's must not stop the claiming of jobs already
+        planned: it is logged, and planning is tried again later."""
         if time.monotonic() < self._plan_again_at:
-            return 0
+            return 0, []
         try:
             planned = await asyncio.to_thread(
-                self._queue.plan, self._routing, self._settings.batch_size
+                self._queue.plan_leasing,
+                self._routing,
+                self._settings.batch_size,
+                lease,
+                self._settings.lease_seconds,
             )
         except Exception as error:
             if store_down(error):
@@ -169,7 +177,7 @@ class Worker:
                 storable.safe(str(error), 500),
                 self._plan_backoff,
             )
-            return 0
+            return 0, []
         self._plan_backoff = 0.0
         return planned
 
@@ -246,7 +254,7 @@ class Worker:
             why = f"handler {job.handler} is not configured any more; restore it, then replay"
             return JobStatus.DEAD, why, 0.0, _not_run(started, "HandlerNotConfigured", why)
         try:
-            note = read_notification(
+            note = job.notification or read_notification(
                 note_id=job.note_id,
                 source=job.source,
                 event=job.event,

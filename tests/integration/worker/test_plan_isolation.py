@@ -189,12 +189,12 @@ async def test_a_planner_failure_does_not_stop_claiming(
     assert planner.plan(store, Routing([router()], settings.sources)) == 1
     calls = 0
 
-    def broken(*args: object, **kwargs: object) -> int:
+    def broken(*args: object, **kwargs: object) -> tuple[int, list[object]]:
         nonlocal calls
         calls += 1
         raise RuntimeError("planner bug (injected)")
 
-    monkeypatch.setattr(planner, "plan", broken)
+    monkeypatch.setattr(planner, "plan_leasing", broken)
     with caplog.at_level(logging.INFO, logger="receiver.worker"):
         async with working(store, settings, router()):
             await until(lambda: statuses(store)[planned.id] == "done")

@@ -255,7 +255,8 @@ async def test_missing_handler_is_a_dead_letter_with_advice() -> None:
 
 
 class CountingQueue(MemoryJobQueue):
-    """The in-memory queue, noting how many jobs each claim returned."""
+    """The in-memory queue, noting how many jobs each claim, or each plan that leases the jobs it
+    makes, handed to the worker."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -266,6 +267,14 @@ class CountingQueue(MemoryJobQueue):
         if jobs:
             self.claimed.append(len(jobs))
         return jobs
+
+    def plan_leasing(
+        self, routing: Routing, limit: int, lease: int, lease_seconds: float
+    ) -> tuple[int, list[ClaimedJob]]:
+        planned, jobs = super().plan_leasing(routing, limit, lease, lease_seconds)
+        if jobs:
+            self.claimed.append(len(jobs))
+        return planned, jobs
 
 
 async def test_quick_handlers_are_claimed_ahead_of_the_free_slots() -> None:
